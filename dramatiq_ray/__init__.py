@@ -1,0 +1,73 @@
+"""dramatiq-ray: run Dramatiq actor bodies on Ray, spill large results to blob stores, retry with backoff.
+
+Importing this package never imports Ray, boto3 or google-cloud-storage: producers that only send messages stay
+light, and processes that fork (the ``dramatiq`` CLI) stay safe.
+"""
+
+from __future__ import annotations
+
+# --- errors ---
+from .errors import (
+    BlobIntegrityError,
+    BlobNotFoundError,
+    BlobReadError,
+    BlobStoreError,
+    BlobWriteError,
+    ConfigurationError,
+    DigestOnlyResultError,
+    DramatiqRayError,
+    ForeignPointerError,
+    InvalidPointerError,
+    MissingDependencyError,
+    RayExecutionError,
+    RayNodeDiedError,
+    RayObjectLostError,
+    RayOptionsError,
+    RayOutOfMemoryError,
+    RaySystemError,
+    RayTaskCancelledError,
+    RayUnavailableError,
+    RayWorkerCrashedError,
+    RemoteExceptionError,
+    SpilledResultError,
+)
+
+# --- results that spill ---
+
+# --- running on Ray ---
+
+# --- retries ---
+
+# --- settings ---
+
+__version__ = "0.1.0"
+
+__all__ = [
+    # errors
+    "BlobIntegrityError",
+    "BlobNotFoundError",
+    "BlobReadError",
+    "BlobStoreError",
+    "BlobWriteError",
+    "ConfigurationError",
+    "DigestOnlyResultError",
+    "DramatiqRayError",
+    "ForeignPointerError",
+    "InvalidPointerError",
+    "MissingDependencyError",
+    "RayExecutionError",
+    "RayNodeDiedError",
+    "RayObjectLostError",
+    "RayOptionsError",
+    "RayOutOfMemoryError",
+    "RaySystemError",
+    "RayTaskCancelledError",
+    "RayUnavailableError",
+    "RayWorkerCrashedError",
+    "RemoteExceptionError",
+    "SpilledResultError",
+    # results that spill
+    # running on Ray
+    # retries
+    # settings
+]

@@ -1,0 +1,189 @@
+"""Every exception the library raises, in one place.
+
+Each class refines the Dramatiq error it belongs with (``ResultError`` for result problems, ``DramatiqError``
+otherwise), so code that already catches Dramatiq's errors keeps working. Every message says what to do.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dramatiq.errors import DramatiqError
+from dramatiq.results.errors import ResultError
+
+__all__ = [
+    "BlobIntegrityError",
+    "BlobNotFoundError",
+    "BlobReadError",
+    "BlobStoreError",
+    "BlobWriteError",
+    "ConfigurationError",
+    "DigestOnlyResultError",
+    "DramatiqRayError",
+    "ForeignPointerError",
+    "InvalidPointerError",
+    "MissingDependencyError",
+    "RayExecutionError",
+    "RayNodeDiedError",
+    "RayObjectLostError",
+    "RayOptionsError",
+    "RayOutOfMemoryError",
+    "RaySystemError",
+    "RayTaskCancelledError",
+    "RayUnavailableError",
+    "RayWorkerCrashedError",
+    "RemoteExceptionError",
+    "SpilledResultError",
+]
+
+
+def _rebuild(cls: type[DramatiqRayError], message: str, state: dict[str, Any]) -> DramatiqRayError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    error.message = message
+    error.__dict__.update(state)
+    return error
+
+
+class DramatiqRayError(DramatiqError):
+    """Base class of every error raised by dramatiq-ray.
+
+    Instances pickle with all their attributes, so they cross process and Ray boundaries intact.
+    """
+
+    message: str
+
+    def __init__(self, message: str) -> None:
+        Exception.__init__(self, message)
+        self.message = message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        state = {key: value for key, value in self.__dict__.items() if key != "message"}
+        return (_rebuild, (type(self), self.message, state))
+
+
+# --- configuration -------------------------------------------------------------------------------------------
+
+
+class ConfigurationError(DramatiqRayError, ValueError):
+    """The library was configured wrongly. ``problems`` lists every problem found, one sentence each."""
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        self.problems = list(problems) if problems else [message]
+        super().__init__(message)
+
+
+class MissingDependencyError(DramatiqRayError, ImportError):
+    """An optional dependency is not installed; the message names the ``pip install`` line that adds it."""
+
+    def __init__(self, feature: str, extra: str, module: str) -> None:
+        self.feature = feature
+        self.extra = extra
+        self.module = module
+        super().__init__(
+            f"{feature} needs the {module!r} package, which is not installed. "
+            f'Install it with: pip install "dramatiq-ray[{extra}]"'
+        )
+
+
+# --- results that spill --------------------------------------------------------------------------------------
+
+
+class SpilledResultError(ResultError, DramatiqRayError):
+    """Base class of the errors raised while storing or reading a spilled result."""
+
+
+class InvalidPointerError(SpilledResultError, ValueError):
+    """A string was expected to be a blob pointer but does not follow the pointer grammar."""
+
+
+class ForeignPointerError(InvalidPointerError):
+    """A pointer names a bucket, prefix or root other than the configured store's; nothing was requested."""
+
+
+class DigestOnlyResultError(SpilledResultError):
+    """The result was too large to keep inline and only its digest was kept (``DigestStore``, or a fallback
+    after a store failure). ``digest`` and ``size`` describe the value that was produced."""
+
+    def __init__(self, message: str, *, digest: str, size: int, pointer: str) -> None:
+        self.digest = digest
+        self.size = size
+        self.pointer = pointer
+        super().__init__(message)
+
+
+class BlobReadError(SpilledResultError):
+    """A spilled result could not be read from its store (outage, permissions). Reading again after the store
+    recovers returns the value. Unlike ``ResultMissing``, this does not mean "not done yet"."""
+
+    def __init__(self, message: str, *, pointer: str) -> None:
+        self.pointer = pointer
+        super().__init__(message)
+
+
+class BlobNotFoundError(BlobReadError):
+    """The blob a pointer names does not exist (deleted by lifecycle rules or by hand)."""
+
+
+class BlobIntegrityError(BlobReadError):
+    """A blob's size or SHA-256 does not match its pointer; its contents are never returned."""
+
+
+class BlobStoreError(DramatiqRayError):
+    """A blob store operation failed. Raised by stores; the results backend turns it into a fallback (when
+    writing) or a ``BlobReadError`` (when reading)."""
+
+
+class BlobWriteError(BlobStoreError):
+    """A blob could not be written to its store."""
+
+
+# --- running on Ray ------------------------------------------------------------------------------------------
+
+
+class RayExecutionError(DramatiqRayError):
+    """Base class of the errors raised while running an actor body on Ray."""
+
+
+class RayOptionsError(ConfigurationError):
+    """An actor's or message's ``ray_options`` are not valid Ray task options."""
+
+
+class RemoteExceptionError(RayExecutionError):
+    """The actor raised an exception on Ray that could not be sent back as itself (it did not pickle).
+
+    ``type_name`` is its dotted class name and ``remote_traceback`` the traceback text from the Ray worker.
+    """
+
+    def __init__(self, message: str, *, type_name: str, remote_traceback: str) -> None:
+        self.type_name = type_name
+        self.remote_traceback = remote_traceback
+        super().__init__(message)
+
+
+class RaySystemError(RayExecutionError):
+    """Ray failed to run the task for a reason outside the actor's code. Retryable by default."""
+
+
+class RayWorkerCrashedError(RaySystemError):
+    """The Ray worker process running the task died."""
+
+
+class RayNodeDiedError(RaySystemError):
+    """The Ray node running the task died."""
+
+
+class RayOutOfMemoryError(RaySystemError):
+    """Ray killed the task because its node ran out of memory."""
+
+
+class RayObjectLostError(RaySystemError):
+    """The task's result object was lost before it could be read."""
+
+
+class RayTaskCancelledError(RaySystemError):
+    """The Ray task was cancelled (by a time limit, a shutdown or an operator)."""
+
+
+class RayUnavailableError(RaySystemError):
+    """Ray could not be reached (not started, head restarted, local raylet died)."""
