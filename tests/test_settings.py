@@ -70,7 +70,7 @@ def test_settings_module_that_is_not_a_mapping_is_refused_with_its_name() -> Non
 
 
 def test_settings_module_that_cannot_be_imported_is_refused_with_the_expected_form() -> None:
-    with pytest.raises(ConfigurationError, match="package.module:ATTRIBUTE"):
+    with pytest.raises(ConfigurationError, match=r"package\.module:ATTRIBUTE"):
         load_settings(environ={"DRAMATIQ_RAY_SETTINGS": "tests.no_such_module:X"})
 
 
