@@ -29,6 +29,7 @@ from .errors import (
     RayUnavailableError,
     RayWorkerCrashedError,
     RemoteExceptionError,
+    RetryOptionsError,
     SpilledResultError,
 )
 
@@ -37,6 +38,7 @@ from .errors import (
 # --- running on Ray ---
 
 # --- retries ---
+from .retries import Retries
 
 # --- settings ---
 
@@ -65,9 +67,11 @@ __all__ = [
     "RayUnavailableError",
     "RayWorkerCrashedError",
     "RemoteExceptionError",
+    "RetryOptionsError",
     "SpilledResultError",
     # results that spill
     # running on Ray
     # retries
+    "Retries",
     # settings
 ]

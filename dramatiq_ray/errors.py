@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from dramatiq.errors import DramatiqError
+from dramatiq.middleware import MiddlewareError
 from dramatiq.results.errors import ResultError
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "RayUnavailableError",
     "RayWorkerCrashedError",
     "RemoteExceptionError",
+    "RetryOptionsError",
     "SpilledResultError",
 ]
 
@@ -187,3 +189,14 @@ class RayTaskCancelledError(RaySystemError):
 
 class RayUnavailableError(RaySystemError):
     """Ray could not be reached (not started, head restarted, local raylet died)."""
+
+
+# --- retries -------------------------------------------------------------------------------------------------
+
+
+class RetryOptionsError(ConfigurationError, MiddlewareError):
+    """An actor's or message's retry options are invalid (``max_attempts``, ``retry_denylist``, backoff...).
+
+    It is a ``MiddlewareError`` so that Dramatiq lets it through its hooks: the ``@actor(...)`` declaration or
+    the ``send_with_options(...)`` call with the bad option raises it, and nothing is declared or enqueued.
+    """

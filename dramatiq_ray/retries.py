@@ -1,0 +1,504 @@
+"""Retries with counted attempts, capped exponential backoff with jitter, and an exception denylist.
+
+``Retries`` is a drop-in replacement for Dramatiq's own ``Retries`` middleware: it keeps every option Dramatiq's
+has and adds ``max_attempts``, ``backoff``, ``jitter`` and ``denylist``. Adding it to a broker that already has
+Dramatiq's stock ``Retries`` makes it take that one's place (see :class:`Retries`).
+"""
+
+from __future__ import annotations
+
+import builtins
+import keyword
+import logging
+import random
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Final
+
+import dramatiq
+from dramatiq.broker import MessageProxy
+from dramatiq.errors import Retry
+from dramatiq.middleware import Retries as StockRetries
+from dramatiq.middleware.retries import DEFAULT_MAX_BACKOFF, DEFAULT_MIN_BACKOFF
+
+from .errors import ConfigurationError, RaySystemError, RemoteExceptionError, RetryOptionsError
+
+__all__ = ["DEFAULT_JITTER", "Retries"]
+
+logger = logging.getLogger(__name__)
+
+#: Default jitter: each delay is drawn uniformly from ``[delay / 2, delay]``.
+DEFAULT_JITTER: Final = 0.5
+
+#: Default number of retries, as in Dramatiq: 20 retries, so 21 attempts.
+DEFAULT_MAX_RETRIES: Final = 20
+
+# Ray's own exceptions for failures outside the actor's code, by dotted name so that Ray is never imported here.
+# Subclasses (ActorDiedError, OwnerDiedError, ...) match through their MRO.
+_RAY_SYSTEM_FAILURES: Final = frozenset(
+    f"ray.exceptions.{name}"
+    for name in (
+        "WorkerCrashedError",
+        "NodeDiedError",
+        "OutOfMemoryError",
+        "ObjectLostError",
+        "LocalRayletDiedError",
+        "RayActorError",
+        "TaskCancelledError",
+        "RaySystemError",
+        "ObjectStoreFullError",
+        "OutOfDiskError",
+    )
+)
+
+_BUILTIN_EXCEPTIONS: Final = frozenset(
+    name for name, value in vars(builtins).items() if isinstance(value, type) and issubclass(value, BaseException)
+)
+
+
+_AnyMessage = dramatiq.Message[Any] | MessageProxy
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "<unset>"
+
+
+_UNSET: Final = _Unset()
+
+
+def _dotted_name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _normalize_entry(entry: object, where: str) -> str:
+    """Turn one denylist entry into the full dotted name it matches, or explain why it cannot be one."""
+    if isinstance(entry, type):
+        if not issubclass(entry, BaseException):
+            raise ConfigurationError(
+                f"{where}: {entry!r} is a class but not an exception class. List exception classes or their "
+                f"dotted names, e.g. 'myapp.errors.PermanentError'."
+            )
+        return _dotted_name(entry)
+    if isinstance(entry, str):
+        name = entry.strip()
+        parts = name.split(".")
+        if not name or not all(part.isidentifier() and not keyword.iskeyword(part) for part in parts):
+            raise ConfigurationError(
+                f"{where}: {entry!r} is not a dotted class name. Write the full name, e.g. "
+                f"'myapp.errors.PermanentError', or a builtin exception's bare name, e.g. 'ValueError'."
+            )
+        if len(parts) == 1:
+            if name not in _BUILTIN_EXCEPTIONS:
+                raise ConfigurationError(
+                    f"{where}: {entry!r} is a bare name but not a builtin exception. Give the class's full dotted "
+                    f"name (module and class, e.g. 'myapp.errors.{name}') so that it cannot match a class of the "
+                    f"same name in another module."
+                )
+            return f"builtins.{name}"
+        return name
+    raise ConfigurationError(
+        f"{where}: {entry!r} ({type(entry).__name__}) is neither an exception class nor a dotted class name. "
+        f"List exception classes or strings such as 'myapp.errors.PermanentError' or 'ValueError'."
+    )
+
+
+def _normalize_denylist(entries: object, where: str) -> tuple[str, ...]:
+    if entries is None:
+        return ()
+    if isinstance(entries, (str, type)) or not isinstance(entries, Iterable):
+        raise ConfigurationError(
+            f"{where} must be a list of exception classes or dotted names, got {entries!r}. "
+            f"Wrap a single entry in a list: [{entries!r}]."
+        )
+    return tuple(_normalize_entry(entry, where) for entry in entries)
+
+
+def _check_count(value: object, name: str, where: str, *, minimum: int, allow_none: bool) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        allowed = f"an integer >= {minimum}" + (" or None (no limit)" if allow_none else "")
+        raise ConfigurationError(f"{where}: {name} must be {allowed}, got {value!r}.")
+
+
+def _resolve_max_retries(options: dict[str, Any], where: str, *, strict: bool) -> int | _Unset | None:
+    """The ``max_retries`` one level of options asks for, from ``max_attempts`` and/or ``max_retries``."""
+    has_attempts, has_retries = "max_attempts" in options, "max_retries" in options
+    if not has_attempts and not has_retries:
+        return _UNSET
+    if has_retries and strict:
+        _check_count(options["max_retries"], "max_retries", where, minimum=0, allow_none=True)
+    if not has_attempts:
+        value: int | None = options["max_retries"]
+        return value
+    attempts = options["max_attempts"]
+    if strict:
+        _check_count(attempts, "max_attempts", where, minimum=1, allow_none=False)
+        if has_retries and options["max_retries"] != attempts - 1:
+            raise ConfigurationError(
+                f"{where}: max_attempts={attempts} and max_retries={options['max_retries']!r} disagree "
+                f"(max_attempts counts the first run, so it must equal max_retries + 1). Give only one of them."
+            )
+    return int(attempts) - 1
+
+
+def _check_backoff_options(options: dict[str, Any], where: str) -> None:
+    for name in ("backoff", "min_backoff", "max_backoff"):
+        if name in options:
+            value = options[name]
+            _check_count(value, name, where, minimum=0, allow_none=False)
+            if value > DEFAULT_MAX_BACKOFF:
+                raise ConfigurationError(
+                    f"{where}: {name}={value} ms is longer than the 7 days ({DEFAULT_MAX_BACKOFF} ms) brokers can "
+                    f"delay a message by. Use a smaller value."
+                )
+    if "backoff" in options and "min_backoff" in options and options["backoff"] != options["min_backoff"]:
+        raise ConfigurationError(
+            f"{where}: backoff={options['backoff']} and min_backoff={options['min_backoff']} are two names for the "
+            f"same setting and disagree. Give only one of them."
+        )
+    if "retry_jitter" in options:
+        _check_jitter(options["retry_jitter"], f"{where}: retry_jitter")
+
+
+def _check_jitter(value: object, where: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ConfigurationError(f"{where} must be a number between 0 (no jitter) and 1 (full jitter), got {value!r}.")
+
+
+def _original_exception(exception: BaseException) -> BaseException:
+    """The actor's own exception: Ray's ``RayTaskError`` wrapper is replaced by its ``cause``."""
+    while True:
+        cause = getattr(exception, "cause", None)
+        wrapped = any(_dotted_name(cls) == "ray.exceptions.RayTaskError" for cls in type(exception).__mro__)
+        if not (wrapped and isinstance(cause, BaseException)) or cause is exception:
+            return exception
+        exception = cause
+
+
+def _is_system_failure_class(cls: type) -> bool:
+    return issubclass(cls, RaySystemError) or any(_dotted_name(base) in _RAY_SYSTEM_FAILURES for base in cls.__mro__)
+
+
+def _candidate_names(exception: BaseException) -> Iterator[str]:
+    """Dotted names a denylist entry may match, most specific first."""
+    classes = type(exception).__mro__
+    if _is_system_failure_class(type(exception)):
+        # A system failure is denied only by an entry naming a system failure class, never by a broad one.
+        classes = tuple(cls for cls in classes if _is_system_failure_class(cls))
+    elif isinstance(exception, RemoteExceptionError):
+        yield exception.type_name
+    for cls in classes:
+        yield _dotted_name(cls)
+
+
+def _type_name(exception: BaseException) -> str:
+    if isinstance(exception, RemoteExceptionError):
+        return exception.type_name
+    return _dotted_name(type(exception))
+
+
+class Retries(StockRetries):
+    """Retry failed messages a bounded number of times, with capped exponential backoff and an exception denylist.
+
+    A subclass of Dramatiq's ``Retries`` that keeps every one of its options (``max_retries``, ``min_backoff``,
+    ``max_backoff``, ``retry_when``, and the actor options ``throws`` and ``on_retry_exhausted``; raising
+    ``dramatiq.Retry(delay=...)`` still picks the next delay) and changes three things:
+
+    * ``max_attempts`` counts the first run: ``max_attempts=3`` means at most 3 runs (``max_retries=2``).
+    * The delay after the n-th failed attempt is ``min(backoff * 2**(n-1), max_backoff)`` milliseconds, reduced by
+      a random share of at most ``jitter``: uniform in ``[(1 - jitter) * delay, delay]``.
+    * An exception matching the denylist fails the message at once: no requeue, no ``on_retry_exhausted``;
+      the failure is stored by a Results middleware as usual. Entries are exception classes or full dotted
+      names (``"myapp.errors.PermanentError"``; builtins may be bare: ``"ValueError"``) and match the exception's
+      class or any base class. Exceptions from Ray are matched on their original type, and Ray system failures
+      (``RaySystemError`` and Ray's own worker/node/memory/object failures) are only denied by an entry naming
+      such a failure class, never by a broad one like ``Exception``.
+
+    Actor and message options, looked up message -> actor -> middleware: ``max_attempts``, ``max_retries``,
+    ``backoff`` (alias ``min_backoff``), ``max_backoff``, ``retry_jitter``, ``throws``, ``on_retry_exhausted``,
+    ``retry_when`` (actor only) and ``retry_denylist`` (added to the middleware's ``denylist``).
+
+    Adding this middleware to a broker that has Dramatiq's stock ``Retries`` (every broker does by default)
+    replaces the stock instance in place, at its position in ``broker.middleware``: when the broker first calls
+    this middleware, that is when an actor is declared (or already is), a message is enqueued or a worker boots,
+    and so always before any message is processed.
+
+    Example::
+
+        broker.add_middleware(Retries(max_attempts=3, backoff=60_000, max_backoff=3_600_000,
+                                      denylist=["myapp.errors.PermanentError", ValueError]))
+
+    Parameters:
+      max_attempts: Most runs of a message, the first included (>= 1). Give it or ``max_retries``, not two
+        values that disagree.
+      max_retries: Dramatiq's count of retries after the first run (``max_attempts - 1``); ``None`` for no
+        limit. Defaults to 20.
+      backoff: Delay after the first failed attempt, in milliseconds; doubles with each further attempt.
+        Defaults to 15 000 (15 s). ``0`` retries at once.
+      min_backoff: Dramatiq's name for ``backoff``.
+      max_backoff: Cap on any delay, in milliseconds (at most 7 days, the default).
+      jitter: Share of each delay that may be randomly taken off, in ``[0, 1]``; 0.5 by default.
+      denylist: Exception classes or dotted names that are never retried.
+      retry_when: Dramatiq's predicate ``(retries_so_far, exception) -> bool``; when set it decides instead of
+        the attempt count (the denylist and ``throws`` still apply first).
+      rng: Random source for jitter (a seeded ``random.Random`` makes delays reproducible).
+
+    Raises:
+      ConfigurationError: An option is out of range, ``max_attempts`` and ``max_retries`` (or ``backoff`` and
+        ``min_backoff``) disagree, or a denylist entry is neither an exception class nor a dotted name.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_attempts: int | None = None,
+        max_retries: int | _Unset | None = _UNSET,
+        backoff: int | None = None,
+        min_backoff: int | None = None,
+        max_backoff: int | None = None,
+        jitter: float = DEFAULT_JITTER,
+        denylist: Iterable[type[BaseException] | str] | None = None,
+        retry_when: Callable[[int, BaseException], bool] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        where = "Retries"
+        options: dict[str, Any] = {}
+        if max_attempts is not None:
+            options["max_attempts"] = max_attempts
+        if not isinstance(max_retries, _Unset):
+            options["max_retries"] = max_retries
+        resolved = _resolve_max_retries(options, where, strict=True)
+        for name, value in (("backoff", backoff), ("min_backoff", min_backoff), ("max_backoff", max_backoff)):
+            if value is not None:
+                options[name] = value
+        _check_backoff_options(options, where)
+        _check_jitter(jitter, f"{where}: jitter")
+        super().__init__(retry_when=retry_when)
+        # Set after the stock constructor, whose annotations do not admit None (no limit) although its code does.
+        self.max_retries = DEFAULT_MAX_RETRIES if isinstance(resolved, _Unset) else resolved  # type: ignore[assignment]
+        # The stock constructor treats 0 as "use the default"; here 0 means no delay.
+        self.min_backoff = next((v for v in (backoff, min_backoff) if v is not None), DEFAULT_MIN_BACKOFF)
+        self.max_backoff = DEFAULT_MAX_BACKOFF if max_backoff is None else max_backoff
+        self.jitter = float(jitter)
+        self.denylist: tuple[str, ...] = _normalize_denylist(denylist, f"{where}: denylist")
+        self.logger = logger
+        self._rng = rng or random.Random()
+        self._rng_lock = threading.Lock()
+        self._takeover_lock = threading.Lock()
+
+    @property
+    def backoff(self) -> int:
+        """Delay after the first failed attempt, in milliseconds (Dramatiq's ``min_backoff``)."""
+        return int(self.min_backoff)
+
+    @property
+    def max_attempts(self) -> int | None:
+        """Most runs of a message, the first included; ``None`` when unlimited."""
+        return None if self.max_retries is None else self.max_retries + 1
+
+    @property
+    def actor_options(self) -> set[str]:
+        """Dramatiq's retry options plus ``max_attempts``, ``backoff``, ``retry_jitter`` and ``retry_denylist``."""
+        return set(super().actor_options) | {"max_attempts", "backoff", "retry_jitter", "retry_denylist"}
+
+    # --- computing delays ------------------------------------------------------------------------------------
+
+    def compute_delay(self, attempt: int, *, backoff: int, max_backoff: int, jitter: float) -> int:
+        """The delay in milliseconds before the run that follows failed attempt number ``attempt`` (1 = first).
+
+        ``min(backoff * 2**(attempt-1), max_backoff)``, less a uniform random share of at most ``jitter``.
+        """
+        ceiling = min(backoff * 2 ** min(max(attempt - 1, 0), 64), max_backoff, DEFAULT_MAX_BACKOFF)
+        with self._rng_lock:
+            share = self._rng.random()
+        return int(ceiling - ceiling * jitter * share)
+
+    # --- the denylist ----------------------------------------------------------------------------------------
+
+    def denied_by(self, exception: BaseException, extra: Iterable[str] = ()) -> str | None:
+        """The denylist entry that ``exception`` matches, or ``None`` when it may be retried.
+
+        ``extra`` holds more entries (already dotted names), e.g. an actor's ``retry_denylist``.
+        """
+        if isinstance(exception, Retry):
+            return None
+        entries = set(self.denylist).union(extra)
+        if not entries:
+            return None
+        for name in _candidate_names(_original_exception(exception)):
+            if name in entries:
+                return name
+        return None
+
+    # --- hooks -----------------------------------------------------------------------------------------------
+
+    def before_declare_actor(self, broker: dramatiq.Broker, actor: dramatiq.Actor[Any, Any]) -> None:
+        self._take_over(broker)
+        where = f"actor {actor.actor_name!r}"
+        try:
+            _resolve_max_retries(actor.options, where, strict=True)
+            _check_backoff_options(actor.options, where)
+            if "retry_denylist" in actor.options:
+                actor.options["retry_denylist"] = list(
+                    _normalize_denylist(actor.options["retry_denylist"], f"{where}: retry_denylist")
+                )
+        except ConfigurationError as error:
+            raise RetryOptionsError(error.message) from None
+
+    def after_declare_actor(self, broker: dramatiq.Broker, actor: dramatiq.Actor[Any, Any]) -> None:
+        self._take_over(broker)
+
+    def after_declare_queue(self, broker: dramatiq.Broker, queue_name: str) -> None:
+        self._take_over(broker)
+
+    def after_declare_delay_queue(self, broker: dramatiq.Broker, queue_name: str) -> None:
+        self._take_over(broker)
+
+    def after_process_boot(self, broker: dramatiq.Broker) -> None:
+        self._take_over(broker)
+
+    def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        self._take_over(broker)
+
+    def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
+        self._take_over(broker)
+
+    def before_enqueue(self, broker: dramatiq.Broker, message: dramatiq.Message[Any], delay: int | None) -> None:
+        self._take_over(broker)
+        if message.options.get("retries"):
+            return  # a requeue: the options were checked when the message was first sent
+        where = f"message to {message.actor_name!r}"
+        try:
+            _resolve_max_retries(message.options, where, strict=True)
+            _check_backoff_options(message.options, where)
+            if "retry_denylist" in message.options:
+                # Classes become dotted names, so the message encodes and matches like the actor's option.
+                message.options["retry_denylist"] = list(
+                    _normalize_denylist(message.options["retry_denylist"], f"{where}: retry_denylist")
+                )
+        except ConfigurationError as error:
+            raise RetryOptionsError(error.message) from None
+
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: MessageProxy,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        self._take_over(broker)
+        if exception is None:
+            return
+
+        actor = broker.get_actor(message.actor_name)
+        throws = message.options.get("throws") or actor.options.get("throws")
+        if throws and isinstance(exception, throws):
+            self.logger.info("Aborting message %r.", message.message_id)
+            message.fail()
+            return
+
+        denied = self.denied_by(exception, self._option_denylist(message, actor))
+        if denied is not None:
+            self.logger.warning(
+                "Not retrying message %r of actor %r: %s matches retry denylist entry %r. The message failed.",
+                message.message_id,
+                message.actor_name,
+                _type_name(_original_exception(exception)),
+                denied,
+            )
+            message.fail()
+            return
+
+        retries = message.options.setdefault("retries", 0)
+        message.options["retries"] += 1
+        message.options["traceback"] = traceback.format_exc(limit=30)
+        message.options["requeue_timestamp"] = int(time.time() * 1000)
+
+        max_retries = self._lookup_max_retries(message, actor)
+        retry_when = actor.options.get("retry_when", self.retry_when)
+        if (retry_when is not None and not retry_when(retries, exception)) or (
+            retry_when is None and max_retries is not None and retries >= max_retries
+        ):
+            self.logger.warning(
+                "Retries exceeded for message %r of actor %r after %d attempts.",
+                message.message_id,
+                message.actor_name,
+                retries + 1,
+            )
+            message.fail()
+            target_actor_name = message.options.get("on_retry_exhausted") or actor.options.get("on_retry_exhausted")
+            if target_actor_name:
+                target_actor = broker.get_actor(target_actor_name)
+                target_actor.send(message.asdict(), {"retries": retries, "max_retries": max_retries})
+            return
+
+        if isinstance(exception, Retry) and exception.delay is not None:
+            delay = exception.delay
+        else:
+            delay = self.compute_delay(
+                retries + 1,
+                backoff=self._lookup(message, actor, ("backoff", "min_backoff"), self.min_backoff),
+                max_backoff=self._lookup(message, actor, ("max_backoff",), self.max_backoff),
+                jitter=self._lookup(message, actor, ("retry_jitter",), self.jitter),
+            )
+        self.logger.info("Retrying message %r in %d milliseconds.", message.message_id, delay)
+        broker.enqueue(message, delay=delay)  # type: ignore[arg-type]  # a proxy, as Dramatiq's Retries passes
+
+    # --- helpers ---------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _lookup(message: _AnyMessage, actor: dramatiq.Actor[Any, Any], names: tuple[str, ...], default: Any) -> Any:
+        for options in (message.options, actor.options):
+            for name in names:
+                if name in options:
+                    return options[name]
+        return default
+
+    def _lookup_max_retries(self, message: _AnyMessage, actor: dramatiq.Actor[Any, Any]) -> int | None:
+        for where, options in (("message", message.options), ("actor", actor.options)):
+            try:
+                value = _resolve_max_retries(options, where, strict=False)
+            except (TypeError, ValueError):
+                value = _UNSET
+            if not isinstance(value, _Unset):
+                return value
+        return self.max_retries
+
+    def _option_denylist(self, message: _AnyMessage, actor: dramatiq.Actor[Any, Any]) -> list[str]:
+        entries: list[str] = []
+        for options in (actor.options, message.options):
+            listed = options.get("retry_denylist")
+            if listed:
+                try:
+                    entries.extend(_normalize_denylist(listed, "retry_denylist"))
+                except ConfigurationError:
+                    self.logger.error("Ignoring invalid retry_denylist %r of message %r.", listed, message.message_id)
+        return entries
+
+    def _take_over(self, broker: dramatiq.Broker) -> None:
+        """Take the place of Dramatiq's stock Retries on ``broker``, so that only one middleware requeues."""
+        if not any(_is_stock(m) for m in broker.middleware):
+            return
+        with self._takeover_lock:
+            current = list(broker.middleware)
+            if not any(m is self for m in current):
+                return  # not installed on this broker: leave its middleware alone
+            stock = [m for m in current if _is_stock(m)]
+            if not stock:
+                return
+            position = next(i for i, m in enumerate(current) if m is stock[0])
+            replaced = [m for m in current if m is not self and not _is_stock(m)]
+            before_position = sum(1 for m in current[:position] if m is not self and not _is_stock(m))
+            replaced.insert(before_position, self)
+            # A new list, not an in-place edit: a hook loop running over the old list is not disturbed.
+            broker.middleware = replaced
+        self.logger.info("Replaced %s on the broker with %r.", ", ".join(repr(m) for m in stock), self)
+
+
+def _is_stock(middleware: object) -> bool:
+    return isinstance(middleware, StockRetries) and not isinstance(middleware, Retries)
