@@ -34,6 +34,21 @@ from .errors import (
 )
 
 # --- results that spill ---
+from .results import (
+    BlobStore,
+    DigestStore,
+    FilesystemStore,
+    GCReport,
+    GCSStore,
+    Results,
+    S3Store,
+    SpilledResult,
+    SpillingBackend,
+    SpillPlan,
+    find_spilling_backend,
+    gc_blobs,
+    get_pointer,
+)
 
 # --- running on Ray ---
 
@@ -70,6 +85,19 @@ __all__ = [
     "RetryOptionsError",
     "SpilledResultError",
     # results that spill
+    "BlobStore",
+    "DigestStore",
+    "FilesystemStore",
+    "GCReport",
+    "GCSStore",
+    "Results",
+    "S3Store",
+    "SpillPlan",
+    "SpilledResult",
+    "SpillingBackend",
+    "find_spilling_backend",
+    "gc_blobs",
+    "get_pointer",
     # running on Ray
     # retries
     "Retries",

@@ -1,0 +1,31 @@
+"""Results that spill: keep small results in the result backend, write large ones to a blob store."""
+
+from __future__ import annotations
+
+from .backend import SpillingBackend, find_spilling_backend, get_pointer
+from .gc import GCReport, gc_blobs
+from .marker import SpilledResult
+from .middleware import Results
+from .plan import DEFAULT_MAX_INLINE_BYTES, SpillPlan
+from .pointers import Pointer, parse_pointer
+from .stores import BlobInfo, BlobStore, DigestStore, FilesystemStore, GCSStore, S3Store
+
+__all__ = [
+    "DEFAULT_MAX_INLINE_BYTES",
+    "BlobInfo",
+    "BlobStore",
+    "DigestStore",
+    "FilesystemStore",
+    "GCReport",
+    "GCSStore",
+    "Pointer",
+    "Results",
+    "S3Store",
+    "SpillPlan",
+    "SpilledResult",
+    "SpillingBackend",
+    "find_spilling_backend",
+    "gc_blobs",
+    "get_pointer",
+    "parse_pointer",
+]

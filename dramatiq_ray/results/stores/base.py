@@ -1,0 +1,98 @@
+"""The blob store protocol. Stores know nothing of Dramatiq: they write bytes under a content address and read
+them back by pointer.
+
+Stores are shipped into Ray tasks, so they must pickle: they keep only configuration in attributes, build their
+clients lazily and drop cached clients when pickled.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from ...errors import BlobIntegrityError, ForeignPointerError
+from ..pointers import Pointer, digest_of
+
+__all__ = ["BlobInfo", "BlobStore", "verify_blob"]
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    """One stored blob, as listed for garbage collection. ``modified`` is a POSIX timestamp (seconds)."""
+
+    name: str
+    size: int
+    modified: float
+
+
+class BlobStore(abc.ABC):
+    """Base class of blob stores.
+
+    ``put`` is create-only and idempotent: writing a payload that is already stored leaves the blob as it is and
+    only refreshes its timestamp, which is what garbage collection reads (see :func:`dramatiq_ray.gc_blobs`).
+    """
+
+    #: False for stores that keep nothing (``DigestStore``); results spilled there cannot be read back.
+    persistent: bool = True
+    #: The pointer scheme this store writes.
+    scheme: str = ""
+
+    @abc.abstractmethod
+    def put(self, digest: str, data: bytes) -> str:
+        """Store ``data`` (whose SHA-256 is ``digest``) and return its pointer string.
+
+        Raises:
+          BlobWriteError: the store could not be written.
+        """
+
+    @abc.abstractmethod
+    def get(self, pointer: Pointer) -> bytes:
+        """Return the bytes a pointer names, unverified (see :func:`verify_blob`).
+
+        Raises:
+          ForeignPointerError: the pointer names another store, bucket, prefix or root; nothing was requested.
+          BlobNotFoundError: the blob does not exist.
+          BlobReadError: the store could not be read.
+        """
+
+    def list_blobs(self) -> Iterator[BlobInfo]:
+        """Every blob this store holds under its root or prefix."""
+        return iter(())
+
+    def delete_blob(self, info: BlobInfo, *, cutoff: float) -> bool:
+        """Delete a listed blob unless it was written or refreshed at or after ``cutoff`` (a POSIX timestamp).
+
+        Returns whether it was deleted.
+        """
+        return False
+
+    def describe(self) -> str:
+        """A short description for logs (never credentials)."""
+        return type(self).__name__
+
+    def _refuse(self, pointer: Pointer, why: str) -> ForeignPointerError:
+        return ForeignPointerError(
+            f"Refusing pointer {pointer.raw!r}: {why}. {self.describe()} only reads its own blobs; configure the "
+            "store that wrote this result to read it."
+        )
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {key: value for key, value in self.__dict__.items() if not key.startswith("_cached")}
+
+
+def verify_blob(pointer: Pointer, data: bytes) -> bytes:
+    """Return ``data`` when its size and SHA-256 match ``pointer``.
+
+    Raises:
+      BlobIntegrityError: they do not match; the data is never returned.
+    """
+    if len(data) != pointer.size or digest_of(data) != pointer.digest:
+        raise BlobIntegrityError(
+            f"The blob for {pointer.raw!r} is corrupt: expected {pointer.size} bytes with SHA-256 "
+            f"{pointer.digest}, found {len(data)} bytes with another digest. Its contents were not used; "
+            "re-run the message to produce the result again.",
+            pointer=pointer.raw,
+        )
+    return data

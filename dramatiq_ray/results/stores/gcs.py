@@ -1,0 +1,148 @@
+"""A store on Google Cloud Storage."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from ...errors import BlobNotFoundError, BlobReadError, BlobWriteError, MissingDependencyError
+from ..pointers import Pointer, blob_name
+from .base import BlobInfo, BlobStore
+from .s3 import _check_location
+
+__all__ = ["GCSStore"]
+
+
+class GCSStore(BlobStore):
+    """Write oversized results as objects ``gs://<bucket>/<prefix>/ab/cd/<digest>.json``.
+
+    Writes are create-only (``if_generation_match=0``); when the object already exists its metadata is touched so
+    that its ``updated`` time (read by :func:`dramatiq_ray.gc_blobs`) moves forward while results point to it.
+    Pointers naming another bucket or prefix are refused before any request.
+
+    Parameters:
+      bucket: The bucket name.
+      prefix: The object name prefix, without a trailing slash.
+      client: A ready ``google.cloud.storage.Client``. Not pickled: a store rebuilt in another process (a Ray
+        task) builds its own client.
+      endpoint_url: An emulator or private endpoint. Defaults to the ``STORAGE_EMULATOR_HOST`` environment
+        variable; when an endpoint is set the client uses anonymous credentials.
+      project: The project for the client (default: from the environment).
+
+    Raises:
+      MissingDependencyError: google-cloud-storage is not installed (``pip install "dramatiq-ray[gcs]"``).
+      ValueError: the bucket or prefix is invalid.
+    """
+
+    scheme = "gs"
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "dramatiq-ray/results",
+        *,
+        client: Any = None,
+        endpoint_url: str | None = None,
+        project: str | None = None,
+    ) -> None:
+        _check_location(bucket, prefix)
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.endpoint_url = endpoint_url
+        self.project = project
+        self._cached_client = client
+        if client is None:
+            try:
+                import google.cloud.storage  # noqa: F401
+            except ImportError:
+                raise MissingDependencyError("GCSStore", "gcs", "google-cloud-storage") from None
+
+    def describe(self) -> str:
+        return f"GCSStore(bucket={self.bucket!r}, prefix={self.prefix!r})"
+
+    def __repr__(self) -> str:
+        return self.describe()
+
+    def _client(self) -> Any:
+        if self.__dict__.get("_cached_client") is None:
+            try:
+                from google.cloud import storage
+            except ImportError:
+                raise MissingDependencyError("GCSStore", "gcs", "google-cloud-storage") from None
+            endpoint = self.endpoint_url or os.environ.get("STORAGE_EMULATOR_HOST")
+            if endpoint:
+                from google.auth.credentials import AnonymousCredentials
+
+                self._cached_client = storage.Client(
+                    project=self.project or "dramatiq-ray",
+                    credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+                    client_options={"api_endpoint": endpoint},
+                )
+            else:
+                self._cached_client = storage.Client(project=self.project)
+        return self._cached_client
+
+    def _blob(self, key: str) -> Any:
+        return self._client().bucket(self.bucket).blob(key)
+
+    def _key(self, digest: str) -> str:
+        return f"{self.prefix}/{blob_name(digest)}" if self.prefix else blob_name(digest)
+
+    def put(self, digest: str, data: bytes) -> str:
+        from google.api_core.exceptions import PreconditionFailed
+
+        key = self._key(digest)
+        try:
+            blob = self._blob(key)
+            try:
+                blob.upload_from_string(data, content_type="application/octet-stream", if_generation_match=0)
+            except PreconditionFailed:
+                blob.metadata = {"dramatiq-ray-referenced": str(int(time.time()))}
+                blob.patch()
+        except Exception as error:
+            raise BlobWriteError(f"{self.describe()} could not write {key}: {error}") from error
+        return f"gs://{self.bucket}/{key}?bytes={len(data)}"
+
+    def get(self, pointer: Pointer) -> bytes:
+        if pointer.scheme != "gs":
+            raise self._refuse(pointer, "it is not a gs:// pointer")
+        if pointer.bucket != self.bucket or pointer.prefix != self.prefix:
+            raise self._refuse(pointer, f"it names bucket {pointer.bucket!r} and prefix {pointer.prefix!r}")
+        from google.api_core.exceptions import NotFound
+
+        try:
+            return bytes(self._blob(pointer.location).download_as_bytes())
+        except NotFound:
+            raise BlobNotFoundError(
+                f"The blob for {pointer.raw!r} does not exist: it was deleted (lifecycle or by hand).",
+                pointer=pointer.raw,
+            ) from None
+        except Exception as error:
+            raise BlobReadError(
+                f"{self.describe()} could not read {pointer.raw!r}: {error}. Reading again once GCS answers "
+                "returns the value.",
+                pointer=pointer.raw,
+            ) from error
+
+    def list_blobs(self) -> Iterator[BlobInfo]:
+        for blob in self._client().list_blobs(self.bucket, prefix=f"{self.prefix}/" if self.prefix else None):
+            modified = blob.updated or blob.time_created
+            yield BlobInfo(blob.name, int(blob.size or 0), modified.timestamp() if modified else 0.0)
+
+    def delete_blob(self, info: BlobInfo, *, cutoff: float) -> bool:
+        from google.api_core.exceptions import GoogleAPICallError
+
+        blob = self._client().bucket(self.bucket).get_blob(info.name)
+        if blob is None:
+            return False
+        modified = blob.updated or blob.time_created
+        if modified is not None and modified.timestamp() >= cutoff:
+            return False
+        try:
+            # A writer that touched it since we looked bumped the metageneration: then the delete is refused.
+            blob.delete(if_metageneration_match=blob.metageneration)
+        except GoogleAPICallError:
+            return False
+        return True

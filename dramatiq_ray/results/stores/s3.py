@@ -1,0 +1,194 @@
+"""A store on Amazon S3 (or any S3-compatible service)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from ...errors import BlobNotFoundError, BlobReadError, BlobWriteError, MissingDependencyError
+from ..pointers import Pointer, blob_name
+from .base import BlobInfo, BlobStore
+
+__all__ = ["S3Store"]
+
+_MIB = 1024 * 1024
+
+
+class S3Store(BlobStore):
+    """Write oversized results as objects ``s3://<bucket>/<prefix>/ab/cd/<digest>.json``.
+
+    Writes are create-only (``If-None-Match: *``); when the object already exists its ``LastModified`` is
+    refreshed (a copy onto itself) so that lifecycle rules and :func:`dramatiq_ray.gc_blobs` keep it while a
+    result points to it. Payloads larger than ``multipart_threshold`` are uploaded in parts. Pointers naming
+    another bucket or prefix are refused before any request.
+
+    Parameters:
+      bucket: The bucket name.
+      prefix: The key prefix, without a trailing slash.
+      region: The AWS region for the client (default: boto3's configuration).
+      endpoint_url: An S3-compatible endpoint (MinIO, a test server).
+      client: A ready boto3 S3 client. Not pickled: a store rebuilt in another process (a Ray task) builds its
+        own client from ``region`` and ``endpoint_url``.
+      multipart_threshold: Payloads above this many bytes use a multipart upload (at least 5 MiB).
+      part_size: The size of each part of a multipart upload (at least 5 MiB).
+
+    Raises:
+      MissingDependencyError: boto3 is not installed (``pip install "dramatiq-ray[s3]"``).
+      ValueError: the bucket, prefix or sizes are invalid.
+    """
+
+    scheme = "s3"
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "dramatiq-ray/results",
+        *,
+        region: str | None = None,
+        endpoint_url: str | None = None,
+        client: Any = None,
+        multipart_threshold: int = 64 * _MIB,
+        part_size: int = 16 * _MIB,
+    ) -> None:
+        _check_location(bucket, prefix)
+        if part_size < 5 * _MIB or multipart_threshold < 5 * _MIB:
+            raise ValueError("S3Store part_size and multipart_threshold must be at least 5 MiB (an S3 limit).")
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.region = region
+        self.endpoint_url = endpoint_url
+        self.multipart_threshold = multipart_threshold
+        self.part_size = part_size
+        self._cached_client = client
+        if client is None:
+            self._client()  # fail now, not at the first oversized result, when boto3 is missing
+
+    def describe(self) -> str:
+        return f"S3Store(bucket={self.bucket!r}, prefix={self.prefix!r})"
+
+    def __repr__(self) -> str:
+        return self.describe()
+
+    def _client(self) -> Any:
+        if self.__dict__.get("_cached_client") is None:
+            try:
+                import boto3
+            except ImportError:
+                raise MissingDependencyError("S3Store", "s3", "boto3") from None
+            self._cached_client = boto3.client("s3", region_name=self.region, endpoint_url=self.endpoint_url)
+        return self._cached_client
+
+    def _key(self, digest: str) -> str:
+        return f"{self.prefix}/{blob_name(digest)}" if self.prefix else blob_name(digest)
+
+    def put(self, digest: str, data: bytes) -> str:
+        key = self._key(digest)
+        try:
+            if not self._create(key, data):
+                self._client().copy_object(
+                    Bucket=self.bucket,
+                    Key=key,
+                    CopySource={"Bucket": self.bucket, "Key": key},
+                    MetadataDirective="REPLACE",
+                    Metadata={"dramatiq-ray-referenced": str(int(time.time()))},
+                    ContentType="application/octet-stream",
+                )
+        except MissingDependencyError:
+            raise
+        except Exception as error:
+            raise BlobWriteError(f"{self.describe()} could not write {key}: {error}") from error
+        return f"s3://{self.bucket}/{key}?bytes={len(data)}"
+
+    def _create(self, key: str, data: bytes) -> bool:
+        from botocore.exceptions import ClientError
+
+        client = self._client()
+        try:
+            if len(data) <= self.multipart_threshold:
+                client.put_object(Bucket=self.bucket, Key=key, Body=data, IfNoneMatch="*")
+                return True
+            upload = client.create_multipart_upload(Bucket=self.bucket, Key=key)
+            try:
+                parts = []
+                for number, start in enumerate(range(0, len(data), self.part_size), start=1):
+                    chunk = data[start : start + self.part_size]
+                    answer = client.upload_part(
+                        Bucket=self.bucket, Key=key, UploadId=upload["UploadId"], PartNumber=number, Body=chunk
+                    )
+                    parts.append({"PartNumber": number, "ETag": answer["ETag"]})
+                client.complete_multipart_upload(
+                    Bucket=self.bucket,
+                    Key=key,
+                    UploadId=upload["UploadId"],
+                    MultipartUpload={"Parts": parts},
+                    IfNoneMatch="*",
+                )
+                return True
+            except BaseException:
+                client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload["UploadId"])
+                raise
+        except ClientError as error:
+            code = error.response.get("Error", {}).get("Code")
+            if code in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+                return False
+            raise
+
+    def get(self, pointer: Pointer) -> bytes:
+        if pointer.scheme != "s3":
+            raise self._refuse(pointer, "it is not an s3:// pointer")
+        if pointer.bucket != self.bucket or pointer.prefix != self.prefix:
+            raise self._refuse(pointer, f"it names bucket {pointer.bucket!r} and prefix {pointer.prefix!r}")
+        from botocore.exceptions import ClientError
+
+        try:
+            answer = self._client().get_object(Bucket=self.bucket, Key=pointer.location)
+            return bytes(answer["Body"].read(pointer.size + 1))
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                raise BlobNotFoundError(
+                    f"The blob for {pointer.raw!r} does not exist: it was deleted (lifecycle or by hand).",
+                    pointer=pointer.raw,
+                ) from None
+            raise self._read_error(pointer, error) from error
+        except Exception as error:
+            raise self._read_error(pointer, error) from error
+
+    def _read_error(self, pointer: Pointer, error: Exception) -> BlobReadError:
+        return BlobReadError(
+            f"{self.describe()} could not read {pointer.raw!r}: {error}. Reading again once S3 answers returns "
+            "the value.",
+            pointer=pointer.raw,
+        )
+
+    def list_blobs(self) -> Iterator[BlobInfo]:
+        paginator = self._client().get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=f"{self.prefix}/" if self.prefix else ""):
+            for item in page.get("Contents", []):
+                yield BlobInfo(item["Key"], int(item["Size"]), item["LastModified"].timestamp())
+
+    def delete_blob(self, info: BlobInfo, *, cutoff: float) -> bool:
+        from botocore.exceptions import ClientError
+
+        client = self._client()
+        try:
+            head = client.head_object(Bucket=self.bucket, Key=info.name)
+        except ClientError:
+            return False
+        if head["LastModified"].timestamp() >= cutoff:
+            return False
+        client.delete_object(Bucket=self.bucket, Key=info.name)
+        return True
+
+
+def _check_location(bucket: str, prefix: str) -> None:
+    from ..pointers import parse_pointer
+
+    probe = f"s3://{bucket}/{prefix.strip('/') + '/' if prefix.strip('/') else ''}{blob_name('0' * 64)}?bytes=0"
+    try:
+        parse_pointer(probe)
+    except ValueError:
+        raise ValueError(
+            f"Invalid bucket {bucket!r} or prefix {prefix!r}: use a lowercase bucket name and a prefix of "
+            "letters, digits, '.', '_', '-' separated by '/'."
+        ) from None
