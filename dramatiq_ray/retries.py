@@ -7,14 +7,12 @@ Dramatiq's stock ``Retries`` makes it take that one's place (see :class:`Retries
 
 from __future__ import annotations
 
-import builtins
-import keyword
 import logging
 import random
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 import dramatiq
@@ -23,7 +21,18 @@ from dramatiq.errors import Retry
 from dramatiq.middleware import Retries as StockRetries
 from dramatiq.middleware.retries import DEFAULT_MAX_BACKOFF, DEFAULT_MIN_BACKOFF
 
-from .errors import ConfigurationError, RaySystemError, RemoteExceptionError, RetryOptionsError
+from ._retry_rules import (
+    UNSET,
+    Unset,
+    candidate_names,
+    check_backoff_options,
+    check_jitter,
+    normalize_denylist,
+    original_exception,
+    resolve_max_retries,
+    type_name,
+)
+from .errors import ConfigurationError, RetryOptionsError
 
 __all__ = ["DEFAULT_JITTER", "Retries"]
 
@@ -35,170 +44,7 @@ DEFAULT_JITTER: Final = 0.5
 #: Default number of retries, as in Dramatiq: 20 retries, so 21 attempts.
 DEFAULT_MAX_RETRIES: Final = 20
 
-# Ray's own exceptions for failures outside the actor's code, by dotted name so that Ray is never imported here.
-# Subclasses (ActorDiedError, OwnerDiedError, ...) match through their MRO.
-_RAY_SYSTEM_FAILURES: Final = frozenset(
-    f"ray.exceptions.{name}"
-    for name in (
-        "WorkerCrashedError",
-        "NodeDiedError",
-        "OutOfMemoryError",
-        "ObjectLostError",
-        "LocalRayletDiedError",
-        "RayActorError",
-        "TaskCancelledError",
-        "RaySystemError",
-        "ObjectStoreFullError",
-        "OutOfDiskError",
-    )
-)
-
-_BUILTIN_EXCEPTIONS: Final = frozenset(
-    name for name, value in vars(builtins).items() if isinstance(value, type) and issubclass(value, BaseException)
-)
-
-
 _AnyMessage = dramatiq.Message[Any] | MessageProxy
-
-
-class _Unset:
-    def __repr__(self) -> str:
-        return "<unset>"
-
-
-_UNSET: Final = _Unset()
-
-
-def _dotted_name(cls: type) -> str:
-    return f"{cls.__module__}.{cls.__qualname__}"
-
-
-def _normalize_entry(entry: object, where: str) -> str:
-    """Turn one denylist entry into the full dotted name it matches, or explain why it cannot be one."""
-    if isinstance(entry, type):
-        if not issubclass(entry, BaseException):
-            raise ConfigurationError(
-                f"{where}: {entry!r} is a class but not an exception class. List exception classes or their "
-                f"dotted names, e.g. 'myapp.errors.PermanentError'."
-            )
-        return _dotted_name(entry)
-    if isinstance(entry, str):
-        name = entry.strip()
-        parts = name.split(".")
-        if not name or not all(part.isidentifier() and not keyword.iskeyword(part) for part in parts):
-            raise ConfigurationError(
-                f"{where}: {entry!r} is not a dotted class name. Write the full name, e.g. "
-                f"'myapp.errors.PermanentError', or a builtin exception's bare name, e.g. 'ValueError'."
-            )
-        if len(parts) == 1:
-            if name not in _BUILTIN_EXCEPTIONS:
-                raise ConfigurationError(
-                    f"{where}: {entry!r} is a bare name but not a builtin exception. Give the class's full dotted "
-                    f"name (module and class, e.g. 'myapp.errors.{name}') so that it cannot match a class of the "
-                    f"same name in another module."
-                )
-            return f"builtins.{name}"
-        return name
-    raise ConfigurationError(
-        f"{where}: {entry!r} ({type(entry).__name__}) is neither an exception class nor a dotted class name. "
-        f"List exception classes or strings such as 'myapp.errors.PermanentError' or 'ValueError'."
-    )
-
-
-def _normalize_denylist(entries: object, where: str) -> tuple[str, ...]:
-    if entries is None:
-        return ()
-    if isinstance(entries, (str, type)) or not isinstance(entries, Iterable):
-        raise ConfigurationError(
-            f"{where} must be a list of exception classes or dotted names, got {entries!r}. "
-            f"Wrap a single entry in a list: [{entries!r}]."
-        )
-    return tuple(_normalize_entry(entry, where) for entry in entries)
-
-
-def _check_count(value: object, name: str, where: str, *, minimum: int, allow_none: bool) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        allowed = f"an integer >= {minimum}" + (" or None (no limit)" if allow_none else "")
-        raise ConfigurationError(f"{where}: {name} must be {allowed}, got {value!r}.")
-
-
-def _resolve_max_retries(options: dict[str, Any], where: str, *, strict: bool) -> int | _Unset | None:
-    """The ``max_retries`` one level of options asks for, from ``max_attempts`` and/or ``max_retries``."""
-    has_attempts, has_retries = "max_attempts" in options, "max_retries" in options
-    if not has_attempts and not has_retries:
-        return _UNSET
-    if has_retries and strict:
-        _check_count(options["max_retries"], "max_retries", where, minimum=0, allow_none=True)
-    if not has_attempts:
-        value: int | None = options["max_retries"]
-        return value
-    attempts = options["max_attempts"]
-    if strict:
-        _check_count(attempts, "max_attempts", where, minimum=1, allow_none=False)
-        if has_retries and options["max_retries"] != attempts - 1:
-            raise ConfigurationError(
-                f"{where}: max_attempts={attempts} and max_retries={options['max_retries']!r} disagree "
-                f"(max_attempts counts the first run, so it must equal max_retries + 1). Give only one of them."
-            )
-    return int(attempts) - 1
-
-
-def _check_backoff_options(options: dict[str, Any], where: str) -> None:
-    for name in ("backoff", "min_backoff", "max_backoff"):
-        if name in options:
-            value = options[name]
-            _check_count(value, name, where, minimum=0, allow_none=False)
-            if value > DEFAULT_MAX_BACKOFF:
-                raise ConfigurationError(
-                    f"{where}: {name}={value} ms is longer than the 7 days ({DEFAULT_MAX_BACKOFF} ms) brokers can "
-                    f"delay a message by. Use a smaller value."
-                )
-    if "backoff" in options and "min_backoff" in options and options["backoff"] != options["min_backoff"]:
-        raise ConfigurationError(
-            f"{where}: backoff={options['backoff']} and min_backoff={options['min_backoff']} are two names for the "
-            f"same setting and disagree. Give only one of them."
-        )
-    if "retry_jitter" in options:
-        _check_jitter(options["retry_jitter"], f"{where}: retry_jitter")
-
-
-def _check_jitter(value: object, where: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-        raise ConfigurationError(f"{where} must be a number between 0 (no jitter) and 1 (full jitter), got {value!r}.")
-
-
-def _original_exception(exception: BaseException) -> BaseException:
-    """The actor's own exception: Ray's ``RayTaskError`` wrapper is replaced by its ``cause``."""
-    while True:
-        cause = getattr(exception, "cause", None)
-        wrapped = any(_dotted_name(cls) == "ray.exceptions.RayTaskError" for cls in type(exception).__mro__)
-        if not (wrapped and isinstance(cause, BaseException)) or cause is exception:
-            return exception
-        exception = cause
-
-
-def _is_system_failure_class(cls: type) -> bool:
-    return issubclass(cls, RaySystemError) or any(_dotted_name(base) in _RAY_SYSTEM_FAILURES for base in cls.__mro__)
-
-
-def _candidate_names(exception: BaseException) -> Iterator[str]:
-    """Dotted names a denylist entry may match, most specific first."""
-    classes = type(exception).__mro__
-    if _is_system_failure_class(type(exception)):
-        # A system failure is denied only by an entry naming a system failure class, never by a broad one.
-        classes = tuple(cls for cls in classes if _is_system_failure_class(cls))
-    elif isinstance(exception, RemoteExceptionError):
-        yield exception.type_name
-    for cls in classes:
-        yield _dotted_name(cls)
-
-
-def _type_name(exception: BaseException) -> str:
-    if isinstance(exception, RemoteExceptionError):
-        return exception.type_name
-    return _dotted_name(type(exception))
 
 
 class Retries(StockRetries):
@@ -256,7 +102,7 @@ class Retries(StockRetries):
         self,
         *,
         max_attempts: int | None = None,
-        max_retries: int | _Unset | None = _UNSET,
+        max_retries: int | Unset | None = UNSET,
         backoff: int | None = None,
         min_backoff: int | None = None,
         max_backoff: int | None = None,
@@ -269,22 +115,22 @@ class Retries(StockRetries):
         options: dict[str, Any] = {}
         if max_attempts is not None:
             options["max_attempts"] = max_attempts
-        if not isinstance(max_retries, _Unset):
+        if not isinstance(max_retries, Unset):
             options["max_retries"] = max_retries
-        resolved = _resolve_max_retries(options, where, strict=True)
+        resolved = resolve_max_retries(options, where, strict=True)
         for name, value in (("backoff", backoff), ("min_backoff", min_backoff), ("max_backoff", max_backoff)):
             if value is not None:
                 options[name] = value
-        _check_backoff_options(options, where)
-        _check_jitter(jitter, f"{where}: jitter")
+        check_backoff_options(options, where)
+        check_jitter(jitter, f"{where}: jitter")
         super().__init__(retry_when=retry_when)
         # Set after the stock constructor, whose annotations do not admit None (no limit) although its code does.
-        self.max_retries = DEFAULT_MAX_RETRIES if isinstance(resolved, _Unset) else resolved  # type: ignore[assignment]
+        self.max_retries = DEFAULT_MAX_RETRIES if isinstance(resolved, Unset) else resolved  # type: ignore[assignment]
         # The stock constructor treats 0 as "use the default"; here 0 means no delay.
         self.min_backoff = next((v for v in (backoff, min_backoff) if v is not None), DEFAULT_MIN_BACKOFF)
         self.max_backoff = DEFAULT_MAX_BACKOFF if max_backoff is None else max_backoff
         self.jitter = float(jitter)
-        self.denylist: tuple[str, ...] = _normalize_denylist(denylist, f"{where}: denylist")
+        self.denylist: tuple[str, ...] = normalize_denylist(denylist, f"{where}: denylist")
         self.logger = logger
         self._rng = rng or random.Random()
         self._rng_lock = threading.Lock()
@@ -329,7 +175,7 @@ class Retries(StockRetries):
         entries = set(self.denylist).union(extra)
         if not entries:
             return None
-        for name in _candidate_names(_original_exception(exception)):
+        for name in candidate_names(original_exception(exception)):
             if name in entries:
                 return name
         return None
@@ -340,11 +186,11 @@ class Retries(StockRetries):
         self._take_over(broker)
         where = f"actor {actor.actor_name!r}"
         try:
-            _resolve_max_retries(actor.options, where, strict=True)
-            _check_backoff_options(actor.options, where)
+            resolve_max_retries(actor.options, where, strict=True)
+            check_backoff_options(actor.options, where)
             if "retry_denylist" in actor.options:
                 actor.options["retry_denylist"] = list(
-                    _normalize_denylist(actor.options["retry_denylist"], f"{where}: retry_denylist")
+                    normalize_denylist(actor.options["retry_denylist"], f"{where}: retry_denylist")
                 )
         except ConfigurationError as error:
             raise RetryOptionsError(error.message) from None
@@ -373,12 +219,12 @@ class Retries(StockRetries):
             return  # a requeue: the options were checked when the message was first sent
         where = f"message to {message.actor_name!r}"
         try:
-            _resolve_max_retries(message.options, where, strict=True)
-            _check_backoff_options(message.options, where)
+            resolve_max_retries(message.options, where, strict=True)
+            check_backoff_options(message.options, where)
             if "retry_denylist" in message.options:
                 # Classes become dotted names, so the message encodes and matches like the actor's option.
                 message.options["retry_denylist"] = list(
-                    _normalize_denylist(message.options["retry_denylist"], f"{where}: retry_denylist")
+                    normalize_denylist(message.options["retry_denylist"], f"{where}: retry_denylist")
                 )
         except ConfigurationError as error:
             raise RetryOptionsError(error.message) from None
@@ -408,7 +254,7 @@ class Retries(StockRetries):
                 "Not retrying message %r of actor %r: %s matches retry denylist entry %r. The message failed.",
                 message.message_id,
                 message.actor_name,
-                _type_name(_original_exception(exception)),
+                type_name(original_exception(exception)),
                 denied,
             )
             message.fail()
@@ -462,10 +308,10 @@ class Retries(StockRetries):
     def _lookup_max_retries(self, message: _AnyMessage, actor: dramatiq.Actor[Any, Any]) -> int | None:
         for where, options in (("message", message.options), ("actor", actor.options)):
             try:
-                value = _resolve_max_retries(options, where, strict=False)
+                value = resolve_max_retries(options, where, strict=False)
             except (TypeError, ValueError):
-                value = _UNSET
-            if not isinstance(value, _Unset):
+                value = UNSET
+            if not isinstance(value, Unset):
                 return value
         return self.max_retries
 
@@ -475,7 +321,7 @@ class Retries(StockRetries):
             listed = options.get("retry_denylist")
             if listed:
                 try:
-                    entries.extend(_normalize_denylist(listed, "retry_denylist"))
+                    entries.extend(normalize_denylist(listed, "retry_denylist"))
                 except ConfigurationError:
                     self.logger.error("Ignoring invalid retry_denylist %r of message %r.", listed, message.message_id)
         return entries

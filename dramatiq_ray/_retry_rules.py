@@ -1,0 +1,177 @@
+"""Rules behind ``dramatiq_ray.Retries``: checking retry options, and matching exceptions against a denylist.
+
+Pure functions with no broker and no Ray import, so that they can be tested and reused on their own.
+"""
+
+from __future__ import annotations
+
+import builtins
+import keyword
+from collections.abc import Iterable, Iterator
+from typing import Any, Final
+
+from dramatiq.middleware.retries import DEFAULT_MAX_BACKOFF
+
+from .errors import ConfigurationError, RaySystemError, RemoteExceptionError
+
+# Ray's own exceptions for failures outside the actor's code, by dotted name so that Ray is never imported here.
+# Subclasses (ActorDiedError, OwnerDiedError, ...) match through their MRO.
+_RAY_SYSTEM_FAILURES: Final = frozenset(
+    f"ray.exceptions.{name}"
+    for name in (
+        "WorkerCrashedError",
+        "NodeDiedError",
+        "OutOfMemoryError",
+        "ObjectLostError",
+        "LocalRayletDiedError",
+        "RayActorError",
+        "TaskCancelledError",
+        "RaySystemError",
+        "ObjectStoreFullError",
+        "OutOfDiskError",
+    )
+)
+
+_BUILTIN_EXCEPTIONS: Final = frozenset(
+    name for name, value in vars(builtins).items() if isinstance(value, type) and issubclass(value, BaseException)
+)
+
+
+class Unset:
+    def __repr__(self) -> str:
+        return "<unset>"
+
+
+UNSET: Final = Unset()
+
+
+def dotted_name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def normalize_entry(entry: object, where: str) -> str:
+    """Turn one denylist entry into the full dotted name it matches, or explain why it cannot be one."""
+    if isinstance(entry, type):
+        if not issubclass(entry, BaseException):
+            raise ConfigurationError(
+                f"{where}: {entry!r} is a class but not an exception class. List exception classes or their "
+                f"dotted names, e.g. 'myapp.errors.PermanentError'."
+            )
+        return dotted_name(entry)
+    if isinstance(entry, str):
+        name = entry.strip()
+        parts = name.split(".")
+        if not name or not all(part.isidentifier() and not keyword.iskeyword(part) for part in parts):
+            raise ConfigurationError(
+                f"{where}: {entry!r} is not a dotted class name. Write the full name, e.g. "
+                f"'myapp.errors.PermanentError', or a builtin exception's bare name, e.g. 'ValueError'."
+            )
+        if len(parts) == 1:
+            if name not in _BUILTIN_EXCEPTIONS:
+                raise ConfigurationError(
+                    f"{where}: {entry!r} is a bare name but not a builtin exception. Give the class's full dotted "
+                    f"name (module and class, e.g. 'myapp.errors.{name}') so that it cannot match a class of the "
+                    f"same name in another module."
+                )
+            return f"builtins.{name}"
+        return name
+    raise ConfigurationError(
+        f"{where}: {entry!r} ({type(entry).__name__}) is neither an exception class nor a dotted class name. "
+        f"List exception classes or strings such as 'myapp.errors.PermanentError' or 'ValueError'."
+    )
+
+
+def normalize_denylist(entries: object, where: str) -> tuple[str, ...]:
+    if entries is None:
+        return ()
+    if isinstance(entries, (str, type)) or not isinstance(entries, Iterable):
+        raise ConfigurationError(
+            f"{where} must be a list of exception classes or dotted names, got {entries!r}. "
+            f"Wrap a single entry in a list: [{entries!r}]."
+        )
+    return tuple(normalize_entry(entry, where) for entry in entries)
+
+
+def check_count(value: object, name: str, where: str, *, minimum: int, allow_none: bool) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        allowed = f"an integer >= {minimum}" + (" or None (no limit)" if allow_none else "")
+        raise ConfigurationError(f"{where}: {name} must be {allowed}, got {value!r}.")
+
+
+def resolve_max_retries(options: dict[str, Any], where: str, *, strict: bool) -> int | Unset | None:
+    """The ``max_retries`` one level of options asks for, from ``max_attempts`` and/or ``max_retries``."""
+    has_attempts, has_retries = "max_attempts" in options, "max_retries" in options
+    if not has_attempts and not has_retries:
+        return UNSET
+    if has_retries and strict:
+        check_count(options["max_retries"], "max_retries", where, minimum=0, allow_none=True)
+    if not has_attempts:
+        value: int | None = options["max_retries"]
+        return value
+    attempts = options["max_attempts"]
+    if strict:
+        check_count(attempts, "max_attempts", where, minimum=1, allow_none=False)
+        if has_retries and options["max_retries"] != attempts - 1:
+            raise ConfigurationError(
+                f"{where}: max_attempts={attempts} and max_retries={options['max_retries']!r} disagree "
+                f"(max_attempts counts the first run, so it must equal max_retries + 1). Give only one of them."
+            )
+    return int(attempts) - 1
+
+
+def check_backoff_options(options: dict[str, Any], where: str) -> None:
+    for name in ("backoff", "min_backoff", "max_backoff"):
+        if name in options:
+            value = options[name]
+            check_count(value, name, where, minimum=0, allow_none=False)
+            if value > DEFAULT_MAX_BACKOFF:
+                raise ConfigurationError(
+                    f"{where}: {name}={value} ms is longer than the 7 days ({DEFAULT_MAX_BACKOFF} ms) brokers can "
+                    f"delay a message by. Use a smaller value."
+                )
+    if "backoff" in options and "min_backoff" in options and options["backoff"] != options["min_backoff"]:
+        raise ConfigurationError(
+            f"{where}: backoff={options['backoff']} and min_backoff={options['min_backoff']} are two names for the "
+            f"same setting and disagree. Give only one of them."
+        )
+    if "retry_jitter" in options:
+        check_jitter(options["retry_jitter"], f"{where}: retry_jitter")
+
+
+def check_jitter(value: object, where: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ConfigurationError(f"{where} must be a number between 0 (no jitter) and 1 (full jitter), got {value!r}.")
+
+
+def original_exception(exception: BaseException) -> BaseException:
+    """The actor's own exception: Ray's ``RayTaskError`` wrapper is replaced by its ``cause``."""
+    while True:
+        cause = getattr(exception, "cause", None)
+        wrapped = any(dotted_name(cls) == "ray.exceptions.RayTaskError" for cls in type(exception).__mro__)
+        if not (wrapped and isinstance(cause, BaseException)) or cause is exception:
+            return exception
+        exception = cause
+
+
+def is_system_failure_class(cls: type) -> bool:
+    return issubclass(cls, RaySystemError) or any(dotted_name(base) in _RAY_SYSTEM_FAILURES for base in cls.__mro__)
+
+
+def candidate_names(exception: BaseException) -> Iterator[str]:
+    """Dotted names a denylist entry may match, most specific first."""
+    classes = type(exception).__mro__
+    if is_system_failure_class(type(exception)):
+        # A system failure is denied only by an entry naming a system failure class, never by a broad one.
+        classes = tuple(cls for cls in classes if is_system_failure_class(cls))
+    elif isinstance(exception, RemoteExceptionError):
+        yield exception.type_name
+    for cls in classes:
+        yield dotted_name(cls)
+
+
+def type_name(exception: BaseException) -> str:
+    if isinstance(exception, RemoteExceptionError):
+        return exception.type_name
+    return dotted_name(type(exception))
