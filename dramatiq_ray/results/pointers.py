@@ -84,7 +84,7 @@ def parse_pointer(raw: str) -> Pointer:
         raise InvalidPointerError(f"Not a result pointer: {_shorten(raw)}. Pointers are short strings.")
     if match := _OVERSIZE.fullmatch(raw):
         return Pointer(raw, "oversize", match["digest"], int(match["size"]))
-    if match := _RESULTFS.fullmatch(raw):
+    if (match := _RESULTFS.fullmatch(raw)) and match["rel"] == blob_name(match["digest"]):
         return Pointer(raw, "resultfs", match["digest"], int(match["size"]), location=match["rel"])
     if (match := _OBJECT.fullmatch(raw)) and match["d0"] + match["d1"] == match["digest"][:4]:
         return Pointer(
