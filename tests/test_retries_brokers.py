@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections import Counter
 from typing import Any
@@ -410,8 +411,6 @@ def test_retries_retries_a_crashed_ray_worker_even_when_exception_is_denied(
 ) -> None:
     @ray_local.remote(max_retries=0)
     def crash() -> None:
-        import os
-
         os._exit(1)
 
     stub_broker.add_middleware(Retries(max_attempts=2, backoff=0, denylist=[Exception]))
@@ -430,3 +429,34 @@ def test_retries_retries_a_crashed_ray_worker_even_when_exception_is_denied(
     run_to_end(stub_broker, start_worker, on_ray)
     assert errors == ["WorkerCrashedError", "WorkerCrashedError"]
     assert runs.counts["m"] == 2
+
+
+# --- with the Ray execution middleware -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("raises", "runs_expected"), [(KeyError, 1), (RuntimeError, 2)])
+def test_retries_with_ray_execution_denies_or_retries_a_body_raising_on_ray(
+    ray_local: Any, stub_broker: StubBroker, start_worker, raises: type[Exception], runs_expected: int
+) -> None:
+    from dramatiq_ray.execution import RayExecutionMiddleware
+
+    # Given bodies that run as Ray tasks, and KeyError (through its base LookupError) denied
+    stub_broker.add_middleware(RayExecutionMiddleware())
+    log = EnqueueLog()
+    stub_broker.add_middleware(log)
+    stub_broker.add_middleware(Retries(max_attempts=2, backoff=0, denylist=["LookupError"]))
+
+    @dramatiq.actor(broker=stub_broker)
+    def on_ray(pid: int) -> None:
+        if os.getpid() == pid:
+            raise AssertionError("the body ran in the worker process, not on Ray")
+        raise raises("from the Ray worker")
+
+    # When the body fails on Ray, Then a denied exception runs once, a retryable one max_attempts times
+    start_worker(stub_broker)
+    on_ray.send(os.getpid())
+    stub_broker.join(on_ray.queue_name, fail_fast=False, timeout=JOIN_MS)
+    assert len(log.requeues) == runs_expected - 1
+    (dead,) = stub_broker.dead_letters
+    assert type(dead._exception).__name__ != "AssertionError"
+    assert isinstance(dead._exception, raises)
