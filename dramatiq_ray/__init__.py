@@ -51,6 +51,9 @@ from .results import (
 )
 
 # --- running on Ray ---
+# isort: split
+from .context import current_message
+from .execution import RayExecutionMiddleware
 
 # --- retries ---
 from .retries import Retries
@@ -99,6 +102,8 @@ __all__ = [
     "gc_blobs",
     "get_pointer",
     # running on Ray
+    "RayExecutionMiddleware",
+    "current_message",
     # retries
     "Retries",
     # settings

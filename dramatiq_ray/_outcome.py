@@ -1,0 +1,91 @@
+"""Turning what ``ray.get`` raises into what the actor would have raised had it run locally.
+
+User exceptions come back as their own type and message with Ray's remote traceback as a note; an exception
+that could not cross becomes :class:`RemoteExceptionError`; Ray's own failures become one
+:class:`RaySystemError` subclass each, which the retry policy can tell apart.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from .errors import (
+    RayNodeDiedError,
+    RayObjectLostError,
+    RayOutOfMemoryError,
+    RaySystemError,
+    RayTaskCancelledError,
+    RayUnavailableError,
+    RayWorkerCrashedError,
+    RemoteExceptionError,
+)
+
+_NOTE = "Remote traceback (from the Ray worker):\n"
+_UNSERIALIZABLE = re.compile(r"Exception (\S+) isn't serializable")
+
+
+def translate(error: BaseException, *, actor_name: str) -> BaseException:
+    """Return the exception to raise in the worker for an exception raised by ``ray.get``."""
+    from ray import exceptions as rx
+
+    if isinstance(error, rx.RayTaskError):
+        return _task_error(error, actor_name=actor_name)
+    if isinstance(error, rx.UnserializableException):
+        return RemoteExceptionError(
+            f"Actor {actor_name!r} raised an exception on Ray that could not be sent back: {error}",
+            type_name="ray.exceptions.UnserializableException",
+            remote_traceback=str(error),
+        )
+    where = f"while running actor {actor_name!r}"
+    system: list[tuple[type[BaseException], type[RaySystemError], str]] = [
+        (rx.TaskCancelledError, RayTaskCancelledError, "The Ray task was cancelled"),
+        (rx.OutOfMemoryError, RayOutOfMemoryError, "Ray killed the task because its node ran out of memory"),
+        (rx.NodeDiedError, RayNodeDiedError, "The Ray node running the task died"),
+        (rx.WorkerCrashedError, RayWorkerCrashedError, "The Ray worker process running the task died"),
+        (rx.ObjectLostError, RayObjectLostError, "The task's result was lost before it could be read"),
+        (rx.LocalRayletDiedError, RayUnavailableError, "The local Ray node (raylet) died"),
+        (rx.RaySystemError, RayUnavailableError, "Ray failed"),
+        (ConnectionError, RayUnavailableError, "The connection to Ray was lost"),
+        (rx.RuntimeEnvSetupError, RaySystemError, "Ray could not set up the task's runtime_env"),
+        (rx.TaskUnschedulableError, RaySystemError, "Ray cannot schedule the task"),
+        (rx.ObjectStoreFullError, RaySystemError, "The Ray object store is full"),
+        (rx.OutOfDiskError, RaySystemError, "The Ray node ran out of disk"),
+    ]
+    for ray_type, our_type, text in system:
+        if isinstance(error, ray_type):
+            translated = our_type(f"{text} {where}: {error}")
+            translated.__cause__ = error
+            return translated
+    if isinstance(error, rx.RayError):
+        translated = RaySystemError(f"Ray failed {where}: {type(error).__name__}: {error}")
+        translated.__cause__ = error
+        return translated
+    return error
+
+
+def _task_error(error: Any, *, actor_name: str) -> BaseException:
+    from ray import exceptions as rx
+
+    remote_traceback = str(getattr(error, "traceback_str", "") or error)
+    cause = getattr(error, "cause", None)
+    unserializable = _UNSERIALIZABLE.search(str(cause)) if type(cause) is rx.RayError else None
+    if cause is None or unserializable:
+        type_name = unserializable.group(1) if unserializable else "an exception"
+        return RemoteExceptionError(
+            f"Actor {actor_name!r} raised {type_name} on Ray, which could not be sent back as itself "
+            "(it does not pickle). Make the exception picklable, or catch it in the actor and raise one that is.",
+            type_name=type_name,
+            remote_traceback=remote_traceback,
+        )
+    if isinstance(cause, rx.RayTaskError):
+        return _task_error(cause, actor_name=actor_name)
+    if isinstance(cause, BaseException):
+        if not any(note.startswith(_NOTE) for note in getattr(cause, "__notes__", ())):
+            cause.add_note(_NOTE + remote_traceback)
+        return cause
+    return RemoteExceptionError(
+        f"Actor {actor_name!r} raised something that is not an exception on Ray: {cause!r}",
+        type_name=type(cause).__name__,
+        remote_traceback=remote_traceback,
+    )

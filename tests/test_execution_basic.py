@@ -1,0 +1,152 @@
+"""RayExecutionMiddleware on an in-process worker: where bodies run, options, results."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import dramatiq
+import pytest
+from dramatiq.results import Results
+from dramatiq.results.backends import StubBackend
+
+from dramatiq_ray import RayExecutionMiddleware, current_message
+from tests.conftest import RAY_TEST_RESOURCE
+
+RESULT_TIMEOUT_MS = 120_000
+
+
+@pytest.fixture
+def broker(stub_broker: Any, ray_local: Any) -> Any:
+    """A stub broker with results and Ray execution, on the session's local Ray."""
+    stub_broker.add_middleware(Results(backend=StubBackend()))
+    stub_broker.add_middleware(RayExecutionMiddleware())
+    return stub_broker
+
+
+def test_actor_body_runs_in_a_ray_worker_process(broker, start_worker) -> None:
+    @dramatiq.actor(broker=broker, store_results=True)
+    def where(value: int) -> list[int]:
+        return [os.getpid(), value * 2]
+
+    start_worker(broker)
+    pid, doubled = where.send(21).get_result(block=True, timeout=RESULT_TIMEOUT_MS)
+
+    assert doubled == 42
+    assert pid != os.getpid()
+
+
+def test_actor_called_directly_runs_in_the_calling_process(broker) -> None:
+    @dramatiq.actor(broker=broker)
+    def where() -> int:
+        return os.getpid()
+
+    assert where() == os.getpid()
+
+
+def test_actor_with_ray_false_runs_in_the_worker_process(broker, start_worker) -> None:
+    @dramatiq.actor(broker=broker, store_results=True, ray=False)
+    def where() -> int:
+        return os.getpid()
+
+    start_worker(broker)
+    assert where.send().get_result(block=True, timeout=RESULT_TIMEOUT_MS) == os.getpid()
+
+
+def test_middleware_disabled_by_default_runs_only_actors_that_opt_in(stub_broker, ray_local, start_worker) -> None:
+    stub_broker.add_middleware(Results(backend=StubBackend()))
+    stub_broker.add_middleware(RayExecutionMiddleware(enabled_by_default=False))
+
+    @dramatiq.actor(broker=stub_broker, store_results=True)
+    def local() -> int:
+        return os.getpid()
+
+    @dramatiq.actor(broker=stub_broker, store_results=True, ray=True)
+    def remote() -> int:
+        return os.getpid()
+
+    start_worker(stub_broker)
+    assert local.send().get_result(block=True, timeout=RESULT_TIMEOUT_MS) == os.getpid()
+    assert remote.send().get_result(block=True, timeout=RESULT_TIMEOUT_MS) != os.getpid()
+
+
+def test_actor_ray_options_resources_reach_the_ray_task(broker, start_worker) -> None:
+    # Given an actor asking for a custom resource only the test Ray node advertises
+    @dramatiq.actor(broker=broker, store_results=True, ray_options={"resources": {RAY_TEST_RESOURCE: 1.5}})
+    def assigned() -> dict[str, float]:
+        import ray
+
+        return dict(ray.get_runtime_context().get_assigned_resources())
+
+    start_worker(broker)
+    resources = assigned.send().get_result(block=True, timeout=RESULT_TIMEOUT_MS)
+
+    assert resources[RAY_TEST_RESOURCE] == 1.5
+
+
+def test_message_ray_options_override_actor_ray_options(broker, start_worker) -> None:
+    @dramatiq.actor(broker=broker, store_results=True, ray_options={"num_cpus": 1})
+    def assigned() -> dict[str, float]:
+        import ray
+
+        return dict(ray.get_runtime_context().get_assigned_resources())
+
+    start_worker(broker)
+    message = assigned.send_with_options(ray_options={"num_cpus": 2, "resources": {RAY_TEST_RESOURCE: 1}})
+    resources = message.get_result(block=True, timeout=RESULT_TIMEOUT_MS)
+
+    assert resources["CPU"] == 2
+    assert resources[RAY_TEST_RESOURCE] == 1
+
+
+def test_middleware_runtime_env_reaches_the_ray_task(stub_broker, ray_local, start_worker) -> None:
+    stub_broker.add_middleware(Results(backend=StubBackend()))
+    stub_broker.add_middleware(RayExecutionMiddleware(runtime_env={"env_vars": {"DRAMATIQ_RAY_PROBE": "middleware"}}))
+
+    @dramatiq.actor(broker=stub_broker, store_results=True, ray_options={"runtime_env": {"env_vars": {"B": "actor"}}})
+    def env() -> list[str | None]:
+        return [os.environ.get("DRAMATIQ_RAY_PROBE"), os.environ.get("B")]
+
+    start_worker(stub_broker)
+    assert env.send().get_result(block=True, timeout=RESULT_TIMEOUT_MS) == ["middleware", "actor"]
+
+
+def test_current_message_inside_the_ray_task_is_the_processed_message(broker, start_worker) -> None:
+    @dramatiq.actor(broker=broker, store_results=True)
+    def describe(value: int, *, flag: str) -> dict[str, Any]:
+        message = current_message()
+        assert message is not None
+        return {
+            "id": message.message_id,
+            "actor": message.actor_name,
+            "args": list(message.args),
+            "kwargs": message.kwargs,
+            "retries": message.options.get("retries", 0),
+            "pid": os.getpid(),
+        }
+
+    start_worker(broker)
+    message = describe.send(3, flag="x")
+    seen = message.get_result(block=True, timeout=RESULT_TIMEOUT_MS)
+
+    assert seen["id"] == message.message_id
+    assert seen["actor"] == "describe"
+    assert seen["args"] == [3]
+    assert seen["kwargs"] == {"flag": "x"}
+    assert seen["retries"] == 0
+    assert seen["pid"] != os.getpid()
+
+
+def test_current_message_in_a_worker_thread_is_the_processed_message(broker, start_worker) -> None:
+    @dramatiq.actor(broker=broker, store_results=True, ray=False)
+    def describe() -> str | None:
+        message = current_message()
+        return message.message_id if message else None
+
+    start_worker(broker)
+    message = describe.send()
+    assert message.get_result(block=True, timeout=RESULT_TIMEOUT_MS) == message.message_id
+
+
+def test_current_message_outside_any_message_is_none() -> None:
+    assert current_message() is None
