@@ -1,0 +1,293 @@
+"""dramatiq_ray.Results with a real worker: Dramatiq's behaviours hold, oversized results spill and travel."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import dramatiq
+import pytest
+from dramatiq.middleware import Middleware
+from dramatiq.results import ResultFailure, ResultMissing, ResultTimeout
+from dramatiq.results import Results as DramatiqResults
+
+from dramatiq_ray import FilesystemStore, Results, SpillingBackend, find_spilling_backend, get_pointer
+from dramatiq_ray.errors import BlobNotFoundError, ConfigurationError
+
+BIG = "x" * 2_000
+
+
+class EnqueueRecorder(Middleware):
+    """Records the arguments of every message the broker enqueues."""
+
+    def __init__(self) -> None:
+        self.args: dict[str, list[tuple[Any, ...]]] = {}
+
+    def before_enqueue(self, broker: dramatiq.Broker, message: dramatiq.Message[Any], delay: int) -> None:
+        self.args.setdefault(message.actor_name, []).append(tuple(message.args))
+
+
+@pytest.fixture
+def results(stub_broker, stub_backend, fs_store) -> Results:
+    middleware = Results(backend=stub_backend, store=fs_store, max_inline_bytes=1024)
+    stub_broker.add_middleware(middleware)
+    return middleware
+
+
+def run_all(broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+    for queue in broker.get_declared_queues():
+        broker.join(queue, timeout=60_000, fail_fast=False)
+    worker.join()
+
+
+def test_results_returns_a_spilled_value_through_a_real_worker(stub_broker, results, start_worker) -> None:
+    @dramatiq.actor(store_results=True, max_retries=0)
+    def render(n: int) -> str:
+        return "x" * n
+
+    worker = start_worker(stub_broker)
+    big, small = render.send(5_000), render.send(10)
+    run_all(stub_broker, worker)
+    assert big.get_result(block=True, timeout=10_000) == "x" * 5_000
+    assert get_pointer(big).startswith("resultfs://")
+    assert small.get_result() == "x" * 10
+    assert get_pointer(small) is None
+
+
+def test_results_on_redis_spills_and_hydrates_with_a_blocking_get(
+    redis_broker, redis_backend, fs_store, start_worker
+) -> None:
+    redis_broker.add_middleware(Results(backend=redis_backend, store=fs_store, max_inline_bytes=100))
+
+    @dramatiq.actor(store_results=True, max_retries=0)
+    def render(n: int) -> list[int]:
+        return list(range(n))
+
+    start_worker(redis_broker)
+    message = render.send(1_000)
+    assert message.get_result(block=True, timeout=30_000) == list(range(1_000))
+    assert get_pointer(message).startswith("resultfs://")
+
+
+def test_results_worker_does_not_warn_that_the_results_middleware_is_missing(
+    stub_broker, results, start_worker, caplog
+) -> None:
+    @dramatiq.actor(store_results=True)
+    def answer() -> int:
+        return 42
+
+    worker = start_worker(stub_broker)
+    with caplog.at_level(logging.WARNING):
+        message = answer.send()
+        run_all(stub_broker, worker)
+    assert message.get_result() == 42
+    assert not [r for r in caplog.records if "haven't added the Results middleware" in r.getMessage()]
+
+
+def test_results_actor_option_overrides_the_threshold(stub_broker, results, start_worker) -> None:
+    @dramatiq.actor(store_results=True, max_inline_bytes=0)
+    def tiny() -> str:
+        return "ok"
+
+    @dramatiq.actor(store_results=True, max_inline_bytes=10_000)
+    def roomy() -> str:
+        return BIG
+
+    worker = start_worker(stub_broker)
+    small, large = tiny.send(), roomy.send()
+    run_all(stub_broker, worker)
+    assert get_pointer(small) is not None and small.get_result() == "ok"
+    assert get_pointer(large) is None and large.get_result() == BIG
+
+
+def test_results_message_option_overrides_the_actor_option(stub_broker, results, start_worker) -> None:
+    @dramatiq.actor(store_results=True, max_inline_bytes=10_000)
+    def roomy() -> str:
+        return BIG
+
+    worker = start_worker(stub_broker)
+    message = roomy.send_with_options(max_inline_bytes=0)
+    run_all(stub_broker, worker)
+    assert get_pointer(message) is not None and message.get_result() == BIG
+
+
+def test_results_invalid_actor_threshold_fails_the_result_with_a_clear_message(
+    stub_broker, results, start_worker
+) -> None:
+    @dramatiq.actor(store_results=True, max_inline_bytes="1MB")
+    def misconfigured() -> str:
+        return "value"
+
+    worker = start_worker(stub_broker)
+    message = misconfigured.send()
+    run_all(stub_broker, worker)
+    with pytest.raises(ResultFailure, match="max_inline_bytes must be an integer"):
+        message.get_result()
+
+
+def test_results_unencodable_result_fails_promptly_instead_of_timing_out(stub_broker, results, start_worker) -> None:
+    @dramatiq.actor(store_results=True)
+    def opaque() -> object:
+        return object()
+
+    worker = start_worker(stub_broker)
+    message = opaque.send()
+    run_all(stub_broker, worker)
+    with pytest.raises(ResultFailure, match="cannot be encoded"):
+        message.get_result(block=True, timeout=10_000)
+
+
+def test_results_pipeline_carries_the_pointer_and_the_next_actor_gets_the_value(
+    stub_broker, results, start_worker
+) -> None:
+    # Given a pipeline whose first actor returns an oversized value
+    recorder = EnqueueRecorder()
+    stub_broker.add_middleware(recorder)
+    received: list[int] = []
+
+    @dramatiq.actor
+    def produce() -> str:
+        return BIG
+
+    @dramatiq.actor(store_results=True)
+    def measure(value: str) -> int:
+        received.append(len(value))
+        return len(value)
+
+    worker = start_worker(stub_broker)
+    pipe = dramatiq.pipeline([produce.message(), measure.message()]).run()
+    run_all(stub_broker, worker)
+    # Then the next message carried only a pointer, and the actor received the original value
+    [(marker,)] = recorder.args["measure"]
+    assert set(marker) == {"__dramatiq_ray_spilled__"} and marker["__dramatiq_ray_spilled__"].startswith("resultfs://")
+    assert received == [len(BIG)]
+    assert pipe.get_result(block=True) == len(BIG)
+
+
+def test_results_on_success_callback_receives_the_hydrated_value(stub_broker, results, start_worker) -> None:
+    done = threading.Event()
+    received: list[str] = []
+
+    @dramatiq.actor
+    def callback(message_data: dict[str, Any], value: str) -> None:
+        received.append(value)
+        done.set()
+
+    @dramatiq.actor(on_success="callback")
+    def produce() -> str:
+        return BIG
+
+    start_worker(stub_broker)
+    produce.send()
+    assert done.wait(30)
+    assert received == [BIG]
+
+
+def test_results_pipeline_completed_does_not_download_spilled_blobs(stub_broker, results, start_worker, fs_store):
+    # Given a finished pipeline and group whose spilled blobs were then deleted
+    @dramatiq.actor(store_results=True)
+    def produce(n: int) -> str:
+        return "y" * n
+
+    worker = start_worker(stub_broker)
+    pipe = dramatiq.pipeline([produce.message(2_000)]).run()
+    grp = dramatiq.group([produce.message(3_000), produce.message(4_000)]).run()
+    run_all(stub_broker, worker)
+    for path in __import__("pathlib").Path(fs_store.path).rglob("*.json"):
+        path.unlink()
+    # Then completion checks still succeed, because they never read a blob
+    assert pipe.completed and pipe.completed_count == 1
+    assert grp.completed and grp.completed_count == 2
+    # While reading the value does read it
+    with pytest.raises(BlobNotFoundError):
+        pipe.get_result()
+
+
+def test_results_group_get_results_returns_every_original_value(stub_broker, results, start_worker) -> None:
+    @dramatiq.actor(store_results=True)
+    def produce(n: int) -> str:
+        return "z" * n
+
+    worker = start_worker(stub_broker)
+    grp = dramatiq.group([produce.message(10), produce.message(3_000)]).run()
+    run_all(stub_broker, worker)
+    assert list(grp.get_results(block=True, timeout=10_000)) == ["z" * 10, "z" * 3_000]
+
+
+def test_results_direct_call_returns_the_plain_value(stub_broker, results) -> None:
+    @dramatiq.actor(store_results=True)
+    def produce() -> str:
+        return BIG
+
+    assert produce() == BIG
+
+
+@pytest.fixture
+def spill_everything(stub_broker, stub_backend, fs_store) -> Results:
+    middleware = Results(backend=stub_backend, store=fs_store, max_inline_bytes=0)
+    stub_broker.add_middleware(middleware)
+    return middleware
+
+
+def test_results_with_threshold_zero_keep_dramatiqs_behaviours(stub_broker, spill_everything, start_worker) -> None:
+    @dramatiq.actor(store_results=True, max_retries=0)
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    @dramatiq.actor(store_results=True, max_retries=0)
+    def fail() -> None:
+        raise ValueError("failed")
+
+    @dramatiq.actor(store_results=True)
+    def nothing() -> None:
+        return None
+
+    never = add.message(1, 1)  # never sent
+    with pytest.raises(ResultMissing):
+        never.get_result()
+    with pytest.raises(ResultTimeout):
+        never.get_result(block=True, timeout=500)
+    worker = start_worker(stub_broker)
+    added, failed, none = add.send(1, 2), fail.send(), nothing.send()
+    run_all(stub_broker, worker)
+    assert added.get_result(block=True) == 3
+    assert get_pointer(added) is not None
+    with pytest.raises(ResultFailure, match="actor raised ValueError: failed"):
+        failed.get_result(block=True)
+    assert none.get_result() is None
+    pipe = dramatiq.pipeline([add.message(1, 2), add.message(3)]).run()
+    grp = dramatiq.group([add.message(1, 1), add.message(2, 2)]).run()
+    run_all(stub_broker, worker)
+    assert pipe.get_result(block=True) == 6 and list(pipe.get_results()) == [3, 6]
+    assert list(grp.get_results(block=True)) == [2, 4]
+
+
+def test_results_accepts_a_ready_spilling_backend_for_plain_dramatiq_results(
+    stub_broker, stub_backend, fs_store, start_worker
+) -> None:
+    backend = SpillingBackend(stub_backend, store=fs_store, max_inline_bytes=0)
+    stub_broker.add_middleware(DramatiqResults(backend=backend))
+
+    @dramatiq.actor(store_results=True)
+    def produce() -> str:
+        return "value"
+
+    worker = start_worker(stub_broker)
+    message = produce.send()
+    run_all(stub_broker, worker)
+    assert find_spilling_backend(stub_broker) is backend
+    assert message.get_result() == "value" and get_pointer(message) is not None
+
+
+def test_results_refuses_store_settings_twice(stub_backend, fs_store) -> None:
+    with pytest.raises(ConfigurationError, match="not both"):
+        Results(backend=SpillingBackend(stub_backend), store=fs_store)
+
+
+def test_results_subclass_keeps_every_dramatiq_results_argument(stub_backend) -> None:
+    middleware = Results(backend=stub_backend, store_results=True, result_ttl=5_000)
+    assert (middleware.store_results, middleware.result_ttl) == (True, 5_000)
+    assert {"store_results", "result_ttl", "max_inline_bytes"} <= middleware.actor_options
+    assert isinstance(middleware.backend, SpillingBackend) and middleware.backend.backend is stub_backend
+    assert isinstance(FilesystemStore("x"), FilesystemStore)
