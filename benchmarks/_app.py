@@ -1,0 +1,178 @@
+"""The app the benchmarks run: a Redis broker, a results backend, optionally Ray execution, and the actors.
+
+The worker process (``dramatiq benchmarks._worker``) and the producer (the harness) build the same app from the
+same :class:`AppConfig`, so messages and results agree. The actors are module-level functions, so a Ray worker
+imports them by name.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import dramatiq
+from dramatiq.results import ResultBackend, Results
+from dramatiq.results.backends.redis import RedisBackend
+
+from ._harness import NotAvailable
+
+#: Results live this long (milliseconds): long enough to read Redis's memory after a phase.
+RESULT_TTL_MS = 600_000
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """How to build the app. Strings only: it travels to the worker process as ``BENCH_*`` variables.
+
+    ``execution`` is ``local`` (plain Dramatiq) or ``ray``; ``store`` is ``inline`` (Dramatiq's Redis backend),
+    ``fs``, ``s3`` or ``gcs`` (our spilling backend); ``spill_in_task`` ``0`` makes the spilling backend offer no
+    spill plan, so a result from Ray comes back through ``ray.get`` and is spilled in the worker.
+    """
+
+    redis_url: str
+    namespace: str
+    queue: str
+    execution: str = "local"
+    store: str = "inline"
+    store_location: str = ""
+    store_endpoint: str = ""
+    max_inline_bytes: str = ""
+    spill_in_task: str = "1"
+
+    def as_env(self) -> dict[str, str]:
+        return asdict(self)
+
+    @classmethod
+    def from_env(cls) -> AppConfig:
+        names = cls.__dataclass_fields__
+        return cls(
+            **{name: os.environ[f"BENCH_{name.upper()}"] for name in names if f"BENCH_{name.upper()}" in os.environ}
+        )
+
+
+# --- the actors' bodies --------------------------------------------------------------------------------------
+
+
+def noop() -> int:
+    """Nothing: the cost of the path itself."""
+    return 0
+
+
+def burn(iterations: int) -> int:
+    """Pure-Python CPU work that holds the GIL (about 50 ms for the iterations the harness calibrates)."""
+    total = 0
+    for value in range(iterations):
+        total = (total + value * value) % 1_000_003
+    return total
+
+
+def payload(size: int) -> str:
+    """A string of ``size`` bytes (its JSON encoding is ``size + 2`` bytes)."""
+    return "x" * size
+
+
+def calibrate_burn(target_ms: float = 50.0) -> int:
+    """How many iterations of :func:`burn` take about ``target_ms`` on this machine, now."""
+    import time
+
+    iterations = 20_000
+    while True:
+        started = time.perf_counter()
+        burn(iterations)
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        if elapsed_ms > 20:
+            return int(iterations * target_ms / elapsed_ms)
+        iterations *= 2
+
+
+# --- building the app ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class App:
+    broker: dramatiq.Broker
+    backend: ResultBackend
+    actors: dict[str, dramatiq.Actor[Any, Any]]
+
+
+def build_store(config: AppConfig) -> Any:
+    """The blob store ``config`` names, or raise :class:`NotAvailable`."""
+    try:
+        from dramatiq_ray.results.stores import FilesystemStore, GCSStore, S3Store
+    except Exception as error:
+        raise NotAvailable(f"dramatiq_ray.results.stores does not import: {error}") from error
+    if config.store == "fs":
+        return FilesystemStore(config.store_location)
+    if config.store == "s3":
+        return S3Store(config.store_location, endpoint_url=config.store_endpoint, region="us-east-1")
+    if config.store == "gcs":
+        return GCSStore(config.store_location, endpoint_url=config.store_endpoint, project="dramatiq-ray-bench")
+    raise ValueError(f"unknown store {config.store!r}")
+
+
+def build_backend(config: AppConfig) -> ResultBackend:
+    redis_backend = RedisBackend(url=config.redis_url, namespace=f"{config.namespace}-results")
+    if config.store == "inline":
+        return redis_backend
+    try:
+        from dramatiq_ray.results.backend import SpillingBackend
+    except Exception as error:
+        raise NotAvailable(f"dramatiq_ray.results.backend does not import: {error}") from error
+    backend_class: type[SpillingBackend] = SpillingBackend if config.spill_in_task == "1" else _spill_in_worker()
+    extra = {"max_inline_bytes": int(config.max_inline_bytes)} if config.max_inline_bytes else {}
+    return backend_class(redis_backend, store=build_store(config), **extra)
+
+
+def _results_middleware(config: AppConfig, backend: ResultBackend) -> dramatiq.Middleware:
+    if config.store == "inline":
+        return Results(backend=backend, store_results=True, result_ttl=RESULT_TTL_MS)
+    from dramatiq_ray.results import Results as SpillingResults
+
+    return SpillingResults(backend=backend, store_results=True, result_ttl=RESULT_TTL_MS)
+
+
+def _ray_middleware() -> dramatiq.Middleware:
+    try:
+        from dramatiq_ray.execution import RayExecutionMiddleware
+    except Exception as error:
+        raise NotAvailable(f"dramatiq_ray.execution does not import: {error}") from error
+    # The address comes from RAY_ADDRESS, which the harness sets to its own cluster.
+    middleware: dramatiq.Middleware = RayExecutionMiddleware()
+    return middleware
+
+
+def build(config: AppConfig) -> App:
+    """Build the broker, backend and actors ``config`` describes.
+
+    Raises:
+      NotAvailable: a module of ours that ``config`` needs is missing or broken.
+    """
+    from dramatiq.brokers.redis import RedisBroker
+
+    backend = build_backend(config)
+    broker = RedisBroker(url=config.redis_url, namespace=config.namespace)
+    broker.add_middleware(_results_middleware(config, backend))
+    options: dict[str, Any] = {}
+    if config.execution == "ray":
+        broker.add_middleware(_ray_middleware())
+        options = {"ray": True}
+    actors = {
+        fn.__name__: dramatiq.actor(fn, broker=broker, queue_name=config.queue, max_retries=0, **options)
+        for fn in (noop, burn, payload)
+    }
+    if hasattr(backend, "broker"):
+        backend.broker = broker  # the spilling backend reads actor options from this broker
+    return App(broker=broker, backend=backend, actors=actors)
+
+
+def _spill_in_worker() -> type[Any]:
+    from dramatiq_ray.results.backend import SpillingBackend
+
+    class SpillInWorker(SpillingBackend):
+        """Offers no spill plan: a result from Ray comes back through ``ray.get`` and is spilled here."""
+
+        def spill_plan(self, message: dramatiq.Message[Any]) -> None:
+            return None
+
+    return SpillInWorker

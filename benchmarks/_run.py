@@ -1,0 +1,119 @@
+"""One run of the benchmarks: its size (quick or full) and the services it started, each started on first use and
+stopped at the end."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from typing import Any
+
+from ._app import AppConfig
+from ._services import GCSServer, RayCluster, RedisNamespace, S3Server, WorkerProcess, unique
+
+
+class Run:
+    """The services of one run. ``quick`` makes every case use tiny counts."""
+
+    def __init__(self, *, quick: bool) -> None:
+        self.quick = quick
+        self.redis = RedisNamespace()
+        self.work_dir = tempfile.mkdtemp(prefix="dramatiq-ray-bench-")
+        self._ray: RayCluster | None = None
+        self._s3: S3Server | None = None
+        self._gcs: GCSServer | None = None
+        self._workers: list[WorkerProcess] = []
+
+    # --- services, started on first use --------------------------------------------------------------------
+
+    @property
+    def ray(self) -> RayCluster:
+        """The run's single-node Ray cluster, with as many CPUs as the machine has cores."""
+        if self._ray is None:
+            self._ray = RayCluster(num_cpus=self.ray_cpus)
+        return self._ray
+
+    @property
+    def ray_cpus(self) -> int:
+        return os.cpu_count() or 1
+
+    @property
+    def s3(self) -> S3Server:
+        if self._s3 is None:
+            self._s3 = S3Server()
+        return self._s3
+
+    @property
+    def gcs(self) -> GCSServer:
+        if self._gcs is None:
+            self._gcs = GCSServer()
+        return self._gcs
+
+    # --- apps and workers ----------------------------------------------------------------------------------
+
+    def config(self, **fields: str) -> AppConfig:
+        """An app config on this run's Redis namespace with a fresh queue."""
+        queue = unique("bench").replace("-", "_")
+        return AppConfig(redis_url=self.redis.url, namespace=self.redis.namespace, queue=queue, **fields)
+
+    def store_config(self, store: str) -> dict[str, str]:
+        """The ``store``, ``store_location`` and ``store_endpoint`` fields for ``inline``, ``fs``, ``s3`` or ``gcs``."""
+        if store == "inline":
+            return {"store": "inline"}
+        if store == "fs":
+            return {"store": "fs", "store_location": os.path.join(self.work_dir, unique("blobs"))}
+        if store == "s3":
+            return {"store": "s3", "store_location": self.s3.bucket, "store_endpoint": self.s3.endpoint_url}
+        if store == "gcs":
+            return {"store": "gcs", "store_location": self.gcs.bucket, "store_endpoint": self.gcs.endpoint_url}
+        raise ValueError(f"unknown store {store!r}")
+
+    def start_worker(self, config: AppConfig, *, threads: int = 8, cluster: RayCluster | None = None) -> WorkerProcess:
+        """Start ``dramatiq benchmarks._worker`` for ``config``; attached to ``cluster`` (default: the run's)
+        when the config executes on Ray."""
+        if config.execution == "ray":
+            env = (cluster or self.ray).driver_env()
+        else:
+            env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+            env = {**env, **_pythonpath()}
+        worker = WorkerProcess(config.as_env(), threads=threads, log_dir=self.work_dir, env=env)
+        self._workers.append(worker)
+        return worker
+
+    def stop_worker(self, worker: WorkerProcess) -> None:
+        worker.stop()
+        self._workers.remove(worker)
+
+    def bare_ray(self, *, count: int, threads: int) -> dict[str, float]:
+        """Run the bare-Ray baseline in a process of its own against the run's cluster."""
+        result = subprocess.run(
+            [sys.executable, "-m", "benchmarks._bare_ray", "--count", str(count), "--threads", str(threads)],
+            env=self.ray.driver_env(),
+            capture_output=True,
+            text=True,
+            timeout=1800,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"the bare Ray baseline failed:\n{result.stderr[-4000:]}")
+        summary: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+        return {key: float(value) for key, value in summary.items()}
+
+    # --- the end -------------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        for worker in list(self._workers):
+            worker.stop()
+        for service in (self._ray, self._s3, self._gcs):
+            if service is not None:
+                service.stop()
+        self.redis.close()
+        shutil.rmtree(self.work_dir, ignore_errors=True)
+
+
+def _pythonpath() -> dict[str, str]:
+    from ._services import subprocess_env
+
+    return {"PYTHONPATH": subprocess_env()["PYTHONPATH"], "PYTHONUNBUFFERED": "1"}

@@ -1,0 +1,187 @@
+"""Target 3, spill: results of 1 KiB to 64 MiB kept inline by Dramatiq's Redis backend, or spilled by ours to the
+filesystem, S3 (moto's server) and GCS (the emulator).
+
+Per store and size:
+  - store + get: ``backend.store_result`` then ``backend.get_result`` in the producer, against the raw client
+    doing the same put + get of the same encoded bytes (Redis SET + GET, a file write + read, S3 put_object +
+    get_object, GCS upload + download);
+  - Redis growth per result: ``INFO memory`` before and after a worker stored ``n`` results (results kept);
+  - worker peak RSS: sampled in the worker process while it produces and stores those results.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import dramatiq
+
+from ._app import App, build, payload
+from ._harness import KIB, MIB, CaseReport, NotAvailable, PeakRSS, Target, measure_variant, redis_used_memory
+from ._run import Run
+from ._services import unique
+
+STORES = ("inline", "fs", "s3", "gcs")
+STORE_NAMES = {"inline": "Dramatiq Redis (inline)", "fs": "ours: filesystem", "s3": "ours: S3", "gcs": "ours: GCS"}
+WAIT_MS = 300_000
+
+
+def size_label(size: int) -> str:
+    return f"{size // MIB} MiB" if size >= MIB else f"{size // KIB} KiB"
+
+
+def _timed(operation: Callable[[], Any], repeats: int) -> float:
+    """The median time of ``operation``, in milliseconds."""
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        operation()
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
+def raw_put_get(run: Run, store: str, data: bytes) -> Callable[[], Any]:
+    """The raw client doing one put + get of ``data`` the way ``store`` would."""
+    key = f"{run.redis.namespace}:raw:{unique('blob')}"
+    if store == "inline":
+        return lambda: (run.redis.client.set(key, data), run.redis.client.get(key))
+    if store == "fs":
+        path = os.path.join(run.work_dir, unique("raw"))
+
+        def file_put_get() -> bytes:
+            with open(path, "wb") as file:
+                file.write(data)
+            with open(path, "rb") as file:
+                return file.read()
+
+        return file_put_get
+    if store == "s3":
+        client, bucket = run.s3.client(), run.s3.bucket
+        return lambda: (
+            client.put_object(Bucket=bucket, Key=key, Body=data),
+            client.get_object(Bucket=bucket, Key=key)["Body"].read(),
+        )
+    blob = run.gcs.client().bucket(run.gcs.bucket).blob(key)
+    return lambda: (blob.upload_from_string(data), blob.download_as_bytes())
+
+
+def store_and_get(app: App, size: int) -> Callable[[], Any]:
+    """Our (or Dramatiq's) backend storing then reading one result of ``size`` bytes, as a worker and a caller do."""
+    value = payload(size)
+
+    def operation() -> None:
+        message = dramatiq.Message(queue_name="bench", actor_name="payload", args=(size,), kwargs={}, options={})
+        app.backend.store_result(message, value, 600_000)
+        if app.backend.get_result(message) != value:
+            raise AssertionError("the result read back differs from the result stored")
+
+    return operation
+
+
+def measure_store(
+    run: Run, store: str, sizes: list[int], results_per_size: dict[int, int]
+) -> dict[int, dict[str, float]]:
+    config = run.config(**run.store_config(store))
+    app = build(config)
+    numbers: dict[int, dict[str, float]] = {}
+    worker = run.start_worker(config, threads=8)
+    rss = PeakRSS(worker.worker_pid)
+    try:
+        for size in sizes:
+            repeats = 3 if size >= 16 * MIB else 7
+            data = app.backend.encoder.encode(payload(size))
+            ours_ms = _timed(store_and_get(app, size), repeats)
+            raw_ms = _timed(raw_put_get(run, store, data), repeats)
+            count = results_per_size[size]
+            produce = app.actors["payload"]
+            produce.send(1).get_result(backend=app.backend, block=True, timeout=WAIT_MS)  # the worker is warm
+            before = redis_used_memory(run.redis.client)
+            with rss.phase() as memory:
+                for _ in range(count):
+                    if len(produce.send(size).get_result(backend=app.backend, block=True, timeout=WAIT_MS)) != size:
+                        raise AssertionError("the worker's result has the wrong size")
+            growth = (redis_used_memory(run.redis.client) - before) / count
+            numbers[size] = {
+                "payload_bytes": float(len(data)),
+                "store_get_ms": ours_ms,
+                "raw_put_get_ms": raw_ms,
+                "redis_growth_per_result_bytes": growth,
+                **memory,
+            }
+            run.redis.flush()
+    finally:
+        rss.close()
+        run.stop_worker(worker)
+        app.broker.close()
+    return numbers
+
+
+def run_case(run: Run) -> CaseReport:
+    sizes = [KIB, MIB] if run.quick else [KIB, MIB, 16 * MIB, 64 * MIB]
+    results_per_size = {size: (3 if run.quick else (4 if size >= 16 * MIB else 10)) for size in sizes}
+    report = CaseReport(
+        name="spill",
+        title="Spill",
+        description=(
+            "Results of " + ", ".join(size_label(size) for size in sizes) + ": store + get_result in the producer "
+            "against the raw client's put + get of the same bytes; Redis INFO used_memory growth per result and "
+            "worker peak RSS growth while one worker process produces results of that size."
+        ),
+        chart_metrics=("store_get_ms", "raw_put_get_ms", "peak_growth_mib"),
+    )
+    for store in STORES:
+        names = {size: f"{STORE_NAMES[store]}, {size_label(size)}" for size in sizes}
+        try:
+            measured = measure_store(run, store, sizes, results_per_size)
+        except NotAvailable as error:
+            report.unavailable.update({name: str(error) for name in names.values()})
+        else:
+            for size, name in names.items():
+                measure_variant(report, name, lambda numbers=measured[size]: numbers)
+        if store != "inline":
+            for size in sizes:
+                _spill_targets(report, store, size)
+    return report
+
+
+def _spill_targets(report: CaseReport, store: str, size: int) -> None:
+    name = f"{STORE_NAMES[store]}, {size_label(size)}"
+    numbers = report.variants.get(name)
+    if size < MIB:
+        return  # kept inline under the default 1 MiB threshold: nothing spills
+    report.targets.append(
+        Target(
+            name=f"{name}: Redis growth per spilled result",
+            measured=numbers["redis_growth_per_result_bytes"] if numbers else None,
+            baseline=512.0,
+            goal=1.0,
+            unit="bytes",
+            higher_is_better=False,
+            note="under 512 bytes per spilled result (INFO memory is server-wide: other clients add noise)",
+        )
+    )
+    report.targets.append(
+        Target(
+            name=f"{name}: store + hydrate vs raw client",
+            measured=numbers["store_get_ms"] if numbers else None,
+            baseline=numbers["raw_put_get_ms"] if numbers else None,
+            goal=1.5,
+            unit="ms",
+            higher_is_better=False,
+            note="within 1.5x of the raw client's put + get of the same bytes",
+        )
+    )
+    report.targets.append(
+        Target(
+            name=f"{name}: worker peak RSS growth vs payload",
+            measured=numbers["peak_growth_mib"] if numbers else None,
+            baseline=numbers["payload_bytes"] / MIB if numbers else None,
+            goal=3.0,
+            unit="MiB",
+            higher_is_better=False,
+            note="worker peak RSS growth under 3x the payload",
+        )
+    )
