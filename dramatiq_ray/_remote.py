@@ -6,8 +6,11 @@ Nothing here runs in the Dramatiq worker except building :class:`Target` and :fu
 from __future__ import annotations
 
 import asyncio
+import copyreg
 import importlib
 import inspect
+import pickle
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +19,7 @@ import dramatiq
 from dramatiq.asyncio import async_to_sync
 
 from . import context
+from .errors import RemoteExceptionError
 
 #: The attribute under which the middleware's wrapper keeps the function it wraps.
 WRAPPED_ATTR = "__dramatiq_ray_wrapped__"
@@ -90,11 +94,54 @@ def execute(target: Target, args: tuple[Any, ...], kwargs: dict[str, Any], messa
         result = fn(*args, **kwargs)
         if inspect.isawaitable(result):
             result = asyncio.run(_await(result))
+    except Exception as error:
+        if _crosses(error):
+            raise
+        raise RemoteExceptionError(
+            f"Actor {target.actor_name!r} raised {_type_name(error)}: {error}. It could not be sent back from Ray "
+            "as itself (it does not pickle); make it picklable, or raise one that is.",
+            type_name=_type_name(error),
+            remote_traceback=traceback.format_exc(),
+        ) from None
     finally:
         context._current.reset(token)
     if spill_plan is not None:
         result = spill_plan.apply(result)
     return result
+
+
+def _crosses(error: BaseException) -> bool:
+    """Whether ``error`` survives the trip back to the worker; exceptions whose constructor takes other arguments
+    than their message are taught to pickle without calling it (type, args and attributes are kept)."""
+    if _round_trips(error):
+        return True
+    copyreg.pickle(type(error), _reduce_exception)
+    return _round_trips(error)
+
+
+def _round_trips(error: BaseException) -> bool:
+    from ray import cloudpickle
+
+    try:
+        pickle.loads(cloudpickle.dumps(error))
+    except Exception:
+        return False
+    return True
+
+
+def _reduce_exception(error: BaseException) -> tuple[Any, ...]:
+    return (_rebuild_exception, (type(error), error.args, dict(vars(error))))
+
+
+def _rebuild_exception(cls: type[BaseException], args: tuple[Any, ...], state: dict[str, Any]) -> BaseException:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
+
+def _type_name(error: BaseException) -> str:
+    return f"{type(error).__module__}.{type(error).__qualname__}"
 
 
 async def _await(awaitable: Any) -> Any:

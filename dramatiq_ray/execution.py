@@ -226,6 +226,10 @@ class RayExecutionMiddleware(Middleware):
                     "importable module (not __main__ or inside a function) so Ray workers import it, or set "
                     "ray=False on the actor."
                 ) from error
+            if isinstance(error, ValueError | TypeError):
+                raise RayOptionsError(
+                    f"Ray refused to run actor {actor.actor_name!r} with its ray_options: {error}"
+                ) from error
             raise
         try:
             while not ray.wait([ref], timeout=self.wait_slice)[0]:
