@@ -123,7 +123,7 @@ def _round_trips(error: BaseException) -> bool:
     from ray import cloudpickle
 
     try:
-        pickle.loads(cloudpickle.dumps(error))
+        pickle.loads(cloudpickle.dumps(error))  # type: ignore[no-untyped-call]
     except Exception:
         return False
     return True
