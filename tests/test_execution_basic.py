@@ -150,3 +150,23 @@ def test_current_message_in_a_worker_thread_is_the_processed_message(broker, sta
 
 def test_current_message_outside_any_message_is_none() -> None:
     assert current_message() is None
+
+
+def test_actor_body_runs_in_a_ray_worker_over_a_redis_broker(
+    redis_broker, redis_url, redis_namespace, ray_local, start_worker
+) -> None:
+    from dramatiq.results.backends import RedisBackend
+
+    redis_broker.add_middleware(Results(backend=RedisBackend(url=redis_url, namespace=f"{redis_namespace}-results")))
+    redis_broker.add_middleware(RayExecutionMiddleware())
+
+    @dramatiq.actor(broker=redis_broker, store_results=True)
+    def where(value: int) -> list[int]:
+        return [os.getpid(), value + 1]
+
+    start_worker(redis_broker, threads=2)
+    messages = [where.send(value) for value in range(4)]
+    outcomes = [message.get_result(block=True, timeout=RESULT_TIMEOUT_MS) for message in messages]
+
+    assert [value for _, value in outcomes] == [1, 2, 3, 4]
+    assert os.getpid() not in {pid for pid, _ in outcomes}
