@@ -49,4 +49,5 @@ def s3_store(s3_server: Any, s3_bucket: str) -> S3Store:
 
 @pytest.fixture
 def gcs_store(gcs_server: Any, gcs_bucket: str) -> GCSStore:
-    return GCSStore(gcs_bucket, endpoint_url=gcs_server.endpoint_url)
+    # A short retry window keeps the outage tests quick; it is the same code path as the default.
+    return GCSStore(gcs_bucket, endpoint_url=gcs_server.endpoint_url, retry_timeout=1.0)

@@ -30,6 +30,8 @@ class GCSStore(BlobStore):
       endpoint_url: An emulator or private endpoint. Defaults to the ``STORAGE_EMULATOR_HOST`` environment
         variable; when an endpoint is set the client uses anonymous credentials.
       project: The project for the client (default: from the environment).
+      retry_timeout: How long, in seconds, a request is retried on transient errors before the store gives up
+        (an outage then falls back to a digest when writing, or raises ``BlobReadError`` when reading).
 
     Raises:
       MissingDependencyError: google-cloud-storage is not installed (``pip install "dramatiq-ray[gcs]"``).
@@ -46,12 +48,14 @@ class GCSStore(BlobStore):
         client: Any = None,
         endpoint_url: str | None = None,
         project: str | None = None,
+        retry_timeout: float = 30.0,
     ) -> None:
         _check_location(bucket, prefix)
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.endpoint_url = endpoint_url
         self.project = project
+        self.retry_timeout = retry_timeout
         self._cached_client = client
         if client is None:
             try:
@@ -84,6 +88,11 @@ class GCSStore(BlobStore):
                 self._cached_client = storage.Client(project=self.project)
         return self._cached_client
 
+    def _retry(self) -> Any:
+        from google.cloud.storage.retry import DEFAULT_RETRY
+
+        return DEFAULT_RETRY.with_timeout(self.retry_timeout)
+
     def _blob(self, key: str) -> Any:
         return self._client().bucket(self.bucket).blob(key)
 
@@ -97,10 +106,12 @@ class GCSStore(BlobStore):
         try:
             blob = self._blob(key)
             try:
-                blob.upload_from_string(data, content_type="application/octet-stream", if_generation_match=0)
+                blob.upload_from_string(
+                    data, content_type="application/octet-stream", if_generation_match=0, retry=self._retry()
+                )
             except PreconditionFailed:
                 blob.metadata = {"dramatiq-ray-referenced": str(int(time.time()))}
-                blob.patch()
+                blob.patch(retry=self._retry())
         except Exception as error:
             raise BlobWriteError(f"{self.describe()} could not write {key}: {error}") from error
         return f"gs://{self.bucket}/{key}?bytes={len(data)}"
@@ -113,7 +124,7 @@ class GCSStore(BlobStore):
         from google.api_core.exceptions import NotFound
 
         try:
-            return bytes(self._blob(pointer.location).download_as_bytes())
+            return bytes(self._blob(pointer.location).download_as_bytes(retry=self._retry()))
         except NotFound:
             raise BlobNotFoundError(
                 f"The blob for {pointer.raw!r} does not exist: it was deleted (lifecycle or by hand).",
