@@ -183,3 +183,10 @@ def test_cloud_stores_name_the_extra_to_install_when_their_client_is_missing(mon
 def test_cloud_stores_reject_invalid_locations(bucket: str, prefix: str) -> None:
     with pytest.raises(ValueError, match="Invalid bucket"):
         S3Store(bucket, prefix, client=object())
+
+
+def test_gcs_store_reaches_the_emulator_named_by_storage_emulator_host(gcs_server, gcs_bucket, monkeypatch) -> None:
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_server.endpoint_url)
+    store = GCSStore(gcs_bucket)
+    pointer = parse_pointer(store.put("ab" * 32, b"[7]"))
+    assert gcs_server.client().bucket(gcs_bucket).blob(pointer.location).download_as_bytes() == b"[7]"

@@ -291,3 +291,35 @@ def test_results_subclass_keeps_every_dramatiq_results_argument(stub_backend) ->
     assert {"store_results", "result_ttl", "max_inline_bytes"} <= middleware.actor_options
     assert isinstance(middleware.backend, SpillingBackend) and middleware.backend.backend is stub_backend
     assert isinstance(FilesystemStore("x"), FilesystemStore)
+
+
+def test_results_stores_a_marker_returned_by_an_outer_runner_without_spilling_again(
+    stub_broker, results, start_worker, fs_store
+) -> None:
+    # Given an actor whose body already spilled its value (as the Ray execution path does inside its task)
+    from dramatiq_ray import SpilledResult
+    from dramatiq_ray.results.pointers import digest_of
+
+    data = b'"' + b"r" * 3_000 + b'"'
+    pointer = fs_store.put(digest_of(data), data)
+
+    @dramatiq.actor(store_results=True)
+    def remote_like() -> SpilledResult:
+        return SpilledResult(pointer)
+
+    worker = start_worker(stub_broker)
+    message = remote_like.send()
+    run_all(stub_broker, worker)
+    # Then the backend holds that very pointer and the value reads back; no second blob was written
+    assert get_pointer(message) == pointer
+    assert message.get_result() == "r" * 3_000
+    assert len(list(__import__("pathlib").Path(fs_store.path).rglob("*.json"))) == 1
+
+
+def test_hydrate_arguments_is_idempotent_and_leaves_other_arguments_alone(results, fs_store) -> None:
+    from dramatiq_ray.results.pointers import digest_of
+
+    pointer = fs_store.put(digest_of(b"[1,2]"), b"[1,2]")
+    args, kwargs = results.backend.hydrate_arguments(({"__dramatiq_ray_spilled__": pointer}, 3), {"k": "v"})
+    assert (args, kwargs) == (([1, 2], 3), {"k": "v"})
+    assert results.backend.hydrate_arguments(args, kwargs) == (args, kwargs)
