@@ -190,3 +190,30 @@ def test_gcs_store_reaches_the_emulator_named_by_storage_emulator_host(gcs_serve
     store = GCSStore(gcs_bucket)
     pointer = parse_pointer(store.put("ab" * 32, b"[7]"))
     assert gcs_server.client().bucket(gcs_bucket).blob(pointer.location).download_as_bytes() == b"[7]"
+
+
+def test_s3_store_handles_concurrent_writers_of_same_and_different_payloads(s3_store, stub_backend) -> None:
+    import threading
+
+    backend = SpillingBackend(stub_backend, store=s3_store, max_inline_bytes=0)
+    start = threading.Barrier(8)
+    stored: list[tuple[Any, Any]] = []
+    lock = threading.Lock()
+
+    def work(n: int) -> None:
+        start.wait()
+        for value in ("shared", f"own-{n}"):
+            message = make_message()
+            backend.store_result(message, value, TTL)
+            with lock:
+                stored.append((message, value))
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(stored) == 16
+    assert all(get_pointer(message, backend=backend).startswith("s3://") for message, _ in stored)
+    assert all(backend.get_result(message) == value for message, value in stored)
+    assert len(list(s3_store.list_blobs())) == 9

@@ -323,3 +323,33 @@ def test_hydrate_arguments_is_idempotent_and_leaves_other_arguments_alone(result
     args, kwargs = results.backend.hydrate_arguments(({"__dramatiq_ray_spilled__": pointer}, 3), {"k": "v"})
     assert (args, kwargs) == (([1, 2], 3), {"k": "v"})
     assert results.backend.hydrate_arguments(args, kwargs) == (args, kwargs)
+
+
+def test_results_on_redis_with_threshold_zero_keep_dramatiqs_behaviours(
+    redis_broker, redis_backend, fs_store, start_worker
+) -> None:
+    # Given every result spilled, on the Redis broker and the Redis result backend
+    redis_broker.add_middleware(Results(backend=redis_backend, store=fs_store, max_inline_bytes=0))
+
+    @dramatiq.actor(store_results=True, max_retries=0)
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    @dramatiq.actor(store_results=True, max_retries=0)
+    def fail() -> None:
+        raise ValueError("failed")
+
+    with pytest.raises(ResultMissing):
+        add.message(1, 1).get_result()
+    start_worker(redis_broker)
+    added, failed = add.send(1, 2), fail.send()
+    pipe = dramatiq.pipeline([add.message(1, 2), add.message(3)]).run()
+    grp = dramatiq.group([add.message(1, 1), add.message(2, 2)]).run()
+    # Then values, failures, pipelines and groups behave as in Dramatiq
+    assert added.get_result(block=True, timeout=30_000) == 3
+    assert get_pointer(added) is not None
+    with pytest.raises(ResultFailure, match="actor raised ValueError: failed"):
+        failed.get_result(block=True, timeout=30_000)
+    assert pipe.get_result(block=True, timeout=30_000) == 6
+    assert list(grp.get_results(block=True, timeout=30_000)) == [2, 4]
+    assert pipe.completed and grp.completed_count == 2
