@@ -25,7 +25,7 @@ def fs_store(tmp_path: Path) -> FilesystemStore:
 
 @pytest.fixture
 def stub_backend() -> Iterator[StubBackend]:
-    backend = StubBackend(namespace=f"dramatiq-ray-test-{uuid.uuid4().hex[:12]}")
+    backend = StubBackend(namespace=f"dramatiq-ray-test-{uuid.uuid4().hex[:12]}", use_namespace_prefix_keys=True)
     yield backend
     for key in [key for key in StubBackend.results if key.startswith(backend.namespace)]:
         StubBackend.results.pop(key, None)
