@@ -45,6 +45,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out", help="where report.json goes")
     parser.add_argument("--docs", type=Path, default=ROOT / "docs" / "benchmarks.md", help="the Markdown page")
     parser.add_argument("--no-docs", action="store_true", help="do not render the Markdown page and charts")
+    parser.add_argument(
+        "--profile", action="store_true", help="sample every worker with py-spy into OUT/profiles (slows them a bit)"
+    )
     return parser.parse_args(argv)
 
 
@@ -59,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         "cases": [],
     }
     failed = False
-    run = Run(quick=args.quick)
+    run = Run(quick=args.quick, profile_dir=args.out / "profiles" if args.profile else None)
     try:
         for name in args.only or list(CASES):
             print(f"{name}:", flush=True)

@@ -8,6 +8,7 @@ imports them by name.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -112,7 +113,7 @@ def build_store(config: AppConfig) -> Any:
 
 
 def build_backend(config: AppConfig) -> ResultBackend:
-    redis_backend = RedisBackend(url=config.redis_url, namespace=f"{config.namespace}-results")
+    redis_backend = RedisBackend(url=config.redis_url, namespace=f"{config.namespace}-results")  # type: ignore[no-untyped-call]
     if config.store == "inline":
         return redis_backend
     try:
@@ -126,7 +127,7 @@ def build_backend(config: AppConfig) -> ResultBackend:
 
 def _results_middleware(config: AppConfig, backend: ResultBackend) -> dramatiq.Middleware:
     if config.store == "inline":
-        return Results(backend=backend, store_results=True, result_ttl=RESULT_TTL_MS)
+        return Results(backend=backend, store_results=True, result_ttl=RESULT_TTL_MS)  # type: ignore[no-untyped-call]
     from dramatiq_ray.results import Results as SpillingResults
 
     return SpillingResults(backend=backend, store_results=True, result_ttl=RESULT_TTL_MS)
@@ -151,15 +152,16 @@ def build(config: AppConfig) -> App:
     from dramatiq.brokers.redis import RedisBroker
 
     backend = build_backend(config)
-    broker = RedisBroker(url=config.redis_url, namespace=config.namespace)
+    broker = RedisBroker(url=config.redis_url, namespace=config.namespace)  # type: ignore[no-untyped-call]
     broker.add_middleware(_results_middleware(config, backend))
     options: dict[str, Any] = {}
     if config.execution == "ray":
         broker.add_middleware(_ray_middleware())
         options = {"ray": True}
+    bodies: tuple[Callable[..., Any], ...] = (noop, burn, payload)
     actors = {
-        fn.__name__: dramatiq.actor(fn, broker=broker, queue_name=config.queue, max_retries=0, **options)
-        for fn in (noop, burn, payload)
+        fn.__name__: dramatiq.actor(broker=broker, queue_name=config.queue, max_retries=0, **options)(fn)
+        for fn in bodies  # one decorator per actor: a Dramatiq decorator keeps the first actor's name
     }
     if hasattr(backend, "broker"):
         backend.broker = broker  # the spilling backend reads actor options from this broker
@@ -172,7 +174,7 @@ def _spill_in_worker() -> type[Any]:
     class SpillInWorker(SpillingBackend):
         """Offers no spill plan: a result from Ray comes back through ``ray.get`` and is spilled here."""
 
-        def spill_plan(self, message: dramatiq.Message[Any]) -> None:
+        def spill_plan(self, message: Any) -> None:
             return None
 
     return SpillInWorker

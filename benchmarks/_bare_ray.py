@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 
 from ._app import noop
 from ._harness import run_closed_loop
@@ -21,7 +22,7 @@ def main() -> None:
 
     import ray
 
-    ray.init(log_to_driver=False, logging_level="WARNING")
+    ray.init(log_to_driver=False, logging_level=logging.WARNING)
     remote_noop = ray.remote(noop)
     ray.get([remote_noop.remote() for _ in range(args.threads * 2)])  # warm the worker pool
 

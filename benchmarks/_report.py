@@ -54,14 +54,16 @@ def render_charts(report: dict[str, Any], image_dir: Path) -> dict[str, str]:
         figure, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 0.45 * len(names) + 1.6))
         for axis, metric in zip(list(axes) if len(metrics) > 1 else [axes], metrics, strict=True):
             values = [case["variants"][name].get(metric, math.nan) for name in names]
-            axis.barh(range(len(names)), values, color="#3f6fb5")
+            colors = ["#d95f02" if "ours" in name else "#3f6fb5" for name in names]
+            axis.barh(range(len(names)), values, color=colors)
             axis.set_yticks(range(len(names)))
             axis.set_yticklabels(names if axis is (axes[0] if len(metrics) > 1 else axes) else [""] * len(names))
             axis.invert_yaxis()
             axis.set_title(metric.replace("_", " "))
-            if metric.endswith("_ms") and all(v > 0 for v in values if not math.isnan(v)):
+            finite = [v for v in values if not math.isnan(v)]
+            if finite and min(finite) > 0 and max(finite) / min(finite) > 100:
                 axis.set_xscale("log")
-        figure.suptitle(case["title"])
+        figure.suptitle(f"{case['title']} (orange: ours)")
         figure.tight_layout()
         file_name = f"bench-{case['name']}.png"
         figure.savefig(image_dir / file_name, dpi=90)

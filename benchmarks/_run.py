@@ -9,17 +9,22 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 from typing import Any
 
 from ._app import AppConfig
+from ._profile import Profiler
 from ._services import GCSServer, RayCluster, RedisNamespace, S3Server, WorkerProcess, unique
 
 
 class Run:
-    """The services of one run. ``quick`` makes every case use tiny counts."""
+    """The services of one run. ``quick`` makes every case use tiny counts; with ``profile_dir`` every worker is
+    sampled by py-spy into that directory (see ``benchmarks._profile``)."""
 
-    def __init__(self, *, quick: bool) -> None:
+    def __init__(self, *, quick: bool, profile_dir: Path | None = None) -> None:
         self.quick = quick
+        self.profile_dir = profile_dir
+        self._profilers: dict[int, Profiler] = {}
         self.redis = RedisNamespace()
         self.work_dir = tempfile.mkdtemp(prefix="dramatiq-ray-bench-")
         self._ray: RayCluster | None = None
@@ -71,9 +76,11 @@ class Run:
             return {"store": "gcs", "store_location": self.gcs.bucket, "store_endpoint": self.gcs.endpoint_url}
         raise ValueError(f"unknown store {store!r}")
 
-    def start_worker(self, config: AppConfig, *, threads: int = 8, cluster: RayCluster | None = None) -> WorkerProcess:
+    def start_worker(
+        self, config: AppConfig, *, label: str, threads: int = 8, cluster: RayCluster | None = None
+    ) -> WorkerProcess:
         """Start ``dramatiq benchmarks._worker`` for ``config``; attached to ``cluster`` (default: the run's)
-        when the config executes on Ray."""
+        when the config executes on Ray. ``label`` names its profile."""
         if config.execution == "ray":
             env = (cluster or self.ray).driver_env()
         else:
@@ -81,9 +88,14 @@ class Run:
             env = {**env, **_pythonpath()}
         worker = WorkerProcess(config.as_env(), threads=threads, log_dir=self.work_dir, env=env)
         self._workers.append(worker)
+        if self.profile_dir is not None:
+            self._profilers[id(worker)] = Profiler(worker.worker_pid, self.profile_dir / f"{label}.txt")
         return worker
 
     def stop_worker(self, worker: WorkerProcess) -> None:
+        profiler = self._profilers.pop(id(worker), None)
+        if profiler is not None:
+            profiler.stop()
         worker.stop()
         self._workers.remove(worker)
 
@@ -105,7 +117,7 @@ class Run:
 
     def close(self) -> None:
         for worker in list(self._workers):
-            worker.stop()
+            self.stop_worker(worker)
         for service in (self._ray, self._s3, self._gcs):
             if service is not None:
                 service.stop()

@@ -221,7 +221,7 @@ class GCSServer:
 
         return storage.Client(
             project="dramatiq-ray-bench",
-            credentials=AnonymousCredentials(),
+            credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
             client_options={"api_endpoint": self.endpoint_url},
         )
 

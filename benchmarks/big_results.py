@@ -19,7 +19,8 @@ WAIT_MS = 600_000
 def measure(run: Run, *, spill_in_task: bool, size: int, count: int) -> dict[str, float]:
     config = run.config(execution="ray", spill_in_task="1" if spill_in_task else "0", **run.store_config("fs"))
     app = build(config)
-    worker = run.start_worker(config, threads=8)
+    label = "big-in-task" if spill_in_task else "big-in-worker"
+    worker = run.start_worker(config, label=label, threads=8)
     rss = PeakRSS(worker.worker_pid)
     try:
         produce = app.actors["payload"]

@@ -23,7 +23,8 @@ def measure_batch(
     """Send ``count`` burn messages at once and wait for every result."""
     config = run.config(execution=execution)
     app = build(config)
-    worker = run.start_worker(config, threads=THREADS, cluster=cluster)
+    label = f"cpu-{execution}-{'two-nodes' if cluster else 'one-node'}"
+    worker = run.start_worker(config, label=label, threads=THREADS, cluster=cluster)
     try:
         burn = app.actors["burn"]
         for message in [burn.send(1000) for _ in range(THREADS)]:  # warm up: Ray worker processes, imports

@@ -19,7 +19,7 @@ def measure_dramatiq(run: Run, *, execution: str, count: int) -> dict[str, float
     """Closed-loop no-op messages through a worker that runs bodies locally or on Ray."""
     config = run.config(execution=execution)
     app = build(config)
-    worker = run.start_worker(config, threads=THREADS)
+    worker = run.start_worker(config, label=f"offload-{execution}", threads=THREADS)
     try:
         noop = app.actors["noop"]
 
