@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from .stores.base import BlobStore
 __all__ = ["Results"]
 
 _WRAPPED = "__dramatiq_ray_results__"
+_rewrap_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,13 @@ class Results(DramatiqResults):
 
     def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         self.backend.broker = broker
+        actor = broker.actors.get(message.actor_name)
+        if actor is not None and not getattr(actor.fn, _WRAPPED, False):
+            # Another middleware wrapped the actor over ours (it was added later, after the actor was declared):
+            # wrap once more so that ours is outermost and piped values are hydrated before any other wrapper.
+            with _rewrap_lock:
+                if not getattr(actor.fn, _WRAPPED, False):
+                    actor.fn = _wrap(actor.actor_name, actor.fn)
         _processing.set(_Processing(self, broker, message))
 
     def after_process_message(

@@ -353,3 +353,41 @@ def test_results_on_redis_with_threshold_zero_keep_dramatiqs_behaviours(
     assert pipe.get_result(block=True, timeout=30_000) == 6
     assert list(grp.get_results(block=True, timeout=30_000)) == [2, 4]
     assert pipe.completed and grp.completed_count == 2
+
+
+class ArgumentSpy(Middleware):
+    """A middleware that wraps actor bodies, as the Ray execution middleware does, and records their arguments."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[Any, ...]] = []
+
+    def after_declare_actor(self, broker: dramatiq.Broker, actor: dramatiq.Actor[Any, Any]) -> None:
+        inner = actor.fn
+
+        def spy(*args: Any, **kwargs: Any) -> Any:
+            self.seen.append(args)
+            return inner(*args, **kwargs)
+
+        actor.fn = spy
+
+
+def test_results_hydrates_piped_values_before_a_wrapper_added_later(stub_broker, stub_backend, fs_store, start_worker):
+    # Given actors declared first, then Results, then another middleware wrapping their bodies over ours
+    @dramatiq.actor
+    def produce() -> str:
+        return BIG
+
+    @dramatiq.actor
+    def measure(value: str) -> int:
+        return len(value)
+
+    stub_broker.add_middleware(Results(backend=stub_backend, store=fs_store, max_inline_bytes=1_000, store_results=True))
+    spy = ArgumentSpy()
+    stub_broker.add_middleware(spy)
+    worker = start_worker(stub_broker)
+    # When a pipeline passes an oversized value
+    pipe = dramatiq.pipeline([produce.message(), measure.message()]).run()
+    run_all(stub_broker, worker)
+    # Then the outer wrapper already saw the value, not the marker
+    assert pipe.get_result() == len(BIG)
+    assert (BIG,) in spy.seen
