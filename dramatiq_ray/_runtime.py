@@ -100,6 +100,7 @@ class RayRuntime:
         if address is None:
             address = wait_for_shared_head(os.getppid()) if self._in_cli_worker() else "local"
         prepare_auth(address)
+        _keep_dramatiq_signal_handling()
         kwargs = {"logging_level": logging.WARNING, **self.init_kwargs, "address": address}
         logger.info("Attaching to Ray at %s.", address)
         try:
@@ -151,6 +152,19 @@ def _keep_signal_handlers() -> Iterator[None]:
                 signal.signal(sig, handler)
 
 
+def _keep_dramatiq_signal_handling() -> None:
+    """Ray's drivers install a C-level failure signal handler that also catches SIGTERM and, when ``ray.init``
+    runs outside the main thread, cannot be replaced from Python; it would end the worker process in the middle
+    of Dramatiq's graceful shutdown. A Dramatiq worker keeps its own SIGTERM handling unless the user asked for
+    Ray's (``RAY_DISABLE_FAILURE_SIGNAL_HANDLER=0``)."""
+    if os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1") != "1":
+        return
+    with contextlib.suppress(Exception):
+        from ray._private import ray_constants
+
+        ray_constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER = True
+
+
 def prepare_auth(address: str) -> None:
     """Ray 2.5x+ heads started with ``ray start`` use token authentication; a driver attaching by explicit
     address must say so. Set ``RAY_AUTH_MODE=token`` when a token is available and nothing was chosen."""
@@ -159,6 +173,12 @@ def prepare_auth(address: str) -> None:
     token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
     if os.environ.get("RAY_AUTH_TOKEN") or token_file.exists():
         os.environ["RAY_AUTH_MODE"] = "token"
+        if "ray._raylet" in sys.modules:
+            # Ray read its configuration when it was imported: make it read the environment again.
+            with contextlib.suppress(Exception):
+                raylet: Any = sys.modules["ray._raylet"]
+                raylet.Config.initialize("")
+                raylet.AuthenticationTokenLoader.instance().reset_cache()
 
 
 # --- a local Ray head in a subprocess ------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import sys
 import uuid
 from collections.abc import Callable, Iterator
@@ -163,6 +164,30 @@ def ray_local() -> Iterator[Any]:
         )
     yield ray
     ray.shutdown()
+
+
+# --- Ray head ------------------------------------------------------------------------------------------------
+
+RAY_HEAD_RESOURCE = "dramatiq_ray_test_head"
+
+
+@pytest.fixture
+def ray_head() -> Iterator[Any]:
+    """A Ray head started with ``ray start --head`` on free ports and its own temp dir, for other processes to
+    attach to by address. Stopped by pid (never ``ray stop``, which would stop every Ray on the machine); the
+    test fails if any of its processes outlives it. It advertises a custom resource only it has."""
+    import tempfile
+
+    from dramatiq_ray._runtime import LocalHead
+
+    temp_dir = tempfile.mkdtemp(prefix="drh-")
+    head = LocalHead(temp_dir=temp_dir, num_cpus=2, resources={RAY_HEAD_RESOURCE: 2})
+    head.start()
+    yield head
+    head.stop()
+    leftovers = head.pids()
+    shutil.rmtree(temp_dir, ignore_errors=True)
+    assert not leftovers, f"Ray head processes left behind: {sorted(leftovers)}"
 
 
 # --- S3 and GCS ----------------------------------------------------------------------------------------------
