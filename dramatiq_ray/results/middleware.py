@@ -99,17 +99,17 @@ class Results(DramatiqResults):
 
     def after_declare_actor(self, broker: dramatiq.Broker, actor: dramatiq.Actor[Any, Any]) -> None:
         self.backend.broker = broker
-        if not getattr(actor.fn, _WRAPPED, False):
+        if not _is_our_wrapper(actor.fn):
             actor.fn = _wrap(actor.actor_name, actor.fn)
 
     def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         self.backend.broker = broker
         actor = broker.actors.get(message.actor_name)
-        if actor is not None and not getattr(actor.fn, _WRAPPED, False):
+        if actor is not None and not _is_our_wrapper(actor.fn):
             # Another middleware wrapped the actor over ours (it was added later, after the actor was declared):
             # wrap once more so that ours is outermost and piped values are hydrated before any other wrapper.
             with _rewrap_lock:
-                if not getattr(actor.fn, _WRAPPED, False):
+                if not _is_our_wrapper(actor.fn):
                     actor.fn = _wrap(actor.actor_name, actor.fn)
         _processing.set(_Processing(self, broker, message))
 
@@ -151,8 +151,13 @@ def _wrap(actor_name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         plan = backend.spill_plan(state.message)
         return result if plan is None else plan.apply(result)
 
-    setattr(wrapper, _WRAPPED, True)
+    setattr(wrapper, _WRAPPED, wrapper)
     return wrapper
+
+
+def _is_our_wrapper(fn: Callable[..., Any]) -> bool:
+    # Compared by identity: functools.wraps copies attributes onto wrappers that others put around ours.
+    return getattr(fn, _WRAPPED, None) is fn
 
 
 def _recognise_subclasses_in_worker() -> None:

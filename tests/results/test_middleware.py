@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from typing import Any
@@ -364,6 +365,7 @@ class ArgumentSpy(Middleware):
     def after_declare_actor(self, broker: dramatiq.Broker, actor: dramatiq.Actor[Any, Any]) -> None:
         inner = actor.fn
 
+        @functools.wraps(inner)
         def spy(*args: Any, **kwargs: Any) -> Any:
             self.seen.append(args)
             return inner(*args, **kwargs)
@@ -381,7 +383,9 @@ def test_results_hydrates_piped_values_before_a_wrapper_added_later(stub_broker,
     def measure(value: str) -> int:
         return len(value)
 
-    stub_broker.add_middleware(Results(backend=stub_backend, store=fs_store, max_inline_bytes=1_000, store_results=True))
+    stub_broker.add_middleware(
+        Results(backend=stub_backend, store=fs_store, max_inline_bytes=1_000, store_results=True)
+    )
     spy = ArgumentSpy()
     stub_broker.add_middleware(spy)
     worker = start_worker(stub_broker)
