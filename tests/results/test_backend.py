@@ -330,3 +330,16 @@ def test_spill_plan_runs_in_another_process(stub_backend, fs_store, python_subpr
     # Then the blob it wrote reads back here
     assert result.returncode == 0, result.stderr
     assert SpillingBackend(stub_backend, store=fs_store).read_pointer(result.stdout.decode().strip()) == [1, 2, 3]
+
+
+def test_filesystem_store_replaces_a_truncated_blob_when_the_payload_is_stored_again(stub_backend, fs_store) -> None:
+    # Given a blob truncated on disk
+    backend = SpillingBackend(stub_backend, store=fs_store, max_inline_bytes=0)
+    backend.store_result(make_message(), "complete", TTL)
+    only = blob_files(fs_store)[0]
+    only.write_bytes(b'"comp')
+    # When the same payload is stored again, then the new result reads back whole
+    again = make_message()
+    backend.store_result(again, "complete", TTL)
+    assert backend.get_result(again) == "complete"
+    assert blob_files(fs_store) == [only]

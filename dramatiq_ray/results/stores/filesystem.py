@@ -57,7 +57,7 @@ class FilesystemStore(BlobStore):
             os.makedirs(directory, exist_ok=True)
             self._inside_root(directory, rel)
             for _ in range(3):
-                if self._touch(final):
+                if self._touch(final, len(data)):
                     break
                 if self._create(final, data):
                     break
@@ -66,12 +66,18 @@ class FilesystemStore(BlobStore):
         return f"resultfs://sha256/{digest}?rel={rel}&bytes={len(data)}"
 
     @staticmethod
-    def _touch(final: str) -> bool:
+    def _touch(final: str, size: int) -> bool:
         try:
             os.utime(final)
-            return True
+            if os.lstat(final).st_size == size:
+                return True
         except FileNotFoundError:
             return False
+        # A file of the wrong size at a content address is provably corrupt (truncated by a crash or by hand):
+        # it is the one case where a blob is replaced, atomically.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(final)
+        return False
 
     @staticmethod
     def _create(final: str, data: bytes) -> bool:
