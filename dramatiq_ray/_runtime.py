@@ -262,10 +262,11 @@ class LocalHead:
           RayUnavailableError: when the head does not come up within ``timeout`` seconds.
         """
         self.temp_dir.mkdir(parents=True, exist_ok=True)
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
-        while "Ray runtime started" not in self.log_path.read_text(errors="replace"):
+        while "Ray runtime started" not in self.log_path.read_bytes()[offset:].decode(errors="replace"):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 output = self.log_path.read_text(errors="replace")[-4000:]
                 self.stop()

@@ -145,3 +145,28 @@ def test_cli_with_ray_address_attaches_to_that_cluster_and_starts_no_head(
     assert not processes_naming(str(shared_head_dir(cli.proc.pid)))
     assert cli.stop() == 0, cli.output()
     assert "Traceback" not in cli.output()
+
+
+def test_cli_worker_reattaches_after_the_ray_head_restarts(
+    dramatiq_cli, cli_env, redis_producer, queue_name, records, ray_head
+) -> None:
+    # Given a worker process attached to a running head, that has processed a message
+    cli = dramatiq_cli(
+        "tests.apps.ray_cli", "--processes", "1", "--threads", "2", env={**cli_env, "RAY_ADDRESS": ray_head.address}
+    )
+    cli.wait_ready(processes=1)
+    worker_pids = {child.pid for child in psutil.Process(cli.proc.pid).children()}
+    send_probes(redis_producer, queue_name, 1)
+    records(1)
+
+    # When the head restarts on the same address
+    ray_head.stop()
+    ray_head.start()
+
+    # Then later messages succeed in the same worker process, attached to the new head
+    send_probes(redis_producer, queue_name, 2, start=1)
+    found = records(3)
+    assert sorted(record["value"] for record in found) == [0, 1, 2]
+    assert len({record["node"] for record in found}) == 2
+    assert {child.pid for child in psutil.Process(cli.proc.pid).children()} == worker_pids
+    assert cli.stop() == 0, cli.output()
