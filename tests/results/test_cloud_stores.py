@@ -19,7 +19,7 @@ from dramatiq_ray.errors import (
     ForeignPointerError,
     MissingDependencyError,
 )
-from dramatiq_ray.results.pointers import parse_pointer
+from dramatiq_ray.results.pointers import digest_of, parse_pointer
 from tests._services import free_port
 from tests.results.conftest import make_message
 
@@ -217,3 +217,17 @@ def test_s3_store_handles_concurrent_writers_of_same_and_different_payloads(s3_s
     assert all(get_pointer(message, backend=backend).startswith("s3://") for message, _ in stored)
     assert all(backend.get_result(message) == value for message, value in stored)
     assert len(list(s3_store.list_blobs())) == 9
+
+
+def test_s3_store_refreshes_an_existing_object_when_its_payload_is_stored_again(s3_server, s3_store) -> None:
+    # Given an object already stored
+    data = b'"again"'
+    pointer = parse_pointer(s3_store.put(digest_of(data), data))
+    head = s3_server.client().head_object(Bucket=s3_store.bucket, Key=pointer.location)
+    assert "dramatiq-ray-referenced" not in head["Metadata"]
+    # When the same payload is stored again, then the object is kept (create-only) and marked as referenced,
+    # which moves its LastModified forward for lifecycle rules and gc_blobs
+    assert s3_store.put(pointer.digest, data) == pointer.raw
+    head = s3_server.client().head_object(Bucket=s3_store.bucket, Key=pointer.location)
+    assert "dramatiq-ray-referenced" in head["Metadata"]
+    assert s3_store.get(pointer) == data
