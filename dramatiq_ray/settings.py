@@ -40,6 +40,8 @@ _BACKEND_REQUIRED = {
     "s3": "RESULT_STORAGE_S3_BUCKET",
     "gcs": "RESULT_STORAGE_GCS_BUCKET",
 }
+#: Dramatiq caps retry delays at 7 days.
+_WEEK = 7 * 24 * 3600
 _DOTTED_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _HOST_PORT = re.compile(r"^[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$")
 
@@ -182,12 +184,22 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _check_number(name: str, value: Any, problems: list[str], *, minimum: float, integer: bool = False) -> None:
+def _check_number(
+    name: str,
+    value: Any,
+    problems: list[str],
+    *,
+    minimum: float,
+    maximum: float | None = None,
+    integer: bool = False,
+) -> None:
     kind = "an integer" if integer else "a number"
     if (integer and (not isinstance(value, int) or isinstance(value, bool))) or not _is_number(value):
         problems.append(f"{name} must be {kind}, not {type(value).__name__} {value!r}.")
     elif value < minimum:
         problems.append(f"{name} must be {kind} >= {minimum:g}, not {value!r}.")
+    elif maximum is not None and value > maximum:
+        problems.append(f"{name} must be {kind} <= {maximum:g}, not {value!r}.")
 
 
 def _check_optional_str(name: str, value: Any, problems: list[str]) -> None:
@@ -214,8 +226,8 @@ def _validate(values: dict[str, Any], problems: list[str]) -> None:
         problems.append(f"RUNNER must be one of {', '.join(RUNNERS)}, not {values['RUNNER']!r}.")
     _check_number("DEFAULT_CONCURRENCY", values["DEFAULT_CONCURRENCY"], problems, minimum=1, integer=True)
     _check_number("MAX_TASK_ATTEMPTS", values["MAX_TASK_ATTEMPTS"], problems, minimum=1, integer=True)
-    _check_number("RETRY_BACKOFF_SECONDS", values["RETRY_BACKOFF_SECONDS"], problems, minimum=0)
-    _check_number("RETRY_MAX_BACKOFF_SECONDS", values["RETRY_MAX_BACKOFF_SECONDS"], problems, minimum=0)
+    _check_number("RETRY_BACKOFF_SECONDS", values["RETRY_BACKOFF_SECONDS"], problems, minimum=0, maximum=_WEEK)
+    _check_number("RETRY_MAX_BACKOFF_SECONDS", values["RETRY_MAX_BACKOFF_SECONDS"], problems, minimum=0, maximum=_WEEK)
     _check_number("STUCK_TASK_TIMEOUT_SECONDS", values["STUCK_TASK_TIMEOUT_SECONDS"], problems, minimum=1)
     _check_number("MAX_RESULT_SIZE_BYTES", values["MAX_RESULT_SIZE_BYTES"], problems, minimum=0, integer=True)
     _check_number("RESULT_TTL_SECONDS", values["RESULT_TTL_SECONDS"], problems, minimum=1)

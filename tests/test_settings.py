@@ -185,3 +185,8 @@ def test_settings_names_cover_every_documented_setting() -> None:
         "RESULT_STORAGE_GCS_BUCKET", "RESULT_STORAGE_GCS_PREFIX",
     }  # fmt: skip
     assert documented <= set(SETTING_NAMES)
+
+
+def test_settings_backoff_beyond_seven_days_is_refused() -> None:
+    (problem,) = problems_of({"RETRY_MAX_BACKOFF_SECONDS": 8 * 86400})
+    assert problem == "RETRY_MAX_BACKOFF_SECONDS must be a number <= 604800, not 691200."
