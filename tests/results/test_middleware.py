@@ -395,3 +395,20 @@ def test_results_hydrates_piped_values_before_a_wrapper_added_later(stub_broker,
     # Then the outer wrapper already saw the value, not the marker
     assert pipe.get_result() == len(BIG)
     assert (BIG,) in spy.seen
+
+
+def test_results_spills_the_result_of_an_async_actor(stub_broker, results, start_worker) -> None:
+    from dramatiq.middleware import AsyncIO
+
+    stub_broker.add_middleware(AsyncIO())
+    stub_broker.emit_after("process_boot")
+
+    @dramatiq.actor(store_results=True)
+    async def render() -> str:
+        return BIG
+
+    worker = start_worker(stub_broker)
+    message = render.send()
+    run_all(stub_broker, worker)
+    assert get_pointer(message) is not None
+    assert message.get_result() == BIG
