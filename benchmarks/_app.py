@@ -68,9 +68,12 @@ def burn(iterations: int) -> int:
     return total
 
 
-def payload(size: int) -> str:
-    """A string of ``size`` bytes (its JSON encoding is ``size + 2`` bytes)."""
-    return "x" * size
+def payload(size: int, tag: str = "") -> str:
+    """A string of ``size`` bytes starting with ``tag`` (its JSON encoding is ``size + 2`` bytes).
+
+    A distinct tag per result makes a distinct blob: stores write it rather than finding it already there.
+    """
+    return (tag + "x" * size)[:size]
 
 
 def calibrate_burn(target_ms: float = 50.0) -> int:

@@ -1,5 +1,6 @@
 """Bare Ray, the baseline of the offload case, in a process of its own: ``threads`` threads each doing
-submit + wait + get of a no-op task, ``count`` times in all. Prints the summary as JSON.
+submit + wait + get of a no-op task, ``count`` times in all, then one thread alone for a tenth of that (the
+one-client latencies). Prints the summary as JSON.
 
     python -m benchmarks._bare_ray --count 2000 --threads 8   (attaches to RAY_ADDRESS)
 """
@@ -32,6 +33,8 @@ def main() -> None:
         ray.get(ref, timeout=60)
 
     summary = run_closed_loop(submit_wait_get, count=args.count, threads=args.threads)
+    alone = run_closed_loop(submit_wait_get, count=max(20, args.count // 10), threads=1)
+    summary.update(p50_ms_one_client=alone["p50_ms"], p99_ms_one_client=alone["p99_ms"])
     print(json.dumps(summary), flush=True)
     ray.shutdown()
 

@@ -11,6 +11,7 @@ import contextlib
 import shutil
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 
@@ -18,7 +19,8 @@ class Profiler:
     """py-spy recording one process (non-blocking sampling, so the process is not paused) until :meth:`stop`."""
 
     def __init__(self, pid: int, output: Path) -> None:
-        binary = shutil.which("py-spy")
+        beside = Path(sys.executable).parent / "py-spy"
+        binary = str(beside) if beside.exists() else shutil.which("py-spy")
         if binary is None:
             raise RuntimeError("--profile needs py-spy: pip install py-spy")
         output.parent.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ import time
 from ._app import build
 from ._harness import MIB, CaseReport, PeakRSS, Target, latency_summary, measure_variant
 from ._run import Run
+from ._services import unique
 
 WAIT_MS = 600_000
 
@@ -24,13 +25,20 @@ def measure(run: Run, *, spill_in_task: bool, size: int, count: int) -> dict[str
     rss = PeakRSS(worker.worker_pid)
     try:
         produce = app.actors["payload"]
-        produce.send(size).get_result(backend=app.backend, block=True, timeout=WAIT_MS)  # warm up
+        produce.send(size, unique("result")).get_result(backend=app.backend, block=True, timeout=WAIT_MS)  # warm up
         latencies = []
         with rss.phase() as memory:
             started = time.perf_counter()
             for _ in range(count):
                 sent = time.perf_counter()
-                if len(produce.send(size).get_result(backend=app.backend, block=True, timeout=WAIT_MS)) != size:
+                if (
+                    len(
+                        produce.send(size, unique("result")).get_result(
+                            backend=app.backend, block=True, timeout=WAIT_MS
+                        )
+                    )
+                    != size
+                ):
                     raise AssertionError("the result has the wrong size")
                 latencies.append(time.perf_counter() - sent)
             elapsed = time.perf_counter() - started
