@@ -280,3 +280,19 @@ def test_invalid_wait_slice_is_refused(wait_slice) -> None:
 def test_invalid_default_options_are_refused() -> None:
     with pytest.raises(RayOptionsError, match="default_options"):
         RayExecutionMiddleware(default_options={"gpus": 1})
+
+
+def test_actor_that_cannot_be_pickled_by_value_fails_with_a_configuration_error(broker, start_worker) -> None:
+    # Given an actor defined in a function (so shipped by value) whose body refers to a lock
+    lock = threading.Lock()
+
+    @dramatiq.actor(broker=broker, max_retries=0)
+    def locked() -> None:
+        with lock:
+            pass
+
+    start_worker(broker)
+    error = failure_of(broker, locked)
+
+    assert isinstance(error, ConfigurationError)
+    assert "importable module" in str(error)

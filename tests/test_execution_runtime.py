@@ -1,0 +1,74 @@
+"""Attaching to Ray: where the address comes from, the shared head under the CLI, and never stopping a Ray this
+process did not start."""
+
+from __future__ import annotations
+
+import pytest
+
+from dramatiq_ray import ConfigurationError, RayExecutionMiddleware
+from dramatiq_ray._runtime import RayRuntime, run_shared_head, wait_for_shared_head
+
+
+def test_explicit_address_wins_over_ray_address(monkeypatch) -> None:
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.9:6379")
+
+    assert RayRuntime(address="10.0.0.5:6379").resolved_address() == "10.0.0.5:6379"
+
+
+def test_ray_address_is_used_when_no_address_is_given(monkeypatch) -> None:
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.9:6379")
+
+    assert RayRuntime().resolved_address() == "10.0.0.9:6379"
+
+
+def test_no_address_anywhere_means_the_embedded_default(monkeypatch) -> None:
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+
+    assert RayRuntime().resolved_address() is None
+
+
+def test_embedded_default_contributes_the_shared_head_fork(monkeypatch) -> None:
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+
+    assert RayExecutionMiddleware().forks == [run_shared_head]
+
+
+def test_explicit_address_contributes_no_fork(monkeypatch) -> None:
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+
+    assert RayExecutionMiddleware(address="ray://head:10001").forks == []
+
+
+def test_missing_shared_head_fails_with_a_hint() -> None:
+    with pytest.raises(ConfigurationError, match="RAY_ADDRESS"):
+        wait_for_shared_head(cli_pid=-1, timeout=0.3)
+
+
+def test_runtime_reuses_a_ray_it_did_not_start_and_never_shuts_it_down(ray_local) -> None:
+    # Given a Ray this process already runs (the test session's)
+    runtime = RayRuntime(address="10.255.255.1:6379")
+
+    # When the runtime attaches and detaches
+    runtime.attach()
+    owned = runtime.owned
+    runtime.detach()
+
+    # Then it used that Ray, without connecting elsewhere, and left it running
+    assert not owned
+    assert ray_local.is_initialized()
+
+
+def test_attaching_twice_in_one_process_attaches_once(ray_local) -> None:
+    runtime = RayRuntime()
+
+    assert runtime.attach() == runtime.attach()
+
+
+def test_lost_connection_leads_to_a_new_attachment(ray_local) -> None:
+    runtime = RayRuntime()
+    generation = runtime.attach()
+
+    runtime.lost(generation)
+
+    assert runtime.attach() == generation + 1
+    assert ray_local.is_initialized()
