@@ -143,6 +143,7 @@ class SpillingBackend(ResultBackend):
         self.backend.store_result(message, stored, ttl)
 
     def store_exception(self, message: AnyMessage, exception: Exception, ttl: int) -> None:
+        """Store a failure in the wrapped backend, exactly as Dramatiq does (failures are never spilled)."""
         self.backend.store_exception(message, exception, ttl)
 
     def _prepare(self, message: AnyMessage, result: Any) -> Any:

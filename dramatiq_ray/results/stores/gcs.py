@@ -124,7 +124,7 @@ class GCSStore(BlobStore):
         from google.api_core.exceptions import NotFound
 
         try:
-            return bytes(self._blob(pointer.location).download_as_bytes(retry=self._retry()))
+            return bytes(self._blob(pointer.location).download_as_bytes(start=0, end=pointer.size, retry=self._retry()))
         except NotFound:
             raise BlobNotFoundError(
                 f"The blob for {pointer.raw!r} does not exist: it was deleted (lifecycle or by hand).",
