@@ -1,0 +1,25 @@
+"""``python -m examples.pipelines``: start a dramatiq worker, run a pipeline and a group, print results, stop."""
+
+from __future__ import annotations
+
+import sys
+
+from .._workers import dramatiq_workers, redis_answers, say
+from . import send
+from .tasks import NAMESPACE, REDIS_URL, RESULTS_DIR
+
+
+def main() -> int:
+    if not redis_answers(REDIS_URL):
+        return 2
+    say(f"Broker: Redis at {REDIS_URL} (keys under {NAMESPACE!r}). Results over 1 KiB go to {RESULTS_DIR}.")
+    try:
+        with dramatiq_workers("examples.pipelines.tasks", processes=1, threads=4):
+            return send.main()
+    except RuntimeError as error:
+        say(f"FAILED: {error}")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
