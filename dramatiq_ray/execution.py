@@ -72,6 +72,8 @@ class RayExecutionMiddleware(Middleware):
         about this long.
       ray_init_kwargs: extra keyword arguments for ``ray.init``.
       runner: how bodies are run; only ``"ray_core"`` (a Ray task per message) exists.
+      max_in_flight: at most this many Ray tasks in flight per worker process; more messages wait for a slot
+        (interruptibly). ``None``: as many as the worker threads in use.
 
     Raises:
       ConfigurationError: when a parameter is invalid (``RayOptionsError`` for ``default_options``).
@@ -87,8 +89,15 @@ class RayExecutionMiddleware(Middleware):
         wait_slice: float = 0.5,
         ray_init_kwargs: dict[str, Any] | None = None,
         runner: str = "ray_core",
+        max_in_flight: int | None = None,
     ) -> None:
         problems = []
+        if max_in_flight is not None and (
+            isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int) or max_in_flight < 1
+        ):
+            problems.append(f"max_in_flight must be an integer >= 1 or None, not {max_in_flight!r}")
+        if ray_init_kwargs and {"address", "runtime_env"} & set(ray_init_kwargs):
+            problems.append("ray_init_kwargs cannot set address or runtime_env: pass them as parameters")
         if runner not in RUNNERS:
             note = " (ray_job is not available yet)" if runner == "ray_job" else ""
             problems.append(f"runner must be one of {', '.join(RUNNERS)}, not {runner!r}{note}")
@@ -107,6 +116,8 @@ class RayExecutionMiddleware(Middleware):
         self.enabled_by_default = enabled_by_default
         self.wait_slice = float(wait_slice)
         self.runtime = RayRuntime(address=address, init_kwargs=ray_init_kwargs)
+        self.max_in_flight = max_in_flight
+        self._slots = threading.BoundedSemaphore(max_in_flight) if max_in_flight else None
         self._local = threading.local()
         self._remotes: dict[str, tuple[int, Any, dict[str, Any]]] = {}
         self._remotes_lock = threading.Lock()
@@ -204,6 +215,17 @@ class RayExecutionMiddleware(Middleware):
         return message
 
     def _run_on_ray(self, actor: dramatiq.Actor[Any, Any], message: MessageProxy, args: Any, kwargs: Any) -> Any:
+        if self._slots is None:
+            return self._submit_and_wait(actor, message, args, kwargs)
+        # Waiting for a slot in slices too, so that a time limit or shutdown lands here as well.
+        while not self._slots.acquire(timeout=self.wait_slice):
+            pass
+        try:
+            return self._submit_and_wait(actor, message, args, kwargs)
+        finally:
+            self._slots.release()
+
+    def _submit_and_wait(self, actor: dramatiq.Actor[Any, Any], message: MessageProxy, args: Any, kwargs: Any) -> Any:
         import ray
         from ray import exceptions as rx
 

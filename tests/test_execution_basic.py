@@ -170,3 +170,38 @@ def test_actor_body_runs_in_a_ray_worker_over_a_redis_broker(
 
     assert [value for _, value in outcomes] == [1, 2, 3, 4]
     assert os.getpid() not in {pid for pid, _ in outcomes}
+
+
+def test_max_in_flight_bounds_the_ray_tasks_of_a_worker_process(stub_broker, ray_local, start_worker, tmp_path) -> None:
+    # Given one slot for Ray tasks and two worker threads
+    stub_broker.add_middleware(RayExecutionMiddleware(max_in_flight=1))
+
+    @dramatiq.actor(broker=stub_broker)
+    def hold(name: str) -> None:
+        import time
+
+        (tmp_path / f"{name}.start").write_text(repr(time.time()))
+        time.sleep(1)
+        (tmp_path / f"{name}.end").write_text(repr(time.time()))
+
+    start_worker(stub_broker, threads=2)
+    hold.send("a")
+    hold.send("b")
+    stub_broker.join(hold.queue_name, fail_fast=True, timeout=RESULT_TIMEOUT_MS)
+
+    # Then the two bodies ran one after the other, not side by side
+    start = {name: float((tmp_path / f"{name}.start").read_text()) for name in "ab"}
+    end = {name: float((tmp_path / f"{name}.end").read_text()) for name in "ab"}
+    first, second = sorted("ab", key=start.__getitem__)
+    assert end[first] <= start[second]
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [{"max_in_flight": 0}, {"max_in_flight": True}, {"ray_init_kwargs": {"address": "auto"}}, {"address": ""}],
+)
+def test_invalid_middleware_settings_are_refused(arguments) -> None:
+    from dramatiq_ray import ConfigurationError
+
+    with pytest.raises(ConfigurationError):
+        RayExecutionMiddleware(**arguments)
