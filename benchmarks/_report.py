@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 COMMAND = "python -m benchmarks"
+#: Notes written by people after profiling a full run (where the time goes, what would close a gap); appended.
+ANALYSIS = Path(__file__).resolve().parent / "analysis.md"
 
 
 def write_json(report: dict[str, Any], path: Path) -> None:
@@ -139,6 +141,8 @@ def render_markdown(report: dict[str, Any], docs_path: Path) -> None:
             lines += [f"![{case['title']}](img/{images[case['name']]})", ""]
     if not images:
         lines += ['Charts were not rendered: install matplotlib (`pip install "dramatiq-ray[bench]"`).', ""]
+    if ANALYSIS.exists():
+        lines += [ANALYSIS.read_text().rstrip(), ""]
     docs_path.parent.mkdir(parents=True, exist_ok=True)
     docs_path.write_text("\n".join(lines))
     print(f"rendered {os.path.relpath(docs_path)} with {len(images)} chart(s)", flush=True)

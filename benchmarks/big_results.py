@@ -51,7 +51,7 @@ def measure(run: Run, *, spill_in_task: bool, size: int, count: int) -> dict[str
 
 def run_case(run: Run) -> CaseReport:
     size = 4 * MIB if run.quick else 64 * MIB
-    count = 2 if run.quick else 6
+    count = 2 if run.quick else 10
     report = CaseReport(
         name="big_results",
         title="Big results from Ray",
