@@ -9,7 +9,6 @@ RAY_ADDRESS        the Ray cluster to attach to, "host:port" of its head (defaul
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import dramatiq
 import redis
@@ -23,12 +22,10 @@ NAMESPACE = os.environ.get("EXAMPLE_NAMESPACE", "dramatiq-ray-example-cluster")
 RAY_ADDRESS = os.environ.get("RAY_ADDRESS") or "auto"
 GREETING = "hello from the runtime_env"
 
-#: What every Ray task of these actors gets, on whichever node it runs: this package's code (uploaded to the
-#: cluster, so nodes need not have a checkout) and an environment variable.
-RUNTIME_ENV = {
-    "py_modules": [str(Path(__file__).resolve().parent.parent)],
-    "env_vars": {"EXAMPLE_GREETING": GREETING},
-}
+#: What every Ray task of these actors gets, on whichever node it runs. On one machine Ray workers import this module
+#: from the directory the dramatiq workers run in; on several, ship the code in the nodes' image, or add
+#: "py_modules" / "working_dir" with a remote URI (s3://.../code.zip) here.
+RUNTIME_ENV = {"env_vars": {"EXAMPLE_GREETING": GREETING}}
 
 broker = RedisBroker(url=REDIS_URL, namespace=NAMESPACE)
 broker.add_middleware(
