@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from types import CodeType
 from typing import Any
 
 import dramatiq
 from dramatiq.errors import ActorNotFound
-from dramatiq.results import ResultBackend
+from dramatiq.results import ResultBackend, ResultTimeout
 from dramatiq.results import Results as DramatiqResults
+from dramatiq.results.backend import DEFAULT_TIMEOUT
 
 from ..errors import (
     BlobReadError,
@@ -199,8 +201,21 @@ class SpillingBackend(ResultBackend):
           BlobNotFoundError, BlobIntegrityError, BlobReadError: the blob is missing, corrupt or unreadable now.
           InvalidPointerError, ForeignPointerError: the stored pointer is malformed or names another store.
         """
-        stored = self.backend.get_result(message, block=block, timeout=timeout)
-        return self.hydrate(stored)
+        if not block:
+            return self.hydrate(self.backend.get_result(message, block=False))
+        return self.hydrate(self._wait(message, DEFAULT_TIMEOUT if timeout is None else timeout))
+
+    def _wait(self, message: AnyMessage, timeout: int) -> Any:
+        # A long blocking read is made of short ones: client libraries put a socket timeout under each read
+        # (redis-py 8 defaults to 5 s), which would otherwise end a longer wait with the client's own error.
+        deadline = time.monotonic() + timeout / 1000
+        while True:
+            remaining = int((deadline - time.monotonic()) * 1000)
+            try:
+                return self.backend.get_result(message, block=True, timeout=max(1000, min(remaining, _BLOCK_SLICE)))
+            except ResultTimeout:
+                if time.monotonic() >= deadline:
+                    raise
 
     def hydrate(self, stored: Any) -> Any:
         """Turn what the wrapped backend holds back into the original value (see :meth:`get_result`)."""
@@ -310,6 +325,10 @@ def _checking_presence() -> bool:
             return True
         frame = frame.f_back  # type: ignore[assignment]
     return False
+
+
+#: The longest single blocking read on the wrapped backend, in milliseconds (whole seconds: Redis rounds down).
+_BLOCK_SLICE = 2_000
 
 
 def find_spilling_backend(broker: dramatiq.Broker) -> SpillingBackend | None:

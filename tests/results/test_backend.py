@@ -343,3 +343,19 @@ def test_filesystem_store_replaces_a_truncated_blob_when_the_payload_is_stored_a
     backend.store_result(again, "complete", TTL)
     assert backend.get_result(again) == "complete"
     assert blob_files(fs_store) == [only]
+
+
+def test_spilling_backend_blocking_wait_outlasts_the_redis_client_socket_timeout(redis_url, redis_namespace) -> None:
+    # Given a Redis client whose socket timeout (3 s) is shorter than the wait asked for (4 s)
+    import redis
+    from dramatiq.results import ResultTimeout
+    from dramatiq.results.backends import RedisBackend
+
+    from dramatiq_ray import SpillingBackend
+
+    client = redis.Redis.from_url(redis_url, socket_timeout=3)
+    backend = SpillingBackend(RedisBackend(client=client, namespace=redis_namespace))
+    # When nothing arrives, then the wait ends with Dramatiq's ResultTimeout, not the client's socket error
+    with pytest.raises(ResultTimeout):
+        backend.get_result(make_message(), block=True, timeout=4_000)
+    client.close()
