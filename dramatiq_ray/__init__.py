@@ -59,6 +59,8 @@ from .execution import RayExecutionMiddleware
 from .retries import Retries
 
 # --- settings ---
+from ._install import Installed, build_store, setup
+from .settings import Settings, load_settings
 
 __version__ = "0.1.0"
 
@@ -107,4 +109,9 @@ __all__ = [
     # retries
     "Retries",
     # settings
+    "Installed",
+    "Settings",
+    "build_store",
+    "load_settings",
+    "setup",
 ]

@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import importlib
 import json
+import os
 import re
 import sys
 import time
@@ -47,6 +48,8 @@ def parse_duration(text: str) -> float:
 
 def _load_broker(reference: str) -> dramatiq.Broker:
     module_name, _, attribute = reference.partition(":")
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # as the dramatiq command does: modules of the current directory import
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:

@@ -187,16 +187,17 @@ def test_cli_check_passes_with_reachable_services(results_app, ray_local) -> Non
     assert out.rstrip().endswith("verdict: ok")
 
 
-def test_cli_check_fails_when_the_store_cannot_be_written(store_root: Path) -> None:
-    store_root.chmod(0o500)
-    try:
-        if os.access(store_root, os.W_OK):
-            pytest.skip("running as a user that can write read-only directories (root): no outage to simulate")
-        code, out = run(["check", "--skip-ray"])
-    finally:
-        store_root.chmod(0o700)
+def test_cli_check_fails_when_the_store_cannot_be_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A regular file where the store's root directory should be: every write fails, even for root.
+    not_a_directory = tmp_path / "blobs"
+    not_a_directory.write_text("in the way")
+    monkeypatch.setenv("DRAMATIQ_RAY_RESULT_STORAGE_BACKEND", "filesystem")
+    monkeypatch.setenv("DRAMATIQ_RAY_RESULT_STORAGE_FILESYSTEM_PATH", str(not_a_directory))
+    code, out = run(["check", "--skip-ray"])
     assert code == 1
-    assert "FAILED" in out
+    store_line = next(line for line in out.splitlines() if line.startswith("blob store"))
+    assert "FAILED" in store_line
+    assert out.rstrip().endswith("verdict: FAILED")
 
 
 def test_cli_check_fails_on_invalid_settings_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -205,3 +206,17 @@ def test_cli_check_fails_on_invalid_settings_and_says_so(monkeypatch: pytest.Mon
     assert code == 1
     assert "MAX_TASK_ATTEMPTS must be an integer >= 1" in out
     assert "verdict: FAILED" in out
+
+
+def test_cli_broker_modules_of_the_current_directory_import(tmp_path: Path, monkeypatch, stub_broker) -> None:
+    # Given a broker module in the current directory, as the dramatiq command would find it
+    (tmp_path / "cwd_app_for_cli.py").write_text(
+        "import dramatiq\nfrom dramatiq.brokers.stub import StubBroker\nbroker = StubBroker()\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    # When check imports it, then the broker is found (it has no Results, which check reports as a failure)
+    code, out = run(["check", "--broker", "cwd_app_for_cli", "--skip-ray"])
+    assert "StubBroker" in out
+    assert "no Results middleware" in out
+    assert code == 1
