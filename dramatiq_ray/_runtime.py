@@ -166,9 +166,9 @@ def _keep_dramatiq_signal_handling() -> None:
 
 
 def prepare_auth(address: str) -> None:
-    """Ray 2.5x+ heads started with ``ray start`` use token authentication; a driver attaching by explicit
-    address must say so. Set ``RAY_AUTH_MODE=token`` when a token is available and nothing was chosen."""
-    if address in ("local", "auto") or "://" in address or "RAY_AUTH_MODE" in os.environ:
+    """Ray 2.5x+ heads started with ``ray start`` use token authentication; a driver (or Ray Client) attaching
+    to one must say so. Set ``RAY_AUTH_MODE=token`` when a token is available and nothing was chosen."""
+    if address == "local" or "RAY_AUTH_MODE" in os.environ:
         return
     token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
     if os.environ.get("RAY_AUTH_TOKEN") or token_file.exists():
@@ -214,11 +214,17 @@ class LocalHead:
         self.num_cpus = num_cpus
         self.resources = resources
         self.port = port or free_port()
+        self.client_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def client_address(self) -> str:
+        """The Ray Client address (``ray://``) of this head."""
+        return f"ray://127.0.0.1:{self.client_port}"
 
     @property
     def log_path(self) -> Path:
@@ -228,7 +234,7 @@ class LocalHead:
         import json
 
         ports = {
-            "--ray-client-server-port": free_port(),
+            "--ray-client-server-port": self.client_port,
             "--dashboard-port": free_port(),
             "--dashboard-agent-listen-port": free_port(),
             "--dashboard-agent-grpc-port": free_port(),

@@ -170,3 +170,23 @@ def test_cli_worker_reattaches_after_the_ray_head_restarts(
     assert len({record["node"] for record in found}) == 2
     assert {child.pid for child in psutil.Process(cli.proc.pid).children()} == worker_pids
     assert cli.stop() == 0, cli.output()
+
+
+def test_cli_with_a_ray_client_address_runs_bodies_through_ray_client(
+    dramatiq_cli, cli_env, redis_producer, queue_name, records, ray_head
+) -> None:
+    cli = dramatiq_cli(
+        "tests.apps.ray_cli",
+        "--processes",
+        "1",
+        "--threads",
+        "2",
+        env={**cli_env, "RAY_ADDRESS": ray_head.client_address},
+    )
+    cli.wait_ready(processes=1)
+
+    send_probes(redis_producer, queue_name, 2)
+    found = records(2)
+
+    assert {record["gcs"].rsplit(":", 1)[1] for record in found} == {str(ray_head.port)}
+    assert cli.stop() == 0, cli.output()

@@ -4,6 +4,7 @@ DRAMATIQ_RAY_TEST_BROKER_URL   redis://... or amqp://...
 DRAMATIQ_RAY_TEST_NAMESPACE    Redis key namespace (also names the list the probes record into)
 DRAMATIQ_RAY_TEST_QUEUE        queue name
 DRAMATIQ_RAY_TEST_RECORD_URL   Redis URL the probes record into (default: the broker URL)
+DRAMATIQ_RAY_TEST_PYTHONPATH   import path for the Ray workers (default: this process's PYTHONPATH)
 
 Ray workers import this module too; the middleware's runtime_env hands them the same variables.
 """
@@ -38,7 +39,9 @@ for middleware in broker.middleware:
     if isinstance(middleware, Retries):
         # Fast retries so that a message failed by a lost Ray connection is retried within the test.
         middleware.min_backoff = middleware.max_backoff = 200
-broker.add_middleware(RayExecutionMiddleware(runtime_env={"env_vars": SETTINGS}))
+# With Ray Client the Ray workers do not inherit this process's import path: the test hands it over.
+ENV_VARS = {**SETTINGS, "PYTHONPATH": SETTINGS.get("DRAMATIQ_RAY_TEST_PYTHONPATH", os.environ.get("PYTHONPATH", ""))}
+broker.add_middleware(RayExecutionMiddleware(runtime_env={"env_vars": ENV_VARS}))
 dramatiq.set_broker(broker)
 
 
