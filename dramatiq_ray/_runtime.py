@@ -137,11 +137,27 @@ class RayRuntime:
             self._stale = False
 
 
+class _DropSigtermNotice(logging.Filter):
+    """``ray.init`` outside the main thread warns that it did not install its SIGTERM handler: in a Dramatiq
+    worker that is what we want, so the warning would only mislead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "SIGTERM handler is not set" not in record.getMessage()
+
+
+_SIGTERM_NOTICE_FILTER = _DropSigtermNotice()
+
+
 @contextlib.contextmanager
 def _keep_signal_handlers() -> Iterator[None]:
     """``ray.init`` installs a SIGTERM handler that exits at once; Dramatiq's graceful shutdown needs its own."""
     if threading.current_thread() is not threading.main_thread():
-        yield
+        ray_worker_logger = logging.getLogger("ray._private.worker")
+        ray_worker_logger.addFilter(_SIGTERM_NOTICE_FILTER)
+        try:
+            yield
+        finally:
+            ray_worker_logger.removeFilter(_SIGTERM_NOTICE_FILTER)
         return
     saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
