@@ -135,30 +135,29 @@ def setup(
 
     if isinstance(backend, SpillingBackend):
         backend = backend.backend
+    # Build everything first: a bad setting must leave the broker as it was.
     results = Results(
         backend=backend,
         store=store,
         max_inline_bytes=loaded.max_result_size_bytes,
         result_ttl=int(loaded.result_ttl_seconds * 1000),
     )
-    for old in existing_results:
-        broker.middleware.remove(old)
-    broker.add_middleware(results)
-
     retries = Retries(
         max_attempts=loaded.max_task_attempts,
         backoff=int(loaded.retry_backoff_seconds * 1000),
         max_backoff=int(loaded.retry_max_backoff_seconds * 1000),
         denylist=list(loaded.retry_exception_denylist),
     )
-    broker.add_middleware(retries)
-
     execution = RayExecutionMiddleware(
         address=loaded.ray_address,
         runtime_env=dict(loaded.ray_runtime_env) or None,
         runner=loaded.runner,
         max_in_flight=loaded.default_concurrency,
     )
+    for old in existing_results:
+        broker.middleware.remove(old)
+    broker.add_middleware(results)
+    broker.add_middleware(retries)
     broker.add_middleware(execution)
     logger.info("dramatiq-ray installed on %s with settings %s.", type(broker).__name__, loaded.redacted())
     return Installed(settings=loaded, results=results, execution=execution, retries=retries)

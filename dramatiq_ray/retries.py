@@ -21,6 +21,7 @@ from dramatiq.errors import Retry
 from dramatiq.middleware import Retries as StockRetries
 from dramatiq.middleware.retries import DEFAULT_MAX_BACKOFF, DEFAULT_MIN_BACKOFF
 
+from . import metrics
 from ._retry_rules import (
     UNSET,
     Unset,
@@ -257,6 +258,7 @@ class Retries(StockRetries):
                 type_name(original_exception(exception)),
                 denied,
             )
+            metrics.record_retry_denied(message.actor_name, original_exception(exception))
             message.fail()
             return
 
@@ -293,6 +295,7 @@ class Retries(StockRetries):
                 jitter=self._lookup(message, actor, ("retry_jitter",), self.jitter),
             )
         self.logger.info("Retrying message %r in %d milliseconds.", message.message_id, delay)
+        metrics.record_retry(message.actor_name, original_exception(exception))
         broker.enqueue(message, delay=delay)  # type: ignore[arg-type]  # a proxy, as Dramatiq's Retries passes
 
     # --- helpers ---------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from dramatiq.results import ResultBackend, ResultTimeout
 from dramatiq.results import Results as DramatiqResults
 from dramatiq.results.backend import DEFAULT_TIMEOUT
 
+from .. import metrics
 from ..errors import (
     BlobReadError,
     ConfigurationError,
@@ -151,9 +152,11 @@ class SpillingBackend(ResultBackend):
     def _prepare(self, message: AnyMessage, result: Any) -> Any:
         if isinstance(result, SpilledResult):
             try:
-                return parse_pointer(result.pointer).raw
+                pointer = parse_pointer(result.pointer)
             except InvalidPointerError as error:
                 raise _Unstorable(error) from None
+            metrics.record_spill(self._store_label(), pointer.size)  # spilled where it was produced (a Ray task)
+            return pointer.raw
         try:
             data = self.encoder.encode(result)
         except Exception as error:
@@ -176,8 +179,9 @@ class SpillingBackend(ResultBackend):
         digest = digest_of(data)
         assert self.store is not None
         try:
-            return self.store.put(digest, data)
+            pointer = self.store.put(digest, data)
         except Exception as error:
+            metrics.record_spill_fallback(self._store_label())
             logger.warning(
                 "%s could not store a %d-byte result (%s: %s); keeping only its digest, so reading it will raise "
                 "DigestOnlyResultError.",
@@ -187,6 +191,11 @@ class SpillingBackend(ResultBackend):
                 error,
             )
             return f"oversize://sha256/{digest}?bytes={len(data)}"
+        metrics.record_spill(self._store_label(), len(data))
+        return pointer
+
+    def _store_label(self) -> str:
+        return type(self.store).__name__ if self.store is not None else "none"
 
     # --- reading ---------------------------------------------------------------------------------------------
 
@@ -236,6 +245,15 @@ class SpillingBackend(ResultBackend):
         """
         if isinstance(pointer, str):
             pointer = parse_pointer(pointer)
+        try:
+            value = self._read(pointer)
+        except SpilledResultError as error:
+            metrics.record_hydration_failure(self._store_label(), error)
+            raise
+        metrics.record_hydration(self._store_label())
+        return value
+
+    def _read(self, pointer: Pointer) -> Any:
         if pointer.scheme == "oversize":
             raise DigestOnlyResultError(
                 f"The result ({pointer.size} bytes, SHA-256 {pointer.digest}) was larger than max_inline_bytes and "
