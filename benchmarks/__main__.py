@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import sys
 import time
 import traceback
@@ -46,6 +47,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--docs", type=Path, default=ROOT / "docs" / "benchmarks.md", help="the Markdown page")
     parser.add_argument("--no-docs", action="store_true", help="do not render the Markdown page and charts")
     parser.add_argument(
+        "--render", type=Path, metavar="REPORT", help="only render the page from an existing report.json, run nothing"
+    )
+    parser.add_argument(
         "--profile", action="store_true", help="sample every worker with py-spy into OUT/profiles (slows them a bit)"
     )
     return parser.parse_args(argv)
@@ -53,6 +57,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.render:
+        render_markdown(json.loads(args.render.read_text()), args.docs)
+        return 0
     started = time.perf_counter()
     report: dict[str, Any] = {
         "version": 1,

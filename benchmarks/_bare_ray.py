@@ -1,8 +1,10 @@
-"""Bare Ray, the baseline of the offload case, in a process of its own: ``threads`` threads each doing
-submit + wait + get of a no-op task, ``count`` times in all, then one thread alone for a tenth of that (the
-one-client latencies). Prints the summary as JSON.
+"""Bare Ray baselines, in a process of their own (attached to ``RAY_ADDRESS``); each prints its summary as JSON.
 
-    python -m benchmarks._bare_ray --count 2000 --threads 8   (attaches to RAY_ADDRESS)
+python -m benchmarks._bare_ray --count 2000 --threads 8
+    the offload case: ``threads`` threads each doing submit + wait + get of a no-op task, ``count`` times in
+    all, then one thread alone for a tenth of that (the one-client latencies);
+python -m benchmarks._bare_ray --count 200 --burn 650000
+    the CPU-bound case: ``count`` burn tasks submitted at once, then every result gathered.
 """
 
 from __future__ import annotations
@@ -10,8 +12,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import time
+from typing import Any
 
-from ._app import noop
+from ._app import burn, noop
 from ._harness import run_closed_loop
 
 
@@ -19,11 +23,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--burn", type=int, default=0, help="iterations of burn per task (the CPU-bound case)")
     args = parser.parse_args()
 
     import ray
 
     ray.init(log_to_driver=False, logging_level=logging.WARNING)
+    if args.burn:
+        print(json.dumps(burn_batch(ray, count=args.count, iterations=args.burn)), flush=True)
+        ray.shutdown()
+        return
     remote_noop = ray.remote(noop)
     ray.get([remote_noop.remote() for _ in range(args.threads * 2)])  # warm the worker pool
 
@@ -37,6 +46,15 @@ def main() -> None:
     summary.update(p50_ms_one_client=alone["p50_ms"], p99_ms_one_client=alone["p99_ms"])
     print(json.dumps(summary), flush=True)
     ray.shutdown()
+
+
+def burn_batch(ray: Any, *, count: int, iterations: int) -> dict[str, float]:
+    remote_burn = ray.remote(burn)
+    ray.get([remote_burn.remote(1000) for _ in range(8)])  # warm the worker pool
+    started = time.perf_counter()
+    ray.get([remote_burn.remote(iterations) for _ in range(count)])
+    elapsed = time.perf_counter() - started
+    return {"count": float(count), "elapsed_s": elapsed, "throughput_per_s": count / elapsed}
 
 
 if __name__ == "__main__":

@@ -22,9 +22,9 @@ def _number(value: Any, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
     if isinstance(value, float):
-        if value != 0 and (abs(value) >= 10**6 or abs(value) < 10**-3):
+        if value != 0 and abs(value) < 10**-3:
             return f"{value:.{digits}g}"
-        return f"{value:,.{digits}g}" if abs(value) >= 1000 else f"{value:.{digits}g}"
+        return f"{value:,.0f}" if abs(value) >= 10 ** (digits - 1) else f"{value:.{digits}g}"
     return str(value)
 
 

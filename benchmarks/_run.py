@@ -99,10 +99,11 @@ class Run:
         worker.stop()
         self._workers.remove(worker)
 
-    def bare_ray(self, *, count: int, threads: int) -> dict[str, float]:
-        """Run the bare-Ray baseline in a process of its own against the run's cluster."""
+    def bare_ray(self, *, count: int, threads: int = 8, burn: int = 0) -> dict[str, float]:
+        """Run a bare-Ray baseline (see ``benchmarks._bare_ray``) in a process of its own on the run's cluster."""
+        options = ["--count", str(count), "--threads", str(threads), "--burn", str(burn)]
         result = subprocess.run(
-            [sys.executable, "-m", "benchmarks._bare_ray", "--count", str(count), "--threads", str(threads)],
+            [sys.executable, "-m", "benchmarks._bare_ray", *options],
             env=self.ray.driver_env(),
             capture_output=True,
             text=True,
