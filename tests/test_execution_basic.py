@@ -205,3 +205,32 @@ def test_invalid_middleware_settings_are_refused(arguments) -> None:
 
     with pytest.raises(ConfigurationError):
         RayExecutionMiddleware(**arguments)
+
+
+def test_message_ray_option_overrides_the_actor(broker, start_worker) -> None:
+    @dramatiq.actor(broker=broker, store_results=True)
+    def where() -> int:
+        return os.getpid()
+
+    start_worker(broker)
+    message = where.send_with_options(ray=False)
+
+    assert message.get_result(block=True, timeout=RESULT_TIMEOUT_MS) == os.getpid()
+
+
+def test_remote_function_is_created_once_per_actor_and_reused(stub_broker, ray_local, start_worker) -> None:
+    stub_broker.add_middleware(Results(backend=StubBackend()))
+    middleware = RayExecutionMiddleware()
+    stub_broker.add_middleware(middleware)
+
+    @dramatiq.actor(broker=stub_broker, store_results=True)
+    def double(value: int) -> int:
+        return value * 2
+
+    start_worker(stub_broker)
+    assert double.send(1).get_result(block=True, timeout=RESULT_TIMEOUT_MS) == 2
+    first = middleware._remotes["double"][1]
+    message = double.send_with_options(args=(2,), ray_options={"num_cpus": 2})
+    assert message.get_result(block=True, timeout=RESULT_TIMEOUT_MS) == 4
+
+    assert middleware._remotes["double"][1] is first
