@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from benchmarks.__main__ import CASES
-from benchmarks._harness import Target, percentile
+from benchmarks._harness import CaseReport, NotAvailable, Target, describe_machine, measure_variant, percentile
+from benchmarks._report import render_markdown
 from tests._services import REPO_ROOT
 
 REPO_DOCS = REPO_ROOT / "docs" / "benchmarks.md"
@@ -138,3 +139,65 @@ def test_target_passes_only_when_its_ratio_meets_the_goal_in_the_right_direction
 def test_target_without_a_measurement_is_neither_pass_nor_short() -> None:
     target = Target(name="throughput", measured=None, baseline=100.0, goal=0.8, unit="/s")
     assert target.ratio is None and target.passed is None
+
+
+# --- paths that cannot be measured, and bad setups -----------------------------------------------------------
+
+
+def test_variant_that_is_not_available_is_reported_with_its_reason(tmp_path: Path) -> None:
+    # Given a case whose path of ours cannot be built in this checkout
+    report = CaseReport(name="offload", title="Offload overhead", description="A no-op actor.")
+
+    def missing() -> dict[str, float]:
+        raise NotAvailable("dramatiq_ray.execution does not import: boom")
+
+    # When it is measured and the page rendered
+    numbers = measure_variant(report, "Ray offload (ours)", missing)
+    page = tmp_path / "benchmarks.md"
+    render_markdown(_report_of(report), page)
+    # Then nothing is recorded as measured, and the page says why
+    assert numbers is None and report.variants == {}
+    assert report.unavailable == {"Ray offload (ours)": "dramatiq_ray.execution does not import: boom"}
+    assert "**Ray offload (ours)**: not available (dramatiq_ray.execution does not import: boom)." in page.read_text()
+
+
+def test_app_needing_ray_execution_is_not_available_when_the_module_does_not_import(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from benchmarks._app import AppConfig, build
+
+    # Given dramatiq_ray.execution cannot be imported (None in sys.modules makes any import of it fail)
+    monkeypatch.setitem(sys.modules, "dramatiq_ray.execution", None)
+    config = AppConfig(redis_url="redis://127.0.0.1:6379/0", namespace="unused", queue="unused", execution="ray")
+    # When the offload app is built, then the reason names the module
+    with pytest.raises(NotAvailable, match=r"dramatiq_ray\.execution does not import"):
+        build(config)
+
+
+def test_benchmarks_refuse_to_start_without_redis_and_say_how_to_point_at_one(tmp_path: Path) -> None:
+    # Given REDIS_URL names a port where nothing listens
+    env = {**_env(), "REDIS_URL": "redis://127.0.0.1:1/0"}
+    # When the benchmarks start
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--out", str(tmp_path), "--no-docs"],
+        cwd=str(REPO_ROOT),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    # Then they stop before starting anything, saying where they looked and what to set
+    assert result.returncode != 0
+    assert "Redis does not answer at redis://127.0.0.1:1/0" in result.stderr
+    assert "set REDIS_URL" in result.stderr
+    assert not (tmp_path / "report.json").exists()
+
+
+def _report_of(case: CaseReport) -> dict[str, Any]:
+    return {
+        "mode": "quick",
+        "started_at": "now",
+        "duration_s": 0.0,
+        "machine": describe_machine(),
+        "cases": [case.to_json()],
+    }
