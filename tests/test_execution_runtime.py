@@ -72,3 +72,38 @@ def test_lost_connection_leads_to_a_new_attachment(ray_local) -> None:
 
     assert runtime.attach() == generation + 1
     assert ray_local.is_initialized()
+
+
+IN_PROCESS_WORKER = """
+import dramatiq, ray
+from dramatiq.brokers.stub import StubBroker
+from dramatiq_ray import RayExecutionMiddleware
+
+broker = StubBroker()
+broker.add_middleware(RayExecutionMiddleware(ray_init_kwargs={"num_cpus": 1, "include_dashboard": False}))
+
+@dramatiq.actor(broker=broker)
+def noop():
+    pass
+
+worker = dramatiq.Worker(broker, worker_threads=1)
+worker.start()
+noop.send()
+broker.join(noop.queue_name, fail_fast=True)
+started_here = ray.is_initialized()
+worker.stop()
+print(started_here, ray.is_initialized())
+"""
+
+
+def test_in_process_worker_starts_a_private_ray_and_shuts_it_down_at_worker_stop(python_subprocess_env) -> None:
+    import subprocess
+    import sys
+
+    env = {key: value for key, value in python_subprocess_env.items() if key != "RAY_ADDRESS"}
+    result = subprocess.run(
+        [sys.executable, "-c", IN_PROCESS_WORKER], env=env, capture_output=True, text=True, timeout=240
+    )
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == ["True", "False"]
