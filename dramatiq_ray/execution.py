@@ -13,6 +13,7 @@ import functools
 import logging
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -20,7 +21,7 @@ import dramatiq
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware import Middleware, MiddlewareError
 
-from . import context
+from . import context, metrics
 from ._options import check_options
 from ._outcome import translate
 from ._remote import WRAPPED_ATTR, Target, actor_function, entry_for, underlying_function
@@ -218,12 +219,14 @@ class RayExecutionMiddleware(Middleware):
         if self._slots is None:
             return self._submit_and_wait(actor, message, args, kwargs)
         # Waiting for a slot in slices too, so that a time limit or shutdown lands here as well.
-        while not self._slots.acquire(timeout=self.wait_slice):
-            pass
+        acquired = False
         try:
+            while not acquired:
+                acquired = self._slots.acquire(timeout=self.wait_slice)
             return self._submit_and_wait(actor, message, args, kwargs)
         finally:
-            self._slots.release()
+            if acquired:
+                self._slots.release()
 
     def _submit_and_wait(self, actor: dramatiq.Actor[Any, Any], message: MessageProxy, args: Any, kwargs: Any) -> Any:
         import ray
@@ -253,14 +256,21 @@ class RayExecutionMiddleware(Middleware):
                     f"Ray refused to run actor {actor.actor_name!r} with its ray_options: {error}"
                 ) from error
             raise
+        submitted = time.monotonic()
         try:
-            while not ray.wait([ref], timeout=self.wait_slice)[0]:
-                pass
-            return ray.get(ref)
+            # One get per slice: the result comes back in the same call that notices it is ready, and between
+            # slices Python bytecode runs, so a time limit or shutdown interrupt lands.
+            while True:
+                try:
+                    return ray.get(ref, timeout=self.wait_slice)
+                except rx.GetTimeoutError:
+                    continue
         except Exception as error:
             if isinstance(error, ConnectionError | rx.RaySystemError | rx.LocalRayletDiedError):
                 self.runtime.lost(generation)
             translated = translate(error, actor_name=actor.actor_name)
+            if isinstance(translated, RaySystemError):
+                metrics.record_ray_system_failure(translated)
             if translated is error:
                 raise
             if isinstance(translated, RaySystemError):
@@ -270,6 +280,8 @@ class RayExecutionMiddleware(Middleware):
             # Time limit, shutdown or any other interrupt: stop the remote work too, then let it propagate.
             self._cancel(ref, actor.actor_name)
             raise
+        finally:
+            metrics.observe_ray_wait(actor.actor_name, time.monotonic() - submitted)
 
     def _cancel(self, ref: Any, actor_name: str) -> None:
         import ray

@@ -249,6 +249,18 @@ class Retries(StockRetries):
             message.fail()
             return
 
+        if isinstance(exception, ConfigurationError):
+            # Bad ray_options, an actor Ray cannot import: running it again fails the same way.
+            self.logger.error(
+                "Not retrying message %r of actor %r: it cannot run as configured (%s). Fix the configuration, then "
+                "send the message again.",
+                message.message_id,
+                message.actor_name,
+                exception,
+            )
+            message.fail()
+            return
+
         denied = self.denied_by(exception, self._option_denylist(message, actor))
         if denied is not None:
             self.logger.warning(

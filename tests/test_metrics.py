@@ -59,3 +59,37 @@ def test_metrics_are_no_ops_without_prometheus_client(python_subprocess_env) -> 
     result = subprocess.run([sys.executable, "-c", script], env=python_subprocess_env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def test_metrics_after_a_run_count_ray_waits_spills_and_retries(stub_broker, start_worker, ray_local, tmp_path) -> None:
+    # Given the three middleware on a broker, and an actor that fails once, then returns a large result from Ray
+    import dramatiq
+    from dramatiq.results.backends import StubBackend
+
+    from dramatiq_ray import FilesystemStore, RayExecutionMiddleware, Results, Retries, current_message
+
+    stub_broker.add_middleware(Results(backend=StubBackend(), store=FilesystemStore(tmp_path), max_inline_bytes=100))
+    stub_broker.add_middleware(Retries(max_attempts=2, backoff=0))
+    stub_broker.add_middleware(RayExecutionMiddleware())
+
+    @dramatiq.actor(broker=stub_broker, store_results=True)
+    def metrics_e2e() -> str:
+        message = current_message()
+        if message is None or not message.options.get("retries"):
+            raise KeyError("first attempt fails")
+        return "m" * 1000
+
+    before = {
+        "wait": sample("dramatiq_ray_task_wait_seconds_count", actor_name="metrics_e2e"),
+        "spilled": sample("dramatiq_ray_results_spilled_total", store="FilesystemStore"),
+        "retries": sample("dramatiq_ray_retries_total", actor_name="metrics_e2e", exception="KeyError"),
+        "hydrations": sample("dramatiq_ray_hydrations_total", store="FilesystemStore"),
+    }
+    start_worker(stub_broker)
+    # When it runs to the end and its result is read
+    assert metrics_e2e.send().get_result(block=True, timeout=60_000) == "m" * 1000
+    # Then both attempts were timed, one spill, one retry and one hydration were counted
+    assert sample("dramatiq_ray_task_wait_seconds_count", actor_name="metrics_e2e") == before["wait"] + 2
+    assert sample("dramatiq_ray_results_spilled_total", store="FilesystemStore") == before["spilled"] + 1
+    assert sample("dramatiq_ray_retries_total", actor_name="metrics_e2e", exception="KeyError") == before["retries"] + 1
+    assert sample("dramatiq_ray_hydrations_total", store="FilesystemStore") == before["hydrations"] + 1

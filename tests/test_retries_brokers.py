@@ -183,6 +183,19 @@ def test_retries_throws_fails_at_once_without_on_retry_exhausted(retrying_broker
     assert len(retrying_broker.dead_letters) == 1
 
 
+def test_retries_configuration_error_fails_at_once(retrying_broker: StubBroker, start_worker, caplog) -> None:
+    # A configuration error (bad ray_options, an actor Ray cannot import) fails the same way on every attempt.
+    from dramatiq_ray.errors import RayOptionsError
+
+    runs = Runs()
+    always_fails = declare_failing(retrying_broker, runs, raises=RayOptionsError)
+    run_to_end(retrying_broker, start_worker, always_fails)
+    assert runs.counts["m"] == 1
+    assert runs.exhausted == []
+    assert len(retrying_broker.dead_letters) == 1
+    assert "cannot run as configured" in caplog.text
+
+
 def test_retries_retry_when_decides_instead_of_the_attempt_count(retrying_broker: StubBroker, start_worker) -> None:
     seen: list[tuple[int, str]] = []
 
