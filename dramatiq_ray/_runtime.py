@@ -104,11 +104,14 @@ class RayRuntime:
         kwargs = {"logging_level": logging.WARNING, **self.init_kwargs, "address": address}
         logger.info("Attaching to Ray at %s.", address)
         try:
+            # ray.init waits minutes for a head that does not answer: refuse at once, the message is retried.
+            check_reachable(address)
             with _keep_signal_handlers():
                 ray.init(**kwargs)
-        except (ConnectionError, RuntimeError, TimeoutError) as error:
+        except (ConnectionError, RuntimeError, TimeoutError, OSError) as error:
             with contextlib.suppress(Exception):
                 ray.shutdown()
+            logger.error("Could not attach to Ray at %s: %s", address, error)
             raise RayUnavailableError(
                 f"Could not attach to Ray at {address}: {error}. Check that the Ray head is running and reachable "
                 "(ray status), or set RAY_ADDRESS / the middleware's address."
@@ -179,6 +182,23 @@ def _keep_dramatiq_signal_handling() -> None:
         from ray._private import ray_constants
 
         ray_constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER = True
+
+
+#: How long the reachability check waits for the head's port to accept a connection, in seconds.
+REACHABLE_TIMEOUT = 5.0
+
+
+def check_reachable(address: str, timeout: float = REACHABLE_TIMEOUT) -> None:
+    """Raise ``ConnectionError`` when ``address`` is an explicit ``host:port`` (or ``ray://host:port``) where
+    nothing accepts a TCP connection; other addresses (``"local"``, ``"auto"``) are left to ``ray.init``."""
+    target = address.removeprefix("ray://")
+    host, sep, port = target.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as error:
+        raise ConnectionError(f"nothing answers at {target} ({error})") from None
 
 
 def prepare_auth(address: str) -> None:
