@@ -108,3 +108,14 @@ def test_setup_on_redis_runs_on_ray_and_spills_to_the_configured_store(
     pointer = get_pointer(message, backend=installed.results.backend)
     assert pointer is not None and pointer.startswith("resultfs://sha256/")
     assert len(list(tmp_path.rglob("*.json"))) == 1
+
+
+def test_setup_logs_its_settings_without_credentials(stub_broker, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="dramatiq_ray")
+    dramatiq_ray.setup(
+        stub_broker,
+        {"RAY_ADDRESS": "ray://user:hunter2@head:10001", "RAY_RUNTIME_ENV": {"env_vars": {"TOKEN": "hunter2"}}},
+    )
+    assert "dramatiq-ray installed" in caplog.text
+    assert "head:10001" in caplog.text
+    assert "hunter2" not in caplog.text
