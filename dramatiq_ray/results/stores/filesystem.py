@@ -120,7 +120,8 @@ class FilesystemStore(BlobStore):
         try:
             fd = os.open(final, os.O_RDONLY | os.O_NOFOLLOW)
             with os.fdopen(fd, "rb") as handle:
-                return handle.read(pointer.size + 1)
+                # Never more than the file holds: a hostile bytes= must not size the read buffer.
+                return handle.read(min(pointer.size, os.fstat(fd).st_size) + 1)
         except OSError as error:
             raise BlobReadError(
                 f"{self.describe()} could not read {pointer.raw!r}: {error}. Reading again once the volume is "
