@@ -227,3 +227,15 @@ def test_actor_option_of_the_wrong_type_is_refused_at_declaration(ray_broker, op
 
         @dramatiq.actor(broker=ray_broker, **options)
         def anything() -> None: ...
+
+
+def test_invalid_max_inline_bytes_option_fails_the_result_naming_the_option(ray_broker, start_worker) -> None:
+    # Given an actor declared with a spill threshold that is not a number of bytes (checked when storing)
+    @dramatiq.actor(broker=ray_broker, store_results=True, max_retries=0, max_inline_bytes="big")
+    def answer() -> int:
+        return 42
+
+    start_worker(ray_broker, threads=2)
+    # Then its result is a failure that names the option, and the worker keeps running
+    with pytest.raises(ResultFailure, match="max_inline_bytes"):
+        answer.send().get_result(block=True, timeout=RESULT_TIMEOUT_MS)
