@@ -96,7 +96,8 @@ def setup(
       ``RESULT_STORAGE_*``). Its result backend is ``result_backend``, else Redis over the broker's own connection
       for a ``RedisBroker``, else a ``StubBackend`` for a ``StubBroker``. A broker that already has Dramatiq's
       Results middleware keeps it and its backend, which ours replaces in place.
-    - **RayExecutionMiddleware** (``RAY_ADDRESS``, ``RAY_RUNTIME_ENV``, ``RUNNER``, ``DEFAULT_CONCURRENCY``).
+    - **RayExecutionMiddleware** (``RAY_ADDRESS``, ``RAY_RUNTIME_ENV``, ``RUNNER``, ``STUCK_TASK_TIMEOUT_SECONDS``,
+      ``DEFAULT_CONCURRENCY``).
 
     Call it before declaring actors: Dramatiq rejects actor options (``ray_options``, ``max_attempts``, ...) that
     no middleware on the broker declares.
@@ -152,6 +153,7 @@ def setup(
         address=loaded.ray_address,
         runtime_env=dict(loaded.ray_runtime_env) or None,
         runner=loaded.runner,
+        stuck_timeout=loaded.stuck_task_timeout_seconds,
         max_in_flight=loaded.default_concurrency,
     )
     for old in existing_results:

@@ -236,6 +236,7 @@ class LocalHead:
       num_cpus: logical CPUs to advertise (``None``: all).
       resources: custom resources to advertise.
       port: GCS port (``None``: a free one, kept across :meth:`stop` / :meth:`start`).
+      dashboard: also run the dashboard (which serves the Ray Jobs API) on a free port, :attr:`dashboard_url`.
     """
 
     def __init__(
@@ -245,8 +246,11 @@ class LocalHead:
         num_cpus: int | None = None,
         resources: dict[str, float] | None = None,
         port: int | None = None,
+        dashboard: bool = False,
     ) -> None:
         self.temp_dir = Path(temp_dir)
+        self.dashboard = dashboard
+        self.dashboard_port = free_port()
         self.num_cpus = num_cpus
         self.resources = resources
         self.port = port or free_port()
@@ -263,6 +267,11 @@ class LocalHead:
         return f"ray://127.0.0.1:{self.client_port}"
 
     @property
+    def dashboard_url(self) -> str:
+        """The dashboard's (and Ray Jobs API's) address; served only when started with ``dashboard=True``."""
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
+    @property
     def log_path(self) -> Path:
         return self.temp_dir / "head.log"
 
@@ -271,7 +280,7 @@ class LocalHead:
 
         ports = {
             "--ray-client-server-port": self.client_port,
-            "--dashboard-port": free_port(),
+            "--dashboard-port": self.dashboard_port,
             "--dashboard-agent-listen-port": free_port(),
             "--dashboard-agent-grpc-port": free_port(),
             "--runtime-env-agent-port": free_port(),
@@ -287,7 +296,7 @@ class LocalHead:
             f"--port={self.port}",
             "--node-ip-address=127.0.0.1",
             f"--temp-dir={self.temp_dir}",
-            "--include-dashboard=false",
+            f"--include-dashboard={'true' if self.dashboard else 'false'}",
             "--disable-usage-stats",
             *(f"{flag}={value}" for flag, value in ports.items()),
         ]

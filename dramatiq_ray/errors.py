@@ -25,6 +25,7 @@ __all__ = [
     "InvalidPointerError",
     "MissingDependencyError",
     "RayExecutionError",
+    "RayJobStuckError",
     "RayNodeDiedError",
     "RayObjectLostError",
     "RayOptionsError",
@@ -189,6 +190,11 @@ class RayTaskCancelledError(RaySystemError):
 
 class RayUnavailableError(RaySystemError):
     """Ray could not be reached (not started, head restarted, local raylet died)."""
+
+
+class RayJobStuckError(RaySystemError):
+    """A Ray job of the ``ray_job`` runner made no progress for ``stuck_timeout`` seconds and was stopped; retried
+    like any Ray system failure."""
 
 
 # --- retries -------------------------------------------------------------------------------------------------

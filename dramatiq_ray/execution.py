@@ -22,6 +22,7 @@ from dramatiq.broker import MessageProxy
 from dramatiq.middleware import Middleware, MiddlewareError
 
 from . import context, metrics
+from ._jobs import JobRunner
 from ._options import check_options
 from ._outcome import translate
 from ._remote import WRAPPED_ATTR, Target, actor_function, entry_for, underlying_function
@@ -32,7 +33,7 @@ __all__ = ["RayExecutionMiddleware"]
 
 logger = logging.getLogger(__name__)
 
-RUNNERS = ("ray_core",)
+RUNNERS = ("ray_core", "ray_job")
 
 
 class _RejectedOptions(RayOptionsError, MiddlewareError):
@@ -72,7 +73,15 @@ class RayExecutionMiddleware(Middleware):
       wait_slice: how long, in seconds, each ``ray.wait`` blocks; interrupts (time limit, shutdown) land within
         about this long.
       ray_init_kwargs: extra keyword arguments for ``ray.init``.
-      runner: how bodies are run; only ``"ray_core"`` (a Ray task per message) exists.
+      runner: how bodies are run: ``"ray_core"`` (a Ray task per message, owned by the worker process) or
+        ``"ray_job"`` (a durable Ray Job per message attempt, adopted by a redelivery; needs a SpillingBackend
+        with a persistent store for the job's input and outcome). Ray options other than ``runtime_env`` do
+        not apply to jobs.
+      job_address: ``ray_job`` only: the Ray Jobs API (dashboard) address, e.g. ``"http://head:8265"``;
+        ``None``: port 8265 on the host of ``address`` / ``RAY_ADDRESS``.
+      job_python: ``ray_job`` only: the Python executable that runs the job's entrypoint on the Ray head.
+      stuck_timeout: ``ray_job`` only: seconds without progress (no status change, no new log output) after
+        which a job is stopped and its message failed retryably (``RayJobStuckError``).
       max_in_flight: at most this many Ray tasks in flight per worker process; more messages wait for a slot
         (interruptibly). ``None``: as many as the worker threads in use.
 
@@ -91,6 +100,9 @@ class RayExecutionMiddleware(Middleware):
         ray_init_kwargs: dict[str, Any] | None = None,
         runner: str = "ray_core",
         max_in_flight: int | None = None,
+        job_address: str | None = None,
+        job_python: str = "python",
+        stuck_timeout: float = 300,
     ) -> None:
         problems = []
         if max_in_flight is not None and (
@@ -100,8 +112,13 @@ class RayExecutionMiddleware(Middleware):
         if ray_init_kwargs and {"address", "runtime_env"} & set(ray_init_kwargs):
             problems.append("ray_init_kwargs cannot set address or runtime_env: pass them as parameters")
         if runner not in RUNNERS:
-            note = " (ray_job is not available yet)" if runner == "ray_job" else ""
-            problems.append(f"runner must be one of {', '.join(RUNNERS)}, not {runner!r}{note}")
+            problems.append(f"runner must be one of {', '.join(RUNNERS)}, not {runner!r}")
+        if job_address is not None and (not isinstance(job_address, str) or "://" not in job_address):
+            problems.append(f"job_address must be an http(s):// address or None, not {job_address!r}")
+        if not isinstance(job_python, str) or not job_python.strip():
+            problems.append(f"job_python must be a non-empty string, not {job_python!r}")
+        if isinstance(stuck_timeout, bool) or not isinstance(stuck_timeout, int | float) or not stuck_timeout > 0:
+            problems.append(f"stuck_timeout must be a number of seconds > 0, not {stuck_timeout!r}")
         if isinstance(wait_slice, bool) or not isinstance(wait_slice, int | float) or not 0 < wait_slice <= 60:
             problems.append(f"wait_slice must be a number of seconds in (0, 60], not {wait_slice!r}")
         if runtime_env is not None and not isinstance(runtime_env, dict):
@@ -122,6 +139,18 @@ class RayExecutionMiddleware(Middleware):
         self._local = threading.local()
         self._remotes: dict[str, tuple[int, Any, dict[str, Any]]] = {}
         self._remotes_lock = threading.Lock()
+        self.runner = runner
+        self._jobs = (
+            JobRunner(
+                job_address=job_address,
+                ray_address=self.runtime.resolved_address,
+                python=job_python,
+                stuck_timeout=float(stuck_timeout),
+                wait_slice=self.wait_slice,
+            )
+            if runner == "ray_job"
+            else None
+        )
 
     @property
     def actor_options(self) -> set[str]:
@@ -130,7 +159,7 @@ class RayExecutionMiddleware(Middleware):
     @property
     def forks(self) -> list[Callable[[], int]]:
         # Under the dramatiq CLI, the embedded default is one head for all worker processes, run beside them.
-        return [run_shared_head] if self.runtime.resolved_address() is None else []
+        return [run_shared_head] if self.runtime.resolved_address() is None and self._jobs is None else []
 
     # --- declaring and sending -----------------------------------------------------------------------------
 
@@ -170,7 +199,7 @@ class RayExecutionMiddleware(Middleware):
     def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         # Attach now, in the main thread, unless this is a CLI worker waiting for the shared head (which the CLI
         # starts only after every worker has booted): then the first message attaches.
-        if self.runtime.resolved_address() is None and self.runtime._in_cli_worker():
+        if self._jobs is not None or (self.runtime.resolved_address() is None and self.runtime._in_cli_worker()):
             return
         try:
             self.runtime.attach()
@@ -229,6 +258,8 @@ class RayExecutionMiddleware(Middleware):
                 self._slots.release()
 
     def _submit_and_wait(self, actor: dramatiq.Actor[Any, Any], message: MessageProxy, args: Any, kwargs: Any) -> Any:
+        if self._jobs is not None:
+            return self._run_as_job(actor, message, args, kwargs)
         import ray
         from ray import exceptions as rx
 
@@ -279,6 +310,27 @@ class RayExecutionMiddleware(Middleware):
         except BaseException:
             # Time limit, shutdown or any other interrupt: stop the remote work too, then let it propagate.
             self._cancel(ref, actor.actor_name)
+            raise
+        finally:
+            metrics.observe_ray_wait(actor.actor_name, time.monotonic() - submitted)
+
+    def _run_as_job(self, actor: dramatiq.Actor[Any, Any], message: MessageProxy, args: Any, kwargs: Any) -> Any:
+        from .results import find_spilling_backend
+
+        assert self._jobs is not None
+        backend = find_spilling_backend(actor.broker)
+        runtime_env = self._base_options(actor)["runtime_env"] or {}
+        message_options = check_options(
+            message.options.get("ray_options"), actor_name=actor.actor_name, where="message options"
+        )
+        runtime_env = merge_runtime_envs(runtime_env, message_options.get("runtime_env"))
+        submitted = time.monotonic()
+        try:
+            return self._jobs.run(
+                actor, message, args, kwargs, store=backend.store if backend else None, runtime_env=runtime_env
+            )
+        except RaySystemError as error:
+            metrics.record_ray_system_failure(error)
             raise
         finally:
             metrics.observe_ray_wait(actor.actor_name, time.monotonic() - submitted)

@@ -266,9 +266,9 @@ def test_option_that_ray_itself_refuses_fails_the_message_with_ray_options_error
     assert "train" in str(error)
 
 
-def test_ray_job_runner_is_refused_as_not_available_yet() -> None:
-    with pytest.raises(ConfigurationError, match="ray_job is not available yet"):
-        RayExecutionMiddleware(runner="ray_job")
+def test_unknown_runner_is_refused_naming_the_runners() -> None:
+    with pytest.raises(ConfigurationError, match="runner must be one of ray_core, ray_job, not 'ray_task'"):
+        RayExecutionMiddleware(runner="ray_task")
 
 
 @pytest.mark.parametrize("wait_slice", [0, -1, "0.5", 120])

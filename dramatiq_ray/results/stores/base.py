@@ -8,14 +8,15 @@ clients lazily and drop cached clients when pickled.
 from __future__ import annotations
 
 import abc
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from ...errors import BlobIntegrityError, ForeignPointerError
+from ...errors import BlobIntegrityError, ConfigurationError, ForeignPointerError
 from ..pointers import Pointer, digest_of
 
-__all__ = ["BlobInfo", "BlobStore", "verify_blob"]
+__all__ = ["BlobInfo", "BlobStore", "check_name", "verify_blob"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,30 @@ class BlobStore(abc.ABC):
           BlobReadError: the store could not be read.
         """
 
+    def put_named(self, name: str, data: bytes) -> None:
+        """Write (or overwrite) ``data`` under a well-known ``name`` (letters, digits, ``._-`` and ``/``), beside
+        the content-addressed blobs. Used by the ``ray_job`` runner for a job's input and outcome. Garbage
+        collection skips them on a filesystem; on S3 and GCS it removes them once older than its cutoff.
+
+        Raises:
+          ConfigurationError: this store cannot hold named objects (``DigestStore``), or the name is invalid.
+          BlobWriteError: the store could not be written.
+        """
+        raise ConfigurationError(
+            f"{self.describe()} cannot hold named objects: use FilesystemStore, S3Store or GCSStore."
+        )
+
+    def get_named(self, name: str) -> bytes | None:
+        """Return what :meth:`put_named` wrote under ``name``, or ``None`` when nothing was.
+
+        Raises:
+          ConfigurationError: this store cannot hold named objects, or the name is invalid.
+          BlobReadError: the store could not be read.
+        """
+        raise ConfigurationError(
+            f"{self.describe()} cannot hold named objects: use FilesystemStore, S3Store or GCSStore."
+        )
+
     def list_blobs(self) -> Iterator[BlobInfo]:
         """Every blob this store holds under its root or prefix."""
         return iter(())
@@ -80,6 +105,20 @@ class BlobStore(abc.ABC):
 
     def __getstate__(self) -> dict[str, Any]:
         return {key: value for key, value in self.__dict__.items() if not key.startswith("_cached")}
+
+
+_NAME = re.compile(r"[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*")
+
+
+def check_name(name: str) -> str:
+    """Return ``name`` when it is a valid name for :meth:`BlobStore.put_named`.
+
+    Raises:
+      ConfigurationError: it is not (empty, absolute, ``..``, or other characters).
+    """
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name.split("/"):
+        raise ConfigurationError(f"Invalid blob name {name!r}: use letters, digits, '.', '_', '-' separated by '/'.")
+    return name
 
 
 def verify_blob(pointer: Pointer, data: bytes) -> bytes:

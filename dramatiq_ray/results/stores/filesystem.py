@@ -10,10 +10,12 @@ from collections.abc import Iterator
 
 from ...errors import BlobNotFoundError, BlobReadError, BlobWriteError
 from ..pointers import Pointer, blob_name
-from .base import BlobInfo, BlobStore
+from .base import BlobInfo, BlobStore, check_name
 
 __all__ = ["FilesystemStore"]
 
+#: Where named objects live under the root (apart from the content-addressed ``ab/cd/`` tree).
+NAMED_DIR = "named"
 _BLOB_FILE = re.compile(r"[0-9a-f]{64}\.json")
 
 
@@ -64,6 +66,26 @@ class FilesystemStore(BlobStore):
         except (OSError, ValueError) as error:
             raise BlobWriteError(f"{self.describe()} could not write {rel}: {error}") from error
         return f"resultfs://sha256/{digest}?rel={rel}&bytes={len(data)}"
+
+    def put_named(self, name: str, data: bytes) -> None:
+        final = os.path.join(self.path, NAMED_DIR, check_name(name))
+        try:
+            os.makedirs(os.path.dirname(final), exist_ok=True)
+            staging = f"{final}.{uuid.uuid4().hex}.tmp"
+            with open(staging, "wb") as file:
+                file.write(data)
+            os.replace(staging, final)
+        except OSError as error:
+            raise BlobWriteError(f"{self.describe()} could not write {name}: {error}") from error
+
+    def get_named(self, name: str) -> bytes | None:
+        try:
+            with open(os.path.join(self.path, NAMED_DIR, check_name(name)), "rb") as file:
+                return file.read()
+        except FileNotFoundError:
+            return None
+        except OSError as error:
+            raise BlobReadError(f"{self.describe()} could not read {name}: {error}", pointer=name) from error
 
     @staticmethod
     def _touch(final: str, size: int) -> bool:

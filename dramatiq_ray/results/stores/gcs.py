@@ -9,7 +9,7 @@ from typing import Any
 
 from ...errors import BlobNotFoundError, BlobReadError, BlobWriteError, MissingDependencyError
 from ..pointers import Pointer, blob_name
-from .base import BlobInfo, BlobStore
+from .base import BlobInfo, BlobStore, check_name
 from .s3 import _check_location
 
 __all__ = ["GCSStore"]
@@ -136,6 +136,27 @@ class GCSStore(BlobStore):
                 "returns the value.",
                 pointer=pointer.raw,
             ) from error
+
+    def put_named(self, name: str, data: bytes) -> None:
+        key = self._named_key(name)
+        try:
+            self._blob(key).upload_from_string(data, content_type="application/octet-stream", retry=self._retry())
+        except Exception as error:
+            raise BlobWriteError(f"{self.describe()} could not write {key}: {error}") from error
+
+    def get_named(self, name: str) -> bytes | None:
+        from google.api_core.exceptions import NotFound
+
+        key = self._named_key(name)
+        try:
+            return bytes(self._blob(key).download_as_bytes(retry=self._retry()))
+        except NotFound:
+            return None
+        except Exception as error:
+            raise BlobReadError(f"{self.describe()} could not read {key}: {error}", pointer=key) from error
+
+    def _named_key(self, name: str) -> str:
+        return "/".join(part for part in (self.prefix, "named", check_name(name)) if part)
 
     def list_blobs(self) -> Iterator[BlobInfo]:
         for blob in self._client().list_blobs(self.bucket, prefix=f"{self.prefix}/" if self.prefix else None):

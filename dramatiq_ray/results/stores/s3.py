@@ -8,7 +8,7 @@ from typing import Any
 
 from ...errors import BlobNotFoundError, BlobReadError, BlobWriteError, MissingDependencyError
 from ..pointers import Pointer, blob_name
-from .base import BlobInfo, BlobStore
+from .base import BlobInfo, BlobStore, check_name
 
 __all__ = ["S3Store"]
 
@@ -153,6 +153,31 @@ class S3Store(BlobStore):
             raise self._read_error(pointer, error) from error
         except Exception as error:
             raise self._read_error(pointer, error) from error
+
+    def put_named(self, name: str, data: bytes) -> None:
+        key = self._named_key(name)
+        try:
+            self._client().put_object(Bucket=self.bucket, Key=key, Body=data)
+        except MissingDependencyError:
+            raise
+        except Exception as error:
+            raise BlobWriteError(f"{self.describe()} could not write {key}: {error}") from error
+
+    def get_named(self, name: str) -> bytes | None:
+        key = self._named_key(name)
+        from botocore.exceptions import ClientError
+
+        try:
+            return bytes(self._client().get_object(Bucket=self.bucket, Key=key)["Body"].read())
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise BlobReadError(f"{self.describe()} could not read {key}: {error}", pointer=key) from error
+        except Exception as error:
+            raise BlobReadError(f"{self.describe()} could not read {key}: {error}", pointer=key) from error
+
+    def _named_key(self, name: str) -> str:
+        return "/".join(part for part in (self.prefix, "named", check_name(name)) if part)
 
     def _read_error(self, pointer: Pointer, error: Exception) -> BlobReadError:
         return BlobReadError(

@@ -1,0 +1,265 @@
+"""The durable ``ray_job`` runner: each message's body runs as a Ray Job that outlives the worker.
+
+The submission id is derived from the message id and attempt (``dramatiq-<message_id>-<retries>``), so a
+redelivered message (its worker died) finds the job still running, or finished, and adopts it instead of starting
+the body again. The job's input (the spec: actor path, arguments, message) and its outcome live in the configured
+blob store as named objects under ``jobs/<submission_id>/``; the job and every worker reach it.
+
+The worker thread waits in short slices (so Dramatiq's time limit and shutdown interrupts land), stops the job
+when interrupted, and stops a job without progress for ``stuck_timeout`` seconds. Progress is a change of the
+job's status or growth of its logs (anything the body prints counts).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import os
+import sys
+import threading
+import time
+from typing import Any
+
+import dramatiq
+from dramatiq.broker import MessageProxy
+
+from ._job_entry import STORE_ENV, encode_store
+from ._remote import underlying_function
+from .errors import (
+    ConfigurationError,
+    RayJobStuckError,
+    RaySystemError,
+    RayTaskCancelledError,
+    RayUnavailableError,
+    RemoteExceptionError,
+)
+from .results.stores.base import BlobStore
+
+logger = logging.getLogger(__name__)
+
+#: The dashboard port Ray uses unless told otherwise; the Jobs API is served there.
+DEFAULT_DASHBOARD_PORT = 8265
+#: How many characters of a failed job's logs go into the error.
+LOG_TAIL = 2000
+
+
+def submission_id(message: dramatiq.Message[Any] | MessageProxy) -> str:
+    """The Ray job submission id of one attempt of ``message``: the same for a redelivery, new for a retry."""
+    return f"dramatiq-{message.message_id}-{int(message.options.get('retries', 0))}"
+
+
+def job_address_for(ray_address: str | None) -> str | None:
+    """The Jobs API address derived from a Ray address (``host:port`` or ``ray://host:port``), else ``None``."""
+    if not ray_address:
+        return None
+    host, sep, port = ray_address.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return None
+    return f"http://{host}:{DEFAULT_DASHBOARD_PORT}"
+
+
+class JobRunner:
+    """Run message bodies as Ray Jobs; one per middleware, shared by the worker's threads.
+
+    Parameters:
+      job_address: the Jobs API (dashboard) address, ``None`` to derive it from ``ray_address``.
+      ray_address: a callable returning the Ray address in use (``None``: none configured).
+      python: the Python executable the job's entrypoint runs with (on the head node).
+      stuck_timeout: seconds without progress after which a job is stopped and failed (retryably).
+      wait_slice: seconds between two looks at the job.
+    """
+
+    def __init__(
+        self, *, job_address: str | None, ray_address: Any, python: str, stuck_timeout: float, wait_slice: float
+    ) -> None:
+        self.job_address = job_address
+        self._ray_address = ray_address
+        self.python = python
+        self.stuck_timeout = stuck_timeout
+        self.wait_slice = wait_slice
+        self._client: tuple[int, Any] | None = None
+        self._lock = threading.Lock()
+
+    def address(self) -> str:
+        """The Jobs API address in use.
+
+        Raises:
+          ConfigurationError: none was given and none can be derived from the Ray address.
+        """
+        address = self.job_address or job_address_for(self._ray_address())
+        if address is None:
+            raise ConfigurationError(
+                "The ray_job runner needs the Ray Jobs API (dashboard) address: pass job_address= to "
+                "RayExecutionMiddleware (e.g. 'http://head:8265') or an explicit Ray address to derive it from."
+            )
+        return address
+
+    def client(self) -> Any:
+        with self._lock:
+            if self._client is not None and self._client[0] == os.getpid():
+                return self._client[1]
+            from ray.job_submission import JobSubmissionClient
+
+            from ._runtime import prepare_auth
+
+            address = self.address()
+            prepare_auth(self._ray_address() or address)
+            try:
+                client = JobSubmissionClient(address)
+            except (ConnectionError, RuntimeError, OSError) as error:
+                raise RayUnavailableError(f"Could not reach the Ray Jobs API at {address}: {error}") from error
+            self._client = (os.getpid(), client)
+            return client
+
+    # --- one message ---------------------------------------------------------------------------------------
+
+    def run(
+        self,
+        actor: dramatiq.Actor[Any, Any],
+        message: MessageProxy,
+        args: Any,
+        kwargs: Any,
+        *,
+        store: BlobStore | None,
+        runtime_env: dict[str, Any],
+    ) -> Any:
+        """Run (or adopt) the job of this message's attempt and return the body's result or raise its error."""
+        if store is None or not store.persistent:
+            raise ConfigurationError(
+                f"The ray_job runner keeps each job's input and outcome in the results' blob store, and "
+                f"{store.describe() if store else 'no store'} cannot hold them: configure a SpillingBackend with a "
+                "FilesystemStore, S3Store or GCSStore reachable from the Ray head (RESULT_STORE), or use "
+                "runner='ray_core'."
+            )
+        sid = submission_id(message)
+        job_dir = f"jobs/{sid}"
+        client = self.client()
+        encoder = dramatiq.get_encoder()
+        module, qualname = _importable(actor)
+        spec = {
+            "actor": actor.actor_name,
+            "module": module,
+            "qualname": qualname,
+            "args": list(args),
+            "kwargs": dict(kwargs),
+            "message": message._message.asdict(),
+        }
+        store.put_named(f"{job_dir}/spec.json", encoder.encode(spec))
+        env = {**runtime_env, "env_vars": {**runtime_env.get("env_vars", {}), STORE_ENV: encode_store(store)}}
+        try:
+            client.submit_job(
+                entrypoint=f"{self.python} -m dramatiq_ray._job_entry {job_dir}",
+                submission_id=sid,
+                runtime_env=env,
+                metadata={"dramatiq_actor": actor.actor_name, "dramatiq_message_id": message.message_id},
+            )
+            logger.info(
+                "Actor %r runs as Ray job %s; logs: ray job logs --address %s %s",
+                actor.actor_name,
+                sid,
+                self.address(),
+                sid,
+            )
+        except RuntimeError as error:
+            if "already exists" not in str(error):
+                raise RaySystemError(f"Ray refused job {sid} of actor {actor.actor_name!r}: {error}") from None
+            logger.info(
+                "Adopting Ray job %s of actor %r (a redelivery of its message); logs: ray job logs --address %s %s",
+                sid,
+                actor.actor_name,
+                self.address(),
+                sid,
+            )
+        except (ConnectionError, OSError) as error:
+            raise RayUnavailableError(f"Could not submit job {sid} to the Ray Jobs API: {error}") from error
+        try:
+            status = self._wait(client, sid, actor.actor_name)
+        except BaseException:
+            # Time limit, shutdown or any other interrupt: the job stops too.
+            self.stop(client, sid, actor.actor_name)
+            raise
+        return self._collect(client, store, sid, job_dir, status, actor.actor_name)
+
+    def _wait(self, client: Any, sid: str, actor_name: str) -> str:
+        last_status, last_log_size = "", -1
+        progress_at = time.monotonic()
+        logs_checked = 0.0
+        log_every = max(self.wait_slice, self.stuck_timeout / 10)
+        while True:
+            status = str(client.get_job_status(sid).value)
+            if status in ("SUCCEEDED", "FAILED", "STOPPED"):
+                return status
+            now = time.monotonic()
+            if status != last_status:
+                last_status, progress_at = status, now
+            if now - logs_checked >= log_every:
+                logs_checked = now
+                with contextlib.suppress(Exception):
+                    size = len(client.get_job_logs(sid))
+                    if size != last_log_size:
+                        last_log_size, progress_at = size, now
+            if now - progress_at > self.stuck_timeout:
+                self.stop(client, sid, actor_name)
+                raise RayJobStuckError(
+                    f"Ray job {sid} of actor {actor_name!r} made no progress (status {status}, no new log output) "
+                    f"for {self.stuck_timeout:g} s and was stopped; see ray job logs {sid}."
+                )
+            time.sleep(self.wait_slice)
+
+    def stop(self, client: Any, sid: str, actor_name: str) -> None:
+        logger.info("Stopping Ray job %s of actor %r.", sid, actor_name)
+        try:
+            client.stop_job(sid)
+        except Exception as error:
+            logger.warning("Could not stop Ray job %s of actor %r: %s", sid, actor_name, error)
+
+    def _collect(self, client: Any, store: BlobStore, sid: str, job_dir: str, status: str, actor_name: str) -> Any:
+        raw = store.get_named(f"{job_dir}/outcome.json")
+        if raw is None:
+            if status == "STOPPED":
+                raise RayTaskCancelledError(f"Ray job {sid} of actor {actor_name!r} was stopped.")
+            logs = ""
+            with contextlib.suppress(Exception):
+                logs = client.get_job_logs(sid)[-LOG_TAIL:]
+            raise RaySystemError(
+                f"Ray job {sid} of actor {actor_name!r} ended {status} without an outcome. Last log lines:\n{logs}"
+            )
+        outcome = dramatiq.get_encoder().decode(raw)
+        if outcome.get("ok"):
+            return outcome.get("result")
+        raise _rebuild(outcome, actor_name)
+
+
+def _importable(actor: dramatiq.Actor[Any, Any]) -> tuple[str, str]:
+    fn = underlying_function(actor.fn)
+    owner = fn if hasattr(fn, "__code__") else type(fn)
+    module, qualname = getattr(owner, "__module__", None), getattr(owner, "__qualname__", "")
+    if not module or module == "__main__" or "<locals>" in qualname or module not in sys.modules:
+        raise ConfigurationError(
+            f"Actor {actor.actor_name!r} cannot run as a Ray job: the job imports it by module path, so define it "
+            "at module level in an importable module (not __main__ or inside a function), or use runner='ray_core'."
+        )
+    return module, qualname
+
+
+def _rebuild(outcome: dict[str, Any], actor_name: str) -> BaseException:
+    """The exception the body raised, rebuilt from its outcome (type by import path, args), without unpickling."""
+    type_name = str(outcome.get("type", "Exception"))
+    module, _, name = type_name.rpartition(".")
+    cls: Any = None
+    with contextlib.suppress(Exception):
+        cls = importlib.import_module(module)
+        for part in name.split("."):
+            cls = getattr(cls, part)
+    note = "Remote traceback (from the Ray job):\n" + str(outcome.get("traceback", ""))
+    if isinstance(cls, type) and issubclass(cls, Exception):
+        error = cls.__new__(cls)
+        error.args = tuple(outcome.get("args") or ())
+        error.add_note(note)
+        return error
+    return RemoteExceptionError(
+        f"Actor {actor_name!r} raised {type_name} in its Ray job: {outcome.get('message', '')}",
+        type_name=type_name,
+        remote_traceback=str(outcome.get("traceback", "")),
+    )

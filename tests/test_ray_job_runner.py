@@ -1,0 +1,254 @@
+"""The durable ``ray_job`` runner, against a real ``ray start --head`` with its dashboard (the Ray Jobs API).
+
+The actors' functions live in ``tests/apps/ray_jobs.py``; every job imports that module. Each job's input and
+outcome live in a FilesystemStore shared by the test and the job (same machine).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import dramatiq
+import pytest
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.results import ResultFailure, Results
+from dramatiq.results.backends import StubBackend
+
+from dramatiq_ray import (
+    ConfigurationError,
+    DigestStore,
+    FilesystemStore,
+    RayExecutionMiddleware,
+    SpillingBackend,
+)
+from dramatiq_ray._jobs import job_address_for, submission_id
+from tests._services import wait_until
+from tests.apps import ray_jobs
+
+pytestmark = pytest.mark.timeout(300)
+
+REPO_ROOT = str(Path(__file__).resolve().parent.parent)
+RESULT_TIMEOUT_MS = 120_000
+
+
+@pytest.fixture(scope="module")
+def jobs_head() -> Iterator[Any]:
+    """A Ray head with its dashboard on free ports, stopped by pid; ready once the Jobs API answers."""
+    from ray.job_submission import JobSubmissionClient
+
+    from dramatiq_ray._runtime import LocalHead, prepare_auth
+
+    temp_dir = tempfile.mkdtemp(prefix="drj-")
+    head = LocalHead(temp_dir=temp_dir, num_cpus=2, dashboard=True)
+    head.start()
+    prepare_auth(head.address)
+    clients: list[Any] = []
+
+    def connected() -> bool:
+        try:
+            clients.append(JobSubmissionClient(head.dashboard_url))
+        except Exception:
+            return False
+        return True
+
+    try:
+        wait_until(connected, timeout=120, what="the Ray Jobs API of the test head")
+        head.jobs = clients[-1]
+        yield head
+    finally:
+        head.stop()
+        leftovers = head.pids()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+        assert not leftovers, f"Ray head processes left behind: {sorted(leftovers)}"
+
+
+def make_broker(head: Any, store_dir: Path, *, store: Any = None, stuck_timeout: float = 300) -> StubBroker:
+    broker = StubBroker()
+    broker.emit_after("process_boot")
+    backend = SpillingBackend(StubBackend(), store=store or FilesystemStore(store_dir))
+    broker.add_middleware(Results(backend=backend, store_results=True))
+    broker.add_middleware(
+        RayExecutionMiddleware(
+            runner="ray_job",
+            address=head.address,
+            job_address=head.dashboard_url,
+            job_python=sys.executable,
+            runtime_env={"env_vars": {"PYTHONPATH": REPO_ROOT}},
+            wait_slice=0.2,
+            stuck_timeout=stuck_timeout,
+        )
+    )
+    dramatiq.set_broker(broker)
+    return broker
+
+
+def declare(broker: StubBroker, fn: Any, **options: Any) -> dramatiq.Actor[Any, Any]:
+    return dramatiq.actor(fn, broker=broker, max_retries=0, **options)
+
+
+def job_status(head: Any, message: dramatiq.Message[Any]) -> str:
+    return str(head.jobs.get_job_status(submission_id(message)).value)
+
+
+def test_ray_job_runner_returns_the_result_through_get_result(
+    jobs_head: Any, tmp_path: Path, start_worker: Any
+) -> None:
+    broker = make_broker(jobs_head, tmp_path / "store")
+    add = declare(broker, ray_jobs.add)
+    start_worker(broker, threads=1)
+
+    message = add.send(2, 3)
+
+    assert message.get_result(block=True, timeout=RESULT_TIMEOUT_MS) == 5
+    assert job_status(jobs_head, message) == "SUCCEEDED"
+
+
+def test_ray_job_runner_failure_comes_back_with_its_original_type(
+    jobs_head: Any, tmp_path: Path, start_worker: Any
+) -> None:
+    broker = make_broker(jobs_head, tmp_path / "store")
+    fail = declare(broker, ray_jobs.fail)
+    start_worker(broker, threads=1)
+
+    message = fail.send("bad input")
+
+    with pytest.raises(ResultFailure) as failure:
+        message.get_result(block=True, timeout=RESULT_TIMEOUT_MS)
+    assert failure.value.orig_exc_type == "ValueError"
+    assert failure.value.orig_exc_msg == "bad input"
+
+
+def test_ray_job_runner_redelivery_adopts_the_running_job(
+    jobs_head: Any, tmp_path: Path, start_worker: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a message whose job is running (its body waits for a release file)
+    caplog.set_level(logging.INFO, logger="dramatiq_ray._jobs")
+    broker = make_broker(jobs_head, tmp_path / "store")
+    actor = declare(broker, ray_jobs.count_then_wait)
+    counter, release = tmp_path / "counter", tmp_path / "release"
+    start_worker(broker, threads=2)
+    message = actor.send(str(counter), str(release), "once")
+    wait_until(counter.exists, timeout=120, what="the job's body to start")
+
+    # When the same message (same id, same attempt) is delivered again, as after its worker died
+    broker.enqueue(message)
+    wait_until(lambda: "Adopting Ray job" in caplog.text, timeout=60, what="the redelivery to adopt the job")
+    release.touch()
+    broker.join(actor.queue_name, timeout=RESULT_TIMEOUT_MS)
+
+    # Then the body ran once and both deliveries got its result
+    assert counter.read_text() == "ran\n"
+    assert message.get_result(block=True, timeout=RESULT_TIMEOUT_MS) == "once"
+    assert caplog.text.count("runs as Ray job") == 1
+
+
+def test_ray_job_runner_time_limit_stops_the_job(jobs_head: Any, tmp_path: Path, start_worker: Any) -> None:
+    broker = make_broker(jobs_head, tmp_path / "store")
+    actor = declare(broker, ray_jobs.count_then_wait, time_limit=3_000)
+    counter = tmp_path / "counter"
+    start_worker(broker, threads=1)
+
+    message = actor.send(str(counter), str(tmp_path / "never"), "unused")
+
+    with pytest.raises(ResultFailure) as failure:
+        message.get_result(block=True, timeout=RESULT_TIMEOUT_MS)
+    assert failure.value.orig_exc_type == "TimeLimitExceeded"
+    wait_until(lambda: job_status(jobs_head, message) == "STOPPED", timeout=60, what="the job to stop")
+
+
+def test_ray_job_runner_stops_a_stuck_job_and_fails_it_retryably(
+    jobs_head: Any, tmp_path: Path, start_worker: Any
+) -> None:
+    # Given a body that prints nothing and never finishes, and a 3 s stuck timeout
+    broker = make_broker(jobs_head, tmp_path / "store", stuck_timeout=3)
+    actor = declare(broker, ray_jobs.count_then_wait)
+    start_worker(broker, threads=1)
+
+    message = actor.send(str(tmp_path / "counter"), str(tmp_path / "never"), "unused")
+
+    # Then it fails with a Ray system error (which the retry policy retries) and the job is stopped
+    with pytest.raises(ResultFailure) as failure:
+        message.get_result(block=True, timeout=RESULT_TIMEOUT_MS)
+    assert failure.value.orig_exc_type == "RayJobStuckError"
+    wait_until(lambda: job_status(jobs_head, message) == "STOPPED", timeout=60, what="the stuck job to stop")
+
+
+def test_ray_job_runner_refuses_a_digest_store(jobs_head: Any, tmp_path: Path, start_worker: Any) -> None:
+    broker = make_broker(jobs_head, tmp_path / "store", store=DigestStore())
+    add = declare(broker, ray_jobs.add)
+    start_worker(broker, threads=1)
+
+    message = add.send(1, 1)
+
+    with pytest.raises(ResultFailure) as failure:
+        message.get_result(block=True, timeout=RESULT_TIMEOUT_MS)
+    assert failure.value.orig_exc_type == "ConfigurationError"
+    assert "DigestStore" in failure.value.orig_exc_msg
+
+
+# --- without a Ray head --------------------------------------------------------------------------------------
+
+
+def test_submission_id_is_stable_for_a_redelivery_and_new_for_a_retry() -> None:
+    message: dramatiq.Message[Any] = dramatiq.Message(
+        queue_name="q", actor_name="a", args=(), kwargs={}, options={}, message_id="m1"
+    )
+    retried = message.copy(options={"retries": 1})
+
+    assert submission_id(message) == submission_id(message.copy()) == "dramatiq-m1-0"
+    assert submission_id(retried) == "dramatiq-m1-1"
+
+
+def test_job_address_is_derived_from_a_ray_address() -> None:
+    assert job_address_for("10.0.0.5:6379") == "http://10.0.0.5:8265"
+    assert job_address_for("ray://head:10001") == "http://head:8265"
+    assert job_address_for("auto") is None
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"job_address": "head:8265"}, "job_address"),
+        ({"job_python": ""}, "job_python"),
+        ({"stuck_timeout": 0}, "stuck_timeout"),
+        ({"runner": "ray_jobs"}, "runner"),
+    ],
+)
+def test_ray_job_runner_options_are_validated(options: dict[str, Any], named: str) -> None:
+    with pytest.raises(ConfigurationError, match=named):
+        RayExecutionMiddleware(**{"runner": "ray_job", **options})
+
+
+@pytest.mark.parametrize("kind", ["filesystem", "s3", "gcs"])
+def test_store_named_objects_round_trip(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    store: Any = FilesystemStore(tmp_path) if kind == "filesystem" else request.getfixturevalue(f"{kind}_bucket")
+    if kind != "filesystem":
+        from dramatiq_ray import GCSStore, S3Store
+
+        bucket = store
+        server = request.getfixturevalue(f"{kind}_server")
+        if kind == "s3":
+            store = S3Store(bucket, endpoint_url=server.endpoint_url, region="us-east-1")
+        else:
+            store = GCSStore(bucket, endpoint_url=server.endpoint_url)
+
+    assert store.get_named("jobs/x/outcome.json") is None
+    store.put_named("jobs/x/outcome.json", b"first")
+    store.put_named("jobs/x/outcome.json", b"second")
+
+    assert store.get_named("jobs/x/outcome.json") == b"second"
+    if kind == "filesystem":
+        assert list(store.list_blobs()) == []  # garbage collection never sees a job's files there
+
+
+def test_store_named_objects_refuse_bad_names_and_digest_stores(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="Invalid blob name"):
+        FilesystemStore(tmp_path).put_named("../escape", b"x")
+    with pytest.raises(ConfigurationError, match="cannot hold named objects"):
+        DigestStore().put_named("jobs/x/spec.json", b"x")
