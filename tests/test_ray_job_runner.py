@@ -252,3 +252,71 @@ def test_store_named_objects_refuse_bad_names_and_digest_stores(tmp_path: Path) 
         FilesystemStore(tmp_path).put_named("../escape", b"x")
     with pytest.raises(ConfigurationError, match="cannot hold named objects"):
         DigestStore().put_named("jobs/x/spec.json", b"x")
+
+
+@pytest.mark.cli
+def test_ray_job_runner_killed_worker_is_replaced_and_the_job_adopted(
+    jobs_head: Any,
+    tmp_path: Path,
+    dramatiq_cli: Any,
+    rabbitmq_url: str,
+    redis_url: str,
+    redis_namespace: str,
+    queue_name: str,
+) -> None:
+    import os
+    import signal
+
+    from dramatiq.brokers.rabbitmq import RabbitmqBroker
+    from dramatiq.results.backends import RedisBackend
+
+    from tests.faults.conftest import cli_worker_pids
+
+    env = {
+        "JOBS_APP_RABBITMQ_URL": rabbitmq_url,
+        "JOBS_APP_REDIS_URL": redis_url,
+        "JOBS_APP_REDIS_NAMESPACE": redis_namespace,
+        "JOBS_APP_STORE": str(tmp_path / "store"),
+        "JOBS_APP_RAY_ADDRESS": jobs_head.address,
+        "JOBS_APP_JOBS_ADDRESS": jobs_head.dashboard_url,
+        "JOBS_APP_PYTHONPATH": REPO_ROOT,
+        "JOBS_APP_QUEUE": queue_name,
+    }
+    counter, release = tmp_path / "counter", tmp_path / "release"
+    producer = RabbitmqBroker(url=rabbitmq_url)
+    producer.declare_queue(queue_name)
+    message: dramatiq.Message[Any] = dramatiq.Message(
+        queue_name=queue_name,
+        actor_name="count_then_wait",
+        args=(str(counter), str(release), "survived"),
+        kwargs={},
+        options={},
+    )
+
+    # Given a CLI worker whose message runs as a Ray job (the body waits for a release file)
+    first = dramatiq_cli("tests.apps.ray_jobs_cli", "--processes", "1", "--threads", "1", env=env)
+    first.wait_ready(processes=1)
+    [worker_pid] = cli_worker_pids(first)
+    producer.enqueue(message)
+    wait_until(counter.exists, timeout=120, what="the job's body to start")
+
+    # When that worker process is killed with SIGKILL mid-job and a new worker takes the redelivered message
+    os.kill(worker_pid, signal.SIGKILL)
+    first.proc.wait(timeout=120)
+    second = dramatiq_cli("tests.apps.ray_jobs_cli", "--processes", "1", "--threads", "1", env=env)
+    second.wait_ready(processes=1)
+    wait_until(lambda: "Adopting Ray job" in second.output(), timeout=120, what="the new worker to adopt the job")
+    release.touch()
+
+    # Then the body ran once, in one job, and its result is stored
+    results = SpillingBackend(RedisBackend(url=redis_url, namespace=redis_namespace), store=FilesystemStore("/"))
+    assert results.get_result(message, block=True, timeout=RESULT_TIMEOUT_MS) == "survived"
+    assert counter.read_text() == "ran\n"
+    jobs = [
+        job
+        for job in jobs_head.jobs.list_jobs()
+        if (job.metadata or {}).get("dramatiq_message_id") == message.message_id
+    ]
+    assert [job.submission_id for job in jobs] == [submission_id(message)]
+    assert second.stop() == 0, second.output()
+    producer.close()
