@@ -120,6 +120,17 @@ class RayRuntime:
     def _in_cli_worker(self) -> bool:
         return self.under_cli and multiprocessing.parent_process() is not None
 
+    def names_local_node(self, text: str) -> bool:
+        """Whether ``text`` (a Ray error) names the node this process is attached through. When that node died
+        (a head killed and restarted), this process's connection is gone too, even though the error is not a
+        connection error: every later task would wait forever on it."""
+        try:
+            import ray
+
+            return str(ray.get_runtime_context().get_node_id()) in text
+        except Exception:
+            return True
+
     def lost(self, generation: int) -> None:
         """Mark the connection of ``generation`` as lost: the next :meth:`attach` connects again."""
         with self._lock:

@@ -297,7 +297,9 @@ class RayExecutionMiddleware(Middleware):
                 except rx.GetTimeoutError:
                     continue
         except Exception as error:
-            if isinstance(error, ConnectionError | rx.RaySystemError | rx.LocalRayletDiedError):
+            if isinstance(error, ConnectionError | rx.RaySystemError | rx.LocalRayletDiedError) or (
+                isinstance(error, rx.NodeDiedError) and self.runtime.names_local_node(str(error))
+            ):
                 self.runtime.lost(generation)
             translated = translate(error, actor_name=actor.actor_name)
             if isinstance(translated, RaySystemError):

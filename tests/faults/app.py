@@ -64,13 +64,15 @@ dramatiq.set_broker(broker)
 
 @dramatiq.actor(queue_name=QUEUE, store_results=True)
 def work(value: int, size: int = 0, hold_seconds: float = 0.0) -> dict[str, Any]:
-    """Log the attempt, hold for a while (the work), and return the value padded to ``size`` characters."""
+    """Log the attempt, hold for a while on the first attempt only (the work a fault interrupts), and return
+    the value padded to ``size`` characters."""
     client = redis.Redis.from_url(RESULTS_URL)
     try:
         client.rpush(f"{NAMESPACE}:attempts", value)
+        attempt = int(client.incr(f"{NAMESPACE}:attempt:{value}"))
     finally:
         client.close()
-    if hold_seconds:
+    if hold_seconds and attempt == 1:
         time.sleep(hold_seconds)
     return expected(value, size)
 

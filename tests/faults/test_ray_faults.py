@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -102,6 +103,15 @@ def test_check_reachable_refuses_an_address_where_nothing_answers_at_once() -> N
     check_reachable("auto")  # left to ray.init
 
 
+def test_runtime_recognises_an_error_naming_its_own_node_as_a_lost_connection(ray_local) -> None:
+    from dramatiq_ray._runtime import RayRuntime
+
+    runtime = RayRuntime()
+    own = ray_local.get_runtime_context().get_node_id()
+    assert runtime.names_local_node(f"Task failed because the node it was running on is dead. node ID: {own}.")
+    assert not runtime.names_local_node(f"Task failed because the node it was running on is dead. node ID: {'0' * 56}")
+
+
 @pytest.mark.cli
 def test_worker_started_without_ray_logs_the_address_and_runs_messages_once_ray_appears(
     dramatiq_cli, fault_env, redis_url, redis_namespace, queue_name, ledger, messages_of, absent_head
@@ -149,13 +159,17 @@ def test_ray_head_restart_mid_run_retries_in_flight_messages_without_a_worker_re
     cli.wait_ready(processes=1)
     [worker_pid] = cli_worker_pids(cli)
     producer = RedisBroker(url=redis_url, namespace=redis_namespace)
-    in_flight = messages_of(queue_name, range(2), hold_seconds=8.0)
+    in_flight = messages_of(queue_name, range(2), hold_seconds=120.0)
     try:
         for message, _ in in_flight:
             producer.enqueue(message)
         wait_until(lambda: len(ledger.attempts()) >= 2, timeout=240, what="both bodies to start")
 
-        # When the head restarts on the same address
+        # When the head dies (every process of it SIGKILLed: a plain stop drains running tasks first) and comes
+        # back on the same address
+        for pid in ray_head.pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         ray_head.stop()
         ray_head.start()
         later = messages_of(queue_name, range(2, 6))
@@ -166,8 +180,11 @@ def test_ray_head_restart_mid_run_retries_in_flight_messages_without_a_worker_re
         assert ledger.assert_every_outcome(in_flight + later) == 6
     finally:
         producer.close()
-    # Both in-flight messages failed once as Ray being unavailable, and were retried
-    assert cli.output().count("dramatiq_ray.errors.RayUnavailableError") >= 2
+    # Both in-flight messages were interrupted (their bodies hold for two minutes on a first attempt) and ran again
+    assert ledger.attempts().count(0) == 2 and ledger.attempts().count(1) == 2
+    # as a retryable failure of the dead node; the worker then re-attached instead of waiting on a dead connection
+    assert cli.output().count("dramatiq_ray.errors.RayNodeDiedError") >= 2
+    assert "Re-attaching to Ray after a lost connection" in cli.output()
     assert cli_worker_pids(cli) == {worker_pid}
     assert cli.stop() == 0, cli.output()
     assert_all_gone({worker_pid}, what="the worker process")
