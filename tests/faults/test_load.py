@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 from tests._services import wait_until
-from tests.faults.conftest import cli_worker_pids
+from tests.faults.conftest import assert_all_gone, cli_worker_pids
 
 pytestmark = [pytest.mark.soak, pytest.mark.cli]
 
@@ -72,3 +72,4 @@ def test_load_every_result_correct_with_redis_holding_pointers_and_bounded_worke
     )
     assert max(growth.values()) < RSS_GROWTH_BOUND, growth
     assert cli.stop() == 0, cli.output()
+    assert_all_gone(pids, what="the worker processes")

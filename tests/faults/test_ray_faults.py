@@ -124,7 +124,7 @@ def test_worker_started_without_ray_logs_the_address_and_runs_messages_once_ray_
     )
     cli.wait_ready(processes=1)
     [worker_pid] = cli_worker_pids(cli)
-    assert "ERROR" in cli.output() and f"Could not attach to Ray at {absent_head.address}" in cli.output()
+    assert f"[dramatiq_ray._runtime] [ERROR] Could not attach to Ray at {absent_head.address}" in cli.output()
 
     # When messages arrive, they fail retryably while Ray is absent
     producer = RedisBroker(url=redis_url, namespace=redis_namespace)
@@ -144,6 +144,7 @@ def test_worker_started_without_ray_logs_the_address_and_runs_messages_once_ray_
         producer.close()
     assert cli_worker_pids(cli) == {worker_pid}
     assert cli.stop() == 0, cli.output()
+    assert_all_gone({worker_pid}, what="the worker process")
 
 
 @pytest.mark.cli
