@@ -239,3 +239,22 @@ def test_invalid_max_inline_bytes_option_fails_the_result_naming_the_option(ray_
     # Then its result is a failure that names the option, and the worker keeps running
     with pytest.raises(ResultFailure, match="max_inline_bytes"):
         answer.send().get_result(block=True, timeout=RESULT_TIMEOUT_MS)
+
+
+@pytest.mark.parametrize("cloud", ["s3", "gcs"])
+def test_cloud_pointer_with_a_huge_size_is_refused_without_returning_the_data(request, cloud: str) -> None:
+    from dramatiq_ray import GCSStore
+
+    server = request.getfixturevalue(f"{cloud}_server")
+    bucket = request.getfixturevalue(f"{cloud}_bucket")
+    store: Any = (
+        S3Store(bucket, endpoint_url=server.endpoint_url, region="us-east-1")
+        if cloud == "s3"
+        else GCSStore(bucket, endpoint_url=server.endpoint_url, retry_timeout=1.0)
+    )
+    backend = SpillingBackend(StubBackend(), store=store, max_inline_bytes=0)
+    pointer = backend._spill(encoded("value"))
+    lying = pointer.rsplit("bytes=", 1)[0] + f"bytes={10**17}"
+    with pytest.raises(BlobIntegrityError):
+        backend.read_pointer(lying)
+    assert backend.read_pointer(pointer) == "value"
