@@ -7,15 +7,15 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from ...errors import BlobNotFoundError, BlobReadError, BlobWriteError, MissingDependencyError
-from ..pointers import Pointer, blob_name
-from .base import BlobInfo, BlobStore, check_name
-from .s3 import _check_location
+from ...errors import BlobReadError, BlobWriteError, MissingDependencyError
+from ..pointers import Pointer
+from ._bucket import BucketStore
+from .base import BlobInfo
 
 __all__ = ["GCSStore"]
 
 
-class GCSStore(BlobStore):
+class GCSStore(BucketStore):
     """Write oversized results as objects ``gs://<bucket>/<prefix>/ab/cd/<digest>.json``.
 
     Writes are create-only (``if_generation_match=0``); when the object already exists its metadata is touched so
@@ -50,9 +50,7 @@ class GCSStore(BlobStore):
         project: str | None = None,
         retry_timeout: float = 30.0,
     ) -> None:
-        _check_location(bucket, prefix)
-        self.bucket = bucket
-        self.prefix = prefix.strip("/")
+        super().__init__(bucket, prefix)
         self.endpoint_url = endpoint_url
         self.project = project
         self.retry_timeout = retry_timeout
@@ -62,12 +60,6 @@ class GCSStore(BlobStore):
                 import google.cloud.storage  # noqa: F401
             except ImportError:
                 raise MissingDependencyError("GCSStore", "gcs", "google-cloud-storage") from None
-
-    def describe(self) -> str:
-        return f"GCSStore(bucket={self.bucket!r}, prefix={self.prefix!r})"
-
-    def __repr__(self) -> str:
-        return self.describe()
 
     def _client(self) -> Any:
         if self.__dict__.get("_cached_client") is None:
@@ -96,9 +88,6 @@ class GCSStore(BlobStore):
     def _blob(self, key: str) -> Any:
         return self._client().bucket(self.bucket).blob(key)
 
-    def _key(self, digest: str) -> str:
-        return f"{self.prefix}/{blob_name(digest)}" if self.prefix else blob_name(digest)
-
     def put(self, digest: str, data: bytes) -> str:
         from google.api_core.exceptions import PreconditionFailed
 
@@ -114,22 +103,16 @@ class GCSStore(BlobStore):
                 blob.patch(retry=self._retry())
         except Exception as error:
             raise BlobWriteError(f"{self.describe()} could not write {key}: {error}") from error
-        return f"gs://{self.bucket}/{key}?bytes={len(data)}"
+        return self._pointer(key, len(data))
 
     def get(self, pointer: Pointer) -> bytes:
-        if pointer.scheme != "gs":
-            raise self._refuse(pointer, "it is not a gs:// pointer")
-        if pointer.bucket != self.bucket or pointer.prefix != self.prefix:
-            raise self._refuse(pointer, f"it names bucket {pointer.bucket!r} and prefix {pointer.prefix!r}")
+        self._check_pointer(pointer)
         from google.api_core.exceptions import NotFound
 
         try:
             return bytes(self._blob(pointer.location).download_as_bytes(start=0, end=pointer.size, retry=self._retry()))
         except NotFound:
-            raise BlobNotFoundError(
-                f"The blob for {pointer.raw!r} does not exist: it was deleted (lifecycle or by hand).",
-                pointer=pointer.raw,
-            ) from None
+            raise self._not_found(pointer) from None
         except Exception as error:
             raise BlobReadError(
                 f"{self.describe()} could not read {pointer.raw!r}: {error}. Reading again once GCS answers "
@@ -154,9 +137,6 @@ class GCSStore(BlobStore):
             return None
         except Exception as error:
             raise BlobReadError(f"{self.describe()} could not read {key}: {error}", pointer=key) from error
-
-    def _named_key(self, name: str) -> str:
-        return "/".join(part for part in (self.prefix, "named", check_name(name)) if part)
 
     def list_blobs(self) -> Iterator[BlobInfo]:
         for blob in self._client().list_blobs(self.bucket, prefix=f"{self.prefix}/" if self.prefix else None):

@@ -6,16 +6,17 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from ...errors import BlobNotFoundError, BlobReadError, BlobWriteError, MissingDependencyError
-from ..pointers import Pointer, blob_name
-from .base import BlobInfo, BlobStore, check_name
+from ...errors import BlobReadError, BlobWriteError, MissingDependencyError
+from ..pointers import Pointer
+from ._bucket import BucketStore
+from .base import BlobInfo
 
 __all__ = ["S3Store"]
 
 _MIB = 1024 * 1024
 
 
-class S3Store(BlobStore):
+class S3Store(BucketStore):
     """Write oversized results as objects ``s3://<bucket>/<prefix>/ab/cd/<digest>.json``.
 
     Writes are create-only (``If-None-Match: *``); when the object already exists its ``LastModified`` is
@@ -51,11 +52,9 @@ class S3Store(BlobStore):
         multipart_threshold: int = 64 * _MIB,
         part_size: int = 16 * _MIB,
     ) -> None:
-        _check_location(bucket, prefix)
+        super().__init__(bucket, prefix)
         if part_size < 5 * _MIB or multipart_threshold < 5 * _MIB:
             raise ValueError("S3Store part_size and multipart_threshold must be at least 5 MiB (an S3 limit).")
-        self.bucket = bucket
-        self.prefix = prefix.strip("/")
         self.region = region
         self.endpoint_url = endpoint_url
         self.multipart_threshold = multipart_threshold
@@ -63,12 +62,6 @@ class S3Store(BlobStore):
         self._cached_client = client
         if client is None:
             self._client()  # fail now, not at the first oversized result, when boto3 is missing
-
-    def describe(self) -> str:
-        return f"S3Store(bucket={self.bucket!r}, prefix={self.prefix!r})"
-
-    def __repr__(self) -> str:
-        return self.describe()
 
     def _client(self) -> Any:
         if self.__dict__.get("_cached_client") is None:
@@ -78,9 +71,6 @@ class S3Store(BlobStore):
                 raise MissingDependencyError("S3Store", "s3", "boto3") from None
             self._cached_client = boto3.client("s3", region_name=self.region, endpoint_url=self.endpoint_url)
         return self._cached_client
-
-    def _key(self, digest: str) -> str:
-        return f"{self.prefix}/{blob_name(digest)}" if self.prefix else blob_name(digest)
 
     def put(self, digest: str, data: bytes) -> str:
         key = self._key(digest)
@@ -98,7 +88,7 @@ class S3Store(BlobStore):
             raise
         except Exception as error:
             raise BlobWriteError(f"{self.describe()} could not write {key}: {error}") from error
-        return f"s3://{self.bucket}/{key}?bytes={len(data)}"
+        return self._pointer(key, len(data))
 
     def _create(self, key: str, data: bytes) -> bool:
         from botocore.exceptions import ClientError
@@ -135,10 +125,7 @@ class S3Store(BlobStore):
             raise
 
     def get(self, pointer: Pointer) -> bytes:
-        if pointer.scheme != "s3":
-            raise self._refuse(pointer, "it is not an s3:// pointer")
-        if pointer.bucket != self.bucket or pointer.prefix != self.prefix:
-            raise self._refuse(pointer, f"it names bucket {pointer.bucket!r} and prefix {pointer.prefix!r}")
+        self._check_pointer(pointer)
         from botocore.exceptions import ClientError
 
         try:
@@ -146,10 +133,7 @@ class S3Store(BlobStore):
             return bytes(answer["Body"].read(pointer.size + 1))
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                raise BlobNotFoundError(
-                    f"The blob for {pointer.raw!r} does not exist: it was deleted (lifecycle or by hand).",
-                    pointer=pointer.raw,
-                ) from None
+                raise self._not_found(pointer) from None
             raise self._read_error(pointer, error) from error
         except Exception as error:
             raise self._read_error(pointer, error) from error
@@ -176,9 +160,6 @@ class S3Store(BlobStore):
         except Exception as error:
             raise BlobReadError(f"{self.describe()} could not read {key}: {error}", pointer=key) from error
 
-    def _named_key(self, name: str) -> str:
-        return "/".join(part for part in (self.prefix, "named", check_name(name)) if part)
-
     def _read_error(self, pointer: Pointer, error: Exception) -> BlobReadError:
         return BlobReadError(
             f"{self.describe()} could not read {pointer.raw!r}: {error}. Reading again once S3 answers returns "
@@ -204,16 +185,3 @@ class S3Store(BlobStore):
             return False
         client.delete_object(Bucket=self.bucket, Key=info.name)
         return True
-
-
-def _check_location(bucket: str, prefix: str) -> None:
-    from ..pointers import parse_pointer
-
-    probe = f"s3://{bucket}/{prefix.strip('/') + '/' if prefix.strip('/') else ''}{blob_name('0' * 64)}?bytes=0"
-    try:
-        parse_pointer(probe)
-    except ValueError:
-        raise ValueError(
-            f"Invalid bucket {bucket!r} or prefix {prefix!r}: use a lowercase bucket name and a prefix of "
-            "letters, digits, '.', '_', '-' separated by '/'."
-        ) from None

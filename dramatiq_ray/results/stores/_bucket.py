@@ -1,0 +1,59 @@
+"""What the two object stores (S3 and GCS) share: a bucket and prefix, the key layout, and refusing pointers
+that name another bucket or prefix before any request is made."""
+
+from __future__ import annotations
+
+from ...errors import BlobNotFoundError
+from ..pointers import Pointer, blob_name, parse_pointer
+from .base import BlobStore, check_name
+
+__all__ = ["BucketStore"]
+
+
+class BucketStore(BlobStore):
+    """Base class of stores that keep blobs as objects ``<scheme>://<bucket>/<prefix>/ab/cd/<digest>.json``.
+
+    Raises:
+      ValueError: the bucket or prefix cannot appear in a pointer.
+    """
+
+    def __init__(self, bucket: str, prefix: str) -> None:
+        probe = f"s3://{bucket}/{prefix.strip('/') + '/' if prefix.strip('/') else ''}{blob_name('0' * 64)}?bytes=0"
+        try:
+            parse_pointer(probe)
+        except ValueError:
+            raise ValueError(
+                f"Invalid bucket {bucket!r} or prefix {prefix!r}: use a lowercase bucket name and a prefix of "
+                "letters, digits, '.', '_', '-' separated by '/'."
+            ) from None
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+
+    def describe(self) -> str:
+        return f"{type(self).__name__}(bucket={self.bucket!r}, prefix={self.prefix!r})"
+
+    def __repr__(self) -> str:
+        return self.describe()
+
+    def _key(self, digest: str) -> str:
+        return f"{self.prefix}/{blob_name(digest)}" if self.prefix else blob_name(digest)
+
+    def _named_key(self, name: str) -> str:
+        return "/".join(part for part in (self.prefix, "named", check_name(name)) if part)
+
+    def _pointer(self, key: str, size: int) -> str:
+        return f"{self.scheme}://{self.bucket}/{key}?bytes={size}"
+
+    def _check_pointer(self, pointer: Pointer) -> None:
+        """Refuse, before any request, a pointer of another scheme, bucket or prefix."""
+        if pointer.scheme != self.scheme:
+            raise self._refuse(pointer, f"its scheme is not {self.scheme}://")
+        if pointer.bucket != self.bucket or pointer.prefix != self.prefix:
+            raise self._refuse(pointer, f"it names bucket {pointer.bucket!r} and prefix {pointer.prefix!r}")
+
+    @staticmethod
+    def _not_found(pointer: Pointer) -> BlobNotFoundError:
+        return BlobNotFoundError(
+            f"The blob for {pointer.raw!r} does not exist: it was deleted (lifecycle or by hand).",
+            pointer=pointer.raw,
+        )
