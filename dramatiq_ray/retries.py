@@ -185,16 +185,7 @@ class Retries(StockRetries):
 
     def before_declare_actor(self, broker: dramatiq.Broker, actor: dramatiq.Actor[Any, Any]) -> None:
         self._take_over(broker)
-        where = f"actor {actor.actor_name!r}"
-        try:
-            resolve_max_retries(actor.options, where, strict=True)
-            check_backoff_options(actor.options, where)
-            if "retry_denylist" in actor.options:
-                actor.options["retry_denylist"] = list(
-                    normalize_denylist(actor.options["retry_denylist"], f"{where}: retry_denylist")
-                )
-        except ConfigurationError as error:
-            raise RetryOptionsError(error.message) from None
+        _check_options(actor.options, f"actor {actor.actor_name!r}")
 
     def after_declare_actor(self, broker: dramatiq.Broker, actor: dramatiq.Actor[Any, Any]) -> None:
         self._take_over(broker)
@@ -218,17 +209,7 @@ class Retries(StockRetries):
         self._take_over(broker)
         if message.options.get("retries"):
             return  # a requeue: the options were checked when the message was first sent
-        where = f"message to {message.actor_name!r}"
-        try:
-            resolve_max_retries(message.options, where, strict=True)
-            check_backoff_options(message.options, where)
-            if "retry_denylist" in message.options:
-                # Classes become dotted names, so the message encodes and matches like the actor's option.
-                message.options["retry_denylist"] = list(
-                    normalize_denylist(message.options["retry_denylist"], f"{where}: retry_denylist")
-                )
-        except ConfigurationError as error:
-            raise RetryOptionsError(error.message) from None
+        _check_options(message.options, f"message to {message.actor_name!r}")
 
     def after_process_message(
         self,
@@ -363,3 +344,19 @@ class Retries(StockRetries):
 
 def _is_stock(middleware: object) -> bool:
     return isinstance(middleware, StockRetries) and not isinstance(middleware, Retries)
+
+
+def _check_options(options: dict[str, Any], where: str) -> None:
+    """Check the retry options of an actor or a message, in place; denylist classes become dotted names, so a
+    message encodes and matches like an actor's option.
+
+    Raises:
+      RetryOptionsError: an option is invalid (a ``MiddlewareError``, so Dramatiq does not swallow it in a hook).
+    """
+    try:
+        resolve_max_retries(options, where, strict=True)
+        check_backoff_options(options, where)
+        if "retry_denylist" in options:
+            options["retry_denylist"] = list(normalize_denylist(options["retry_denylist"], f"{where}: retry_denylist"))
+    except ConfigurationError as error:
+        raise RetryOptionsError(error.message) from None
