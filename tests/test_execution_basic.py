@@ -18,7 +18,7 @@ RESULT_TIMEOUT_MS = 120_000
 
 @pytest.fixture
 def broker(stub_broker: Any, ray_local: Any) -> Any:
-    """A stub broker with results and Ray execution, on the session's local Ray."""
+    """A stub broker with results and Ray execution, on the test run's local Ray."""
     stub_broker.add_middleware(Results(backend=StubBackend()))
     stub_broker.add_middleware(RayExecutionMiddleware())
     return stub_broker
