@@ -231,10 +231,25 @@ def prepare_auth(address: str) -> None:
 # --- a local Ray head in a subprocess ------------------------------------------------------------------------
 
 
+_handed_out_ports: set[int] = set()
+_ports_lock = threading.Lock()
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free loopback port that this process has not handed out before.
+
+    Each port is probed with a socket that is closed again at once, so two probes in a row can return the same
+    port; a head whose components share a port does not start ("is trying to use a port number ... that is used
+    by other components"), hence the memory of what was handed out.
+    """
+    with _ports_lock:
+        while True:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = int(sock.getsockname()[1])
+            if port not in _handed_out_ports:
+                _handed_out_ports.add(port)
+                return port
 
 
 class LocalHead:

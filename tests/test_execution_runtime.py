@@ -107,3 +107,12 @@ def test_in_process_worker_starts_a_private_ray_and_shuts_it_down_at_worker_stop
 
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.split() == ["True", "False"]
+
+
+def test_free_port_never_hands_out_the_same_port_twice() -> None:
+    # A Ray head is started with half a dozen ports picked one after another; a repeat makes the head refuse to
+    # start ("used by other components"), which was seen when two probes in a row returned the same port.
+    from dramatiq_ray._runtime import free_port
+
+    ports = [free_port() for _ in range(300)]
+    assert len(set(ports)) == len(ports)
