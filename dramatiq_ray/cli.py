@@ -117,7 +117,7 @@ def _check_ray(address: str | None, *, skip: bool = False) -> str:
         raise _Skipped("--skip-ray given")
     import ray
 
-    from ._runtime import RayRuntime
+    from .execution.connection import RayRuntime
 
     runtime = RayRuntime(address=address)
     runtime.attach()

@@ -178,7 +178,7 @@ def ray_head() -> Iterator[Any]:
     test fails if any of its processes outlives it. It advertises a custom resource only it has."""
     import tempfile
 
-    from dramatiq_ray._runtime import LocalHead
+    from dramatiq_ray.execution.local_head import LocalHead
 
     temp_dir = tempfile.mkdtemp(prefix="drh-")
     head = LocalHead(temp_dir=temp_dir, num_cpus=2, resources={RAY_HEAD_RESOURCE: 2})

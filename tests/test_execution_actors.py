@@ -14,8 +14,8 @@ from dramatiq.results import Results
 from dramatiq.results.backends import StubBackend
 
 from dramatiq_ray import RayExecutionMiddleware
-from dramatiq_ray._remote import Target
-from dramatiq_ray.execution import _target_for
+from dramatiq_ray.execution.body import Target
+from dramatiq_ray.execution.middleware import _target_for
 
 RESULT_TIMEOUT_MS = 120_000
 

@@ -26,7 +26,7 @@ from dramatiq_ray import (
     RayWorkerCrashedError,
     RemoteExceptionError,
 )
-from dramatiq_ray._outcome import translate
+from dramatiq_ray.execution.outcome import translate
 from tests._services import wait_until
 
 JOIN_TIMEOUT_MS = 120_000

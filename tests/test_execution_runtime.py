@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from dramatiq_ray import ConfigurationError, RayExecutionMiddleware
-from dramatiq_ray._runtime import RayRuntime, run_shared_head, wait_for_shared_head
+from dramatiq_ray.execution.connection import RayRuntime
+from dramatiq_ray.execution.local_head import run_shared_head, wait_for_shared_head
 
 
 def test_explicit_address_wins_over_ray_address(monkeypatch) -> None:
@@ -112,7 +113,7 @@ def test_in_process_worker_starts_a_private_ray_and_shuts_it_down_at_worker_stop
 def test_free_port_never_hands_out_the_same_port_twice() -> None:
     # A Ray head is started with half a dozen ports picked one after another; a repeat makes the head refuse to
     # start ("used by other components"), which was seen when two probes in a row returned the same port.
-    from dramatiq_ray._runtime import free_port
+    from dramatiq_ray.execution.local_head import free_port
 
     ports = [free_port() for _ in range(300)]
     assert len(set(ports)) == len(ports)

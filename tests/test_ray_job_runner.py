@@ -27,7 +27,7 @@ from dramatiq_ray import (
     RayExecutionMiddleware,
     SpillingBackend,
 )
-from dramatiq_ray._jobs import job_address_for, submission_id
+from dramatiq_ray.execution.runners.ray_job import job_address_for, submission_id
 from tests._services import wait_until
 from tests.apps import ray_jobs
 
@@ -42,7 +42,8 @@ def jobs_head() -> Iterator[Any]:
     """A Ray head with its dashboard on free ports, stopped by pid; ready once the Jobs API answers."""
     from ray.job_submission import JobSubmissionClient
 
-    from dramatiq_ray._runtime import LocalHead, prepare_auth
+    from dramatiq_ray.execution.connection import prepare_auth
+    from dramatiq_ray.execution.local_head import LocalHead
 
     temp_dir = tempfile.mkdtemp(prefix="drj-")
     head = LocalHead(temp_dir=temp_dir, num_cpus=2, dashboard=True)
@@ -128,7 +129,7 @@ def test_ray_job_runner_redelivery_adopts_the_running_job(
     jobs_head: Any, tmp_path: Path, start_worker: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Given a message whose job is running (its body waits for a release file)
-    caplog.set_level(logging.INFO, logger="dramatiq_ray._jobs")
+    caplog.set_level(logging.INFO, logger="dramatiq_ray.execution.runners.ray_job")
     broker = make_broker(jobs_head, tmp_path / "store")
     actor = declare(broker, ray_jobs.count_then_wait)
     counter, release = tmp_path / "counter", tmp_path / "release"

@@ -24,7 +24,8 @@ from dramatiq.middleware import Middleware
 from dramatiq.results.backends import StubBackend
 
 from dramatiq_ray import RayExecutionMiddleware, RayWorkerCrashedError, Results, Retries
-from dramatiq_ray._runtime import LocalHead, check_reachable
+from dramatiq_ray.execution.connection import check_reachable
+from dramatiq_ray.execution.local_head import LocalHead
 from tests._services import free_port, wait_until
 from tests.faults.conftest import alive, assert_all_gone, cli_worker_pids
 
@@ -104,7 +105,7 @@ def test_check_reachable_refuses_an_address_where_nothing_answers_at_once() -> N
 
 
 def test_runtime_recognises_an_error_naming_its_own_node_as_a_lost_connection(ray_local) -> None:
-    from dramatiq_ray._runtime import RayRuntime
+    from dramatiq_ray.execution.connection import RayRuntime
 
     runtime = RayRuntime()
     own = ray_local.get_runtime_context().get_node_id()
@@ -124,7 +125,9 @@ def test_worker_started_without_ray_logs_the_address_and_runs_messages_once_ray_
     )
     cli.wait_ready(processes=1)
     [worker_pid] = cli_worker_pids(cli)
-    assert f"[dramatiq_ray._runtime] [ERROR] Could not attach to Ray at {absent_head.address}" in cli.output()
+    assert (
+        f"[dramatiq_ray.execution.connection] [ERROR] Could not attach to Ray at {absent_head.address}" in cli.output()
+    )
 
     # When messages arrive, they fail retryably while Ray is absent
     producer = RedisBroker(url=redis_url, namespace=redis_namespace)

@@ -21,13 +21,14 @@ import dramatiq
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware import Middleware, MiddlewareError
 
-from . import context, metrics
-from ._jobs import JobRunner
-from ._options import check_options
-from ._outcome import translate
-from ._remote import WRAPPED_ATTR, Target, actor_function, entry_for, underlying_function
-from ._runtime import RayRuntime, run_shared_head
-from .errors import ConfigurationError, RayOptionsError, RaySystemError, RayUnavailableError
+from .. import context, metrics
+from ..errors import ConfigurationError, RayOptionsError, RaySystemError, RayUnavailableError
+from .body import WRAPPED_ATTR, Target, actor_function, entry_for, underlying_function
+from .connection import RayRuntime
+from .local_head import run_shared_head
+from .options import check_options
+from .outcome import translate
+from .runners.ray_job import JobRunner
 
 __all__ = ["RayExecutionMiddleware"]
 
@@ -317,7 +318,7 @@ class RayExecutionMiddleware(Middleware):
             metrics.observe_ray_wait(actor.actor_name, time.monotonic() - submitted)
 
     def _run_as_job(self, actor: dramatiq.Actor[Any, Any], message: MessageProxy, args: Any, kwargs: Any) -> Any:
-        from .results import find_spilling_backend
+        from ..results import find_spilling_backend
 
         assert self._jobs is not None
         backend = find_spilling_backend(actor.broker)
@@ -394,7 +395,7 @@ class RayExecutionMiddleware(Middleware):
         travels back; ``None`` when results are not stored or cannot be spilled remotely."""
         from dramatiq.results import Results
 
-        from .results import find_spilling_backend
+        from ..results import find_spilling_backend
 
         broker = actor.broker
         backend = find_spilling_backend(broker)

@@ -24,9 +24,7 @@ from typing import Any
 import dramatiq
 from dramatiq.broker import MessageProxy
 
-from ._job_entry import STORE_ENV, encode_store
-from ._remote import underlying_function
-from .errors import (
+from ...errors import (
     ConfigurationError,
     RayJobStuckError,
     RaySystemError,
@@ -34,7 +32,9 @@ from .errors import (
     RayUnavailableError,
     RemoteExceptionError,
 )
-from .results.stores.base import BlobStore
+from ...results.stores.base import BlobStore
+from ..body import underlying_function
+from .job_entry import STORE_ENV, encode_store
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ class JobRunner:
                 return self._client[1]
             from ray.job_submission import JobSubmissionClient
 
-            from ._runtime import prepare_auth
+            from ..connection import prepare_auth
 
             address = self.address()
             prepare_auth(self._ray_address() or address)
@@ -149,7 +149,7 @@ class JobRunner:
         env = {**runtime_env, "env_vars": {**runtime_env.get("env_vars", {}), STORE_ENV: encode_store(store)}}
         try:
             client.submit_job(
-                entrypoint=f"{self.python} -m dramatiq_ray._job_entry {job_dir}",
+                entrypoint=f"{self.python} -m dramatiq_ray.execution.runners.job_entry {job_dir}",
                 submission_id=sid,
                 runtime_env=env,
                 metadata={"dramatiq_actor": actor.actor_name, "dramatiq_message_id": message.message_id},

@@ -18,8 +18,8 @@ from typing import Any
 import dramatiq
 from dramatiq.asyncio import async_to_sync
 
-from . import context
-from .errors import RemoteExceptionError
+from .. import context
+from ..errors import RemoteExceptionError
 
 #: The attribute under which the middleware's wrapper keeps the function it wraps.
 WRAPPED_ATTR = "__dramatiq_ray_wrapped__"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .errors import RayOptionsError
+from ..errors import RayOptionsError
 
 #: Every option Ray's ``.options()`` accepts for a task.
 TASK_OPTION_NAMES = frozenset(

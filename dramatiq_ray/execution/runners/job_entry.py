@@ -1,4 +1,5 @@
-"""The entrypoint of a Ray job started by the ``ray_job`` runner: ``python -m dramatiq_ray._job_entry <job-dir>``.
+"""The entrypoint of a Ray job started by the ``ray_job`` runner:
+``python -m dramatiq_ray.execution.runners.job_entry <job-dir>``.
 
 It reads the job's spec (``<job-dir>/spec.json``) from the blob store named by the ``DRAMATIQ_RAY_JOB_STORE``
 environment variable, imports the actor's function by module path, runs it with the message's arguments and
@@ -23,9 +24,9 @@ from typing import Any
 
 import dramatiq
 
-from . import context
-from ._remote import actor_function
-from .results.stores.base import BlobStore
+from ... import context
+from ...results.stores.base import BlobStore
+from ..body import actor_function
 
 #: The environment variable carrying the (pickled, base64) blob store of the job.
 STORE_ENV = "DRAMATIQ_RAY_JOB_STORE"
@@ -92,7 +93,7 @@ async def _await(awaitable: Any) -> Any:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
-        print("usage: python -m dramatiq_ray._job_entry <job-dir>", file=sys.stderr)
+        print("usage: python -m dramatiq_ray.execution.runners.job_entry <job-dir>", file=sys.stderr)
         return 2
     job_dir = argv[1]
     store = decode_store(os.environ[STORE_ENV])
