@@ -21,6 +21,34 @@ from ..errors import (
     RemoteExceptionError,
 )
 
+#: Ray's exceptions for failures outside the actor's code, by dotted name (so Ray need not be imported to match
+#: them), most specific first, each with the :class:`RaySystemError` subclass it becomes and what it means.
+#: Subclasses (``ActorDiedError``, ``OwnerDiedError``, ...) match through their MRO. The retry policy's denylist
+#: reads the same list.
+RAY_SYSTEM_FAILURES: tuple[tuple[str, type[RaySystemError], str], ...] = (
+    ("ray.exceptions.TaskCancelledError", RayTaskCancelledError, "The Ray task was cancelled"),
+    ("ray.exceptions.OutOfMemoryError", RayOutOfMemoryError, "Ray killed the task because its node ran out of memory"),
+    ("ray.exceptions.NodeDiedError", RayNodeDiedError, "The Ray node running the task died"),
+    ("ray.exceptions.WorkerCrashedError", RayWorkerCrashedError, "The Ray worker process running the task died"),
+    ("ray.exceptions.ObjectLostError", RayObjectLostError, "The task's result was lost before it could be read"),
+    ("ray.exceptions.LocalRayletDiedError", RayUnavailableError, "The local Ray node (raylet) died"),
+    ("ray.exceptions.RayActorError", RaySystemError, "A Ray actor the task depended on died"),
+    ("ray.exceptions.RaySystemError", RayUnavailableError, "Ray failed"),
+    ("builtins.ConnectionError", RayUnavailableError, "The connection to Ray was lost"),
+    ("ray.exceptions.RuntimeEnvSetupError", RaySystemError, "Ray could not set up the task's runtime_env"),
+    ("ray.exceptions.TaskUnschedulableError", RaySystemError, "Ray cannot schedule the task"),
+    ("ray.exceptions.ObjectStoreFullError", RaySystemError, "The Ray object store is full"),
+    ("ray.exceptions.OutOfDiskError", RaySystemError, "The Ray node ran out of disk"),
+)
+
+#: The dotted names of :data:`RAY_SYSTEM_FAILURES`' Ray exceptions.
+RAY_SYSTEM_FAILURE_NAMES = frozenset(name for name, _, _ in RAY_SYSTEM_FAILURES if name.startswith("ray."))
+
+
+def _dotted(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
 _NOTE = "Remote traceback (from the Ray worker):\n"
 _UNSERIALIZABLE = re.compile(r"Exception (\S+) isn't serializable")
 
@@ -38,22 +66,9 @@ def translate(error: BaseException, *, actor_name: str) -> BaseException:
             remote_traceback=str(error),
         )
     where = f"while running actor {actor_name!r}"
-    system: list[tuple[type[BaseException], type[RaySystemError], str]] = [
-        (rx.TaskCancelledError, RayTaskCancelledError, "The Ray task was cancelled"),
-        (rx.OutOfMemoryError, RayOutOfMemoryError, "Ray killed the task because its node ran out of memory"),
-        (rx.NodeDiedError, RayNodeDiedError, "The Ray node running the task died"),
-        (rx.WorkerCrashedError, RayWorkerCrashedError, "The Ray worker process running the task died"),
-        (rx.ObjectLostError, RayObjectLostError, "The task's result was lost before it could be read"),
-        (rx.LocalRayletDiedError, RayUnavailableError, "The local Ray node (raylet) died"),
-        (rx.RaySystemError, RayUnavailableError, "Ray failed"),
-        (ConnectionError, RayUnavailableError, "The connection to Ray was lost"),
-        (rx.RuntimeEnvSetupError, RaySystemError, "Ray could not set up the task's runtime_env"),
-        (rx.TaskUnschedulableError, RaySystemError, "Ray cannot schedule the task"),
-        (rx.ObjectStoreFullError, RaySystemError, "The Ray object store is full"),
-        (rx.OutOfDiskError, RaySystemError, "The Ray node ran out of disk"),
-    ]
-    for ray_type, our_type, text in system:
-        if isinstance(error, ray_type):
+    names = {_dotted(cls) for cls in type(error).__mro__}
+    for ray_name, our_type, text in RAY_SYSTEM_FAILURES:
+        if ray_name in names:
             translated = our_type(f"{text} {where}: {error}")
             translated.__cause__ = error
             return translated
