@@ -1,6 +1,7 @@
 """Rules behind ``dramatiq_ray.Retries``: checking retry options, and matching exceptions against a denylist.
 
-Pure functions with no broker and no Ray import, so that they can be tested and reused on their own.
+Pure functions with no broker and no Ray import (Ray's system failures are matched by dotted name), so that they
+can be tested and reused on their own.
 """
 
 from __future__ import annotations
@@ -13,24 +14,7 @@ from typing import Any, Final
 from dramatiq.middleware.retries import DEFAULT_MAX_BACKOFF
 
 from .errors import ConfigurationError, RaySystemError, RemoteExceptionError
-
-# Ray's own exceptions for failures outside the actor's code, by dotted name so that Ray is never imported here.
-# Subclasses (ActorDiedError, OwnerDiedError, ...) match through their MRO.
-_RAY_SYSTEM_FAILURES: Final = frozenset(
-    f"ray.exceptions.{name}"
-    for name in (
-        "WorkerCrashedError",
-        "NodeDiedError",
-        "OutOfMemoryError",
-        "ObjectLostError",
-        "LocalRayletDiedError",
-        "RayActorError",
-        "TaskCancelledError",
-        "RaySystemError",
-        "ObjectStoreFullError",
-        "OutOfDiskError",
-    )
-)
+from .execution.outcome import RAY_SYSTEM_FAILURE_NAMES
 
 _BUILTIN_EXCEPTIONS: Final = frozenset(
     name for name, value in vars(builtins).items() if isinstance(value, type) and issubclass(value, BaseException)
@@ -156,7 +140,8 @@ def original_exception(exception: BaseException) -> BaseException:
 
 
 def is_system_failure_class(cls: type) -> bool:
-    return issubclass(cls, RaySystemError) or any(dotted_name(base) in _RAY_SYSTEM_FAILURES for base in cls.__mro__)
+    """Ours (:class:`RaySystemError`) or one of Ray's system failures, matched by name through the MRO."""
+    return issubclass(cls, RaySystemError) or any(dotted_name(base) in RAY_SYSTEM_FAILURE_NAMES for base in cls.__mro__)
 
 
 def candidate_names(exception: BaseException) -> Iterator[str]:

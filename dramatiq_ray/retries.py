@@ -12,11 +12,13 @@ import random
 import threading
 import time
 import traceback
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 import dramatiq
 from dramatiq.broker import MessageProxy
+from dramatiq.common import compute_backoff
 from dramatiq.errors import Retry
 from dramatiq.middleware import Retries as StockRetries
 from dramatiq.middleware.retries import DEFAULT_MAX_BACKOFF, DEFAULT_MIN_BACKOFF
@@ -70,9 +72,9 @@ class Retries(StockRetries):
     ``retry_when`` (actor only) and ``retry_denylist`` (added to the middleware's ``denylist``).
 
     Adding this middleware to a broker that has Dramatiq's stock ``Retries`` (every broker does by default)
-    replaces the stock instance in place, at its position in ``broker.middleware``: when the broker first calls
-    this middleware, that is when an actor is declared (or already is), a message is enqueued or a worker boots,
-    and so always before any message is processed.
+    replaces the stock instance in place, at its position in ``broker.middleware``, once per broker: inside
+    ``add_middleware`` when the broker already has actors or queues, else when the first actor or queue is
+    declared or a worker boots, and so always before any message is processed.
 
     Example::
 
@@ -136,6 +138,7 @@ class Retries(StockRetries):
         self._rng = rng or random.Random()
         self._rng_lock = threading.Lock()
         self._takeover_lock = threading.Lock()
+        self._taken_over: weakref.WeakSet[dramatiq.Broker] = weakref.WeakSet()  # brokers already taken over
 
     @property
     def backoff(self) -> int:
@@ -159,7 +162,11 @@ class Retries(StockRetries):
 
         ``min(backoff * 2**(attempt-1), max_backoff)``, less a uniform random share of at most ``jitter``.
         """
-        ceiling = min(backoff * 2 ** min(max(attempt - 1, 0), 64), max_backoff, DEFAULT_MAX_BACKOFF)
+        # Dramatiq's compute_backoff(k) without jitter is min(factor * 2**k, max_backoff); its exponent stops at 32,
+        # where any backoff of 1 ms or more is already past the 7-day cap.
+        _, ceiling = compute_backoff(
+            max(attempt - 1, 0), factor=backoff, jitter=False, max_backoff=min(max_backoff, DEFAULT_MAX_BACKOFF)
+        )
         with self._rng_lock:
             share = self._rng.random()
         return int(ceiling - ceiling * jitter * share)
@@ -182,6 +189,9 @@ class Retries(StockRetries):
         return None
 
     # --- hooks -----------------------------------------------------------------------------------------------
+    # Taking the stock Retries' place happens in the declaration and boot hooks only: add_middleware calls
+    # after_declare_actor / after_declare_queue for what the broker already has, and a message can only be
+    # processed once its actor is declared and a worker consumes its queue, so one of these always comes first.
 
     def before_declare_actor(self, broker: dramatiq.Broker, actor: dramatiq.Actor[Any, Any]) -> None:
         self._take_over(broker)
@@ -202,11 +212,7 @@ class Retries(StockRetries):
     def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         self._take_over(broker)
 
-    def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
-        self._take_over(broker)
-
     def before_enqueue(self, broker: dramatiq.Broker, message: dramatiq.Message[Any], delay: int | None) -> None:
-        self._take_over(broker)
         if message.options.get("retries"):
             return  # a requeue: the options were checked when the message was first sent
         _check_options(message.options, f"message to {message.actor_name!r}")
@@ -219,39 +225,13 @@ class Retries(StockRetries):
         result: Any = None,
         exception: BaseException | None = None,
     ) -> None:
-        self._take_over(broker)
+        # Not super(): Dramatiq's after_process_message computes its delay inline (with its own jitter) and knows
+        # only max_retries and min_backoff, so the steps ours shares with it (throws, the retry bookkeeping,
+        # exhaustion and on_retry_exhausted) are repeated here, as Dramatiq does them.
         if exception is None:
             return
-
         actor = broker.get_actor(message.actor_name)
-        throws = message.options.get("throws") or actor.options.get("throws")
-        if throws and isinstance(exception, throws):
-            self.logger.info("Aborting message %r.", message.message_id)
-            message.fail()
-            return
-
-        if isinstance(exception, ConfigurationError):
-            # Bad ray_options, an actor Ray cannot import: running it again fails the same way.
-            self.logger.error(
-                "Not retrying message %r of actor %r: it cannot run as configured (%s). Fix the configuration, then "
-                "send the message again.",
-                message.message_id,
-                message.actor_name,
-                exception,
-            )
-            message.fail()
-            return
-
-        denied = self.denied_by(exception, self._option_denylist(message, actor))
-        if denied is not None:
-            self.logger.warning(
-                "Not retrying message %r of actor %r: %s matches retry denylist entry %r. The message failed.",
-                message.message_id,
-                message.actor_name,
-                type_name(original_exception(exception)),
-                denied,
-            )
-            metrics.record_retry_denied(message.actor_name, original_exception(exception))
+        if self._fails_at_once(message, actor, exception):
             message.fail()
             return
 
@@ -293,6 +273,36 @@ class Retries(StockRetries):
 
     # --- helpers ---------------------------------------------------------------------------------------------
 
+    def _fails_at_once(self, message: MessageProxy, actor: dramatiq.Actor[Any, Any], exception: BaseException) -> bool:
+        """Whether ``exception`` fails the message with no retry (``throws``, a configuration error, the denylist);
+        logs why."""
+        throws = message.options.get("throws") or actor.options.get("throws")
+        if throws and isinstance(exception, throws):
+            self.logger.info("Aborting message %r.", message.message_id)
+            return True
+        if isinstance(exception, ConfigurationError):
+            # Bad ray_options, an actor Ray cannot import: running it again fails the same way.
+            self.logger.error(
+                "Not retrying message %r of actor %r: it cannot run as configured (%s). Fix the configuration, then "
+                "send the message again.",
+                message.message_id,
+                message.actor_name,
+                exception,
+            )
+            return True
+        denied = self.denied_by(exception, self._option_denylist(message, actor))
+        if denied is None:
+            return False
+        self.logger.warning(
+            "Not retrying message %r of actor %r: %s matches retry denylist entry %r. The message failed.",
+            message.message_id,
+            message.actor_name,
+            type_name(original_exception(exception)),
+            denied,
+        )
+        metrics.record_retry_denied(message.actor_name, original_exception(exception))
+        return True
+
     @staticmethod
     def _lookup(message: _AnyMessage, actor: dramatiq.Actor[Any, Any], names: tuple[str, ...], default: Any) -> Any:
         for options in (message.options, actor.options):
@@ -323,23 +333,25 @@ class Retries(StockRetries):
         return entries
 
     def _take_over(self, broker: dramatiq.Broker) -> None:
-        """Take the place of Dramatiq's stock Retries on ``broker``, so that only one middleware requeues."""
-        if not any(_is_stock(m) for m in broker.middleware):
+        """Take the place of Dramatiq's stock Retries on ``broker``, once, so that only one middleware requeues."""
+        if broker in self._taken_over:
             return
         with self._takeover_lock:
+            if broker in self._taken_over:
+                return
             current = list(broker.middleware)
             if not any(m is self for m in current):
                 return  # not installed on this broker: leave its middleware alone
             stock = [m for m in current if _is_stock(m)]
-            if not stock:
-                return
-            position = next(i for i, m in enumerate(current) if m is stock[0])
-            replaced = [m for m in current if m is not self and not _is_stock(m)]
-            before_position = sum(1 for m in current[:position] if m is not self and not _is_stock(m))
-            replaced.insert(before_position, self)
-            # A new list, not an in-place edit: a hook loop running over the old list is not disturbed.
-            broker.middleware = replaced
-        self.logger.info("Replaced %s on the broker with %r.", ", ".join(repr(m) for m in stock), self)
+            if stock:
+                position = next(i for i, m in enumerate(current) if m is stock[0])
+                replaced = [m for m in current if m is not self and not _is_stock(m)]
+                replaced.insert(sum(1 for m in current[:position] if m is not self and not _is_stock(m)), self)
+                # A new list, not an in-place edit: a hook loop running over the old list is not disturbed.
+                broker.middleware = replaced
+            self._taken_over.add(broker)
+        if stock:
+            self.logger.info("Replaced %s on the broker with %r.", ", ".join(repr(m) for m in stock), self)
 
 
 def _is_stock(middleware: object) -> bool:

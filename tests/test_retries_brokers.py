@@ -121,6 +121,101 @@ def test_retries_replaces_the_stock_retries_when_a_worker_boots(start_worker) ->
     broker.close()
 
 
+class StockCheckAtSend(Middleware):
+    """Records, at each send, whether a stock Retries (not ours) is still on the broker."""
+
+    def __init__(self) -> None:
+        self.stock_present_at_send: list[bool] = []
+
+    def before_enqueue(self, broker: dramatiq.Broker, message: dramatiq.Message[Any], delay: int | None) -> None:
+        self.stock_present_at_send.append(any(type(m) is StockRetries for m in broker.middleware))
+
+
+def test_retries_stock_retries_is_gone_before_the_first_send_when_actors_already_exist(
+    stub_broker: StubBroker,
+) -> None:
+    # Given a broker with an actor declared and the stock Retries
+    check = StockCheckAtSend()
+    stub_broker.add_middleware(check)
+
+    @dramatiq.actor(broker=stub_broker)
+    def noop() -> None:
+        pass
+
+    position = stock_index(stub_broker)
+    # When ours is installed
+    ours = Retries()
+    stub_broker.add_middleware(ours)
+    # Then the stock one is gone at once, ours is at its position, and the first send sees only ours
+    assert retries_middleware(stub_broker) == [ours]
+    assert stub_broker.middleware.index(ours) == position
+    noop.send()
+    assert check.stock_present_at_send == [False]
+
+
+def test_retries_declaring_an_actor_on_a_fresh_broker_removes_the_stock_retries() -> None:
+    # Given a fresh broker (no actors, no queues, never booted) with ours installed next to the stock one
+    broker = StubBroker()
+    ours = Retries()
+    broker.add_middleware(ours)
+    assert len(retries_middleware(broker)) == 2
+    try:
+        # When an actor is declared
+        @dramatiq.actor(broker=broker)
+        def noop() -> None:
+            pass
+
+        # Then only ours is left, and declaring more actors leaves the middleware list alone
+        assert retries_middleware(broker) == [ours]
+        middleware = broker.middleware
+
+        @dramatiq.actor(broker=broker)
+        def other() -> None:
+            pass
+
+        assert broker.middleware is middleware
+    finally:
+        broker.close()
+
+
+class CountingRetries(Retries):
+    """Our Retries, recording each call of its takeover."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.takeover_calls: list[str] = []
+
+    def _take_over(self, broker: dramatiq.Broker) -> None:
+        self.takeover_calls.append(threading.current_thread().name)
+        super()._take_over(broker)
+
+
+def test_retries_processing_messages_does_not_call_the_takeover(stub_broker: StubBroker, start_worker) -> None:
+    # Given ours installed, actors declared and a worker booted
+    ours = CountingRetries(max_attempts=3, backoff=0)
+    stub_broker.add_middleware(ours)
+    runs = Runs()
+    always_fails = declare_failing(stub_broker, runs)
+
+    @dramatiq.actor(broker=stub_broker)
+    def succeeds(key: str) -> None:
+        runs.hit(key)
+
+    start_worker(stub_broker)
+    assert retries_middleware(stub_broker) == [ours]
+    calls, middleware = len(ours.takeover_calls), stub_broker.middleware
+    # When messages are sent, processed, failed, requeued and exhausted
+    for key in ("a", "b"):
+        succeeds.send(f"ok-{key}")
+        always_fails.send(key)
+    stub_broker.join(always_fails.queue_name, fail_fast=False, timeout=JOIN_MS)
+    assert runs.exhausted_event.wait(JOIN_MS / 1000)
+    # Then every message ran as expected, and the takeover was neither called nor changed the middleware list
+    assert runs.counts == Counter({"a": 3, "b": 3, "ok-a": 1, "ok-b": 1})
+    assert len(ours.takeover_calls) == calls
+    assert stub_broker.middleware is middleware
+
+
 def test_retries_leaves_a_broker_it_is_not_on_alone(stub_broker: StubBroker) -> None:
     before = list(stub_broker.middleware)
     Retries().after_process_boot(stub_broker)

@@ -20,6 +20,7 @@ from dramatiq_ray import (
     Retries,
     RetryOptionsError,
 )
+from dramatiq_ray.execution.outcome import RAY_SYSTEM_FAILURE_NAMES
 
 
 class PermanentError(Exception):
@@ -224,6 +225,16 @@ def test_retries_rays_own_system_exceptions_stay_retryable_when_exception_is_den
     assert retries.denied_by(WorkerCrashedError()) is None
     assert retries.denied_by(NodeDiedError("node-1")) is None
     assert retries.denied_by(OwnerDiedError("0" * 56, "", "")) is None
+
+
+@pytest.mark.parametrize("name", sorted(RAY_SYSTEM_FAILURE_NAMES))
+def test_retries_every_listed_ray_system_failure_is_denied_only_by_its_own_name(name: str) -> None:
+    # Given a class standing in for each Ray failure of the execution's list (Ray itself is not imported)
+    module, _, class_name = name.rpartition(".")
+    failure = foreign_class(module, class_name)("ray failed")
+    # Then a broad entry does not deny it, and its own name does
+    assert Retries(denylist=[Exception]).denied_by(failure) is None
+    assert Retries(denylist=[name]).denied_by(failure) == name
 
 
 def test_retries_matches_an_exception_from_a_ray_task_on_its_original_type() -> None:
