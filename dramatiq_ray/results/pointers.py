@@ -20,7 +20,17 @@ from dataclasses import dataclass
 
 from ..errors import InvalidPointerError
 
-__all__ = ["SCHEMES", "Pointer", "blob_name", "digest_of", "looks_like_pointer", "parse_pointer"]
+__all__ = [
+    "SCHEMES",
+    "Pointer",
+    "blob_name",
+    "digest_of",
+    "digest_pointer",
+    "looks_like_pointer",
+    "object_pointer",
+    "parse_pointer",
+    "resultfs_pointer",
+]
 
 #: Every scheme a pointer may start with.
 SCHEMES = ("oversize://", "resultfs://", "s3://", "gs://")
@@ -62,6 +72,21 @@ class Pointer:
 def blob_name(digest: str) -> str:
     """The content-addressed relative name of a blob: ``ab/cd/<digest>.json``."""
     return f"{digest[0:2]}/{digest[2:4]}/{digest}.json"
+
+
+def digest_pointer(digest: str, size: int) -> str:
+    """``oversize://sha256/<digest>?bytes=<size>``: a result of which only the digest was kept."""
+    return f"oversize://sha256/{digest}?bytes={size}"
+
+
+def resultfs_pointer(digest: str, size: int) -> str:
+    """``resultfs://sha256/<digest>?rel=<aa>/<bb>/<digest>.json&bytes=<size>``: a blob under a filesystem root."""
+    return f"resultfs://sha256/{digest}?rel={blob_name(digest)}&bytes={size}"
+
+
+def object_pointer(scheme: str, bucket: str, key: str, size: int) -> str:
+    """``<scheme>://<bucket>/<key>?bytes=<size>``: an object in an S3 (``s3``) or GCS (``gs``) bucket."""
+    return f"{scheme}://{bucket}/{key}?bytes={size}"
 
 
 def digest_of(data: bytes) -> str:

@@ -4,7 +4,7 @@ that name another bucket or prefix before any request is made."""
 from __future__ import annotations
 
 from ...errors import BlobNotFoundError
-from ..pointers import Pointer, blob_name, parse_pointer
+from ..pointers import Pointer, blob_name, object_pointer, parse_pointer
 from .base import BlobStore, check_name
 
 __all__ = ["BucketStore"]
@@ -18,7 +18,8 @@ class BucketStore(BlobStore):
     """
 
     def __init__(self, bucket: str, prefix: str) -> None:
-        probe = f"s3://{bucket}/{prefix.strip('/') + '/' if prefix.strip('/') else ''}{blob_name('0' * 64)}?bytes=0"
+        key = "/".join(part for part in (prefix.strip("/"), blob_name("0" * 64)) if part)
+        probe = object_pointer("s3", bucket, key, 0)
         try:
             parse_pointer(probe)
         except ValueError:
@@ -42,7 +43,7 @@ class BucketStore(BlobStore):
         return "/".join(part for part in (self.prefix, "named", check_name(name)) if part)
 
     def _pointer(self, key: str, size: int) -> str:
-        return f"{self.scheme}://{self.bucket}/{key}?bytes={size}"
+        return object_pointer(self.scheme, self.bucket, key, size)
 
     def _check_pointer(self, pointer: Pointer) -> None:
         """Refuse, before any request, a pointer of another scheme, bucket or prefix."""

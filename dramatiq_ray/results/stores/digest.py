@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ...errors import ForeignPointerError
-from ..pointers import Pointer
+from ..pointers import Pointer, digest_pointer
 from .base import BlobStore
 
 __all__ = ["DigestStore"]
@@ -20,7 +20,7 @@ class DigestStore(BlobStore):
     scheme = "oversize"
 
     def put(self, digest: str, data: bytes) -> str:
-        return f"oversize://sha256/{digest}?bytes={len(data)}"
+        return digest_pointer(digest, len(data))
 
     def get(self, pointer: Pointer) -> bytes:
         raise ForeignPointerError(f"{pointer.raw!r} cannot be read: a DigestStore keeps no payloads.")

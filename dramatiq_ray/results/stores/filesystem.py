@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Iterator
 
 from ...errors import BlobNotFoundError, BlobReadError, BlobWriteError
-from ..pointers import Pointer, blob_name
+from ..pointers import Pointer, blob_name, resultfs_pointer
 from .base import BlobInfo, BlobStore, check_name
 
 __all__ = ["FilesystemStore"]
@@ -65,7 +65,7 @@ class FilesystemStore(BlobStore):
                     break
         except (OSError, ValueError) as error:
             raise BlobWriteError(f"{self.describe()} could not write {rel}: {error}") from error
-        return f"resultfs://sha256/{digest}?rel={rel}&bytes={len(data)}"
+        return resultfs_pointer(digest, len(data))
 
     def put_named(self, name: str, data: bytes) -> None:
         final = os.path.join(self.path, NAMED_DIR, check_name(name))
