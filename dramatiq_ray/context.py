@@ -44,7 +44,3 @@ def _processing(message: Message[Any] | None) -> Iterator[None]:
         yield
     finally:
         _current.reset(token)
-
-
-def _set(message: Message[Any] | None) -> None:
-    _current.set(message)

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigurationError
+from .execution.runners import RUNNERS
 
 __all__ = ["ENV_PREFIX", "SETTING_NAMES", "Settings", "load_settings"]
 
@@ -33,7 +34,6 @@ SETTINGS_MODULE_VARIABLE = "DRAMATIQ_RAY_SETTINGS"
 SKIP_VALIDATION_VARIABLE = "DRAMATIQ_RAY_SKIP_VALIDATION"
 
 BACKENDS = ("digest", "filesystem", "s3", "gcs")
-RUNNERS = ("ray_core", "ray_job")
 _BACKEND_EXTRAS = {"s3": ("boto3", "s3"), "gcs": ("google.cloud.storage", "gcs")}
 _BACKEND_REQUIRED = {
     "filesystem": "RESULT_STORAGE_FILESYSTEM_PATH",

@@ -14,8 +14,7 @@ from dramatiq.results import Results
 from dramatiq.results.backends import StubBackend
 
 from dramatiq_ray import RayExecutionMiddleware
-from dramatiq_ray.execution.body import Target
-from dramatiq_ray.execution.middleware import _target_for
+from dramatiq_ray.execution.body import Target, target_for
 
 RESULT_TIMEOUT_MS = 120_000
 
@@ -31,7 +30,7 @@ def app(ray_local: Any) -> Iterator[Any]:
 
 
 def test_importable_actor_is_found_by_module_and_name(app) -> None:
-    target = _target_for(app.uses_module_globals)
+    target = target_for(app.uses_module_globals)
 
     assert target == Target("uses_module_globals", module="tests.apps.ray_tasks", qualname="uses_module_globals")
 
@@ -42,7 +41,7 @@ def test_actor_defined_in_a_function_is_shipped_by_value(stub_broker) -> None:
     @dramatiq.actor(broker=stub_broker)
     def nested() -> None: ...
 
-    assert _target_for(nested).by_value
+    assert target_for(nested).by_value
 
 
 def test_importable_actor_body_can_use_module_globals_and_other_actors(app, start_worker) -> None:
@@ -83,7 +82,7 @@ def test_async_actor_defined_in_a_function_runs_on_ray(stub_broker, ray_local, s
 
 
 def test_generic_actor_runs_on_ray(app, start_worker) -> None:
-    assert not _target_for(app.Triple.__actor__).by_value
+    assert not target_for(app.Triple.__actor__).by_value
     start_worker(app.broker)
 
     outcome = app.Triple.send(3).get_result(block=True, timeout=RESULT_TIMEOUT_MS)

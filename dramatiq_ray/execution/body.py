@@ -1,41 +1,44 @@
-"""What runs inside the Ray worker: find the actor's function, run it, keep a large result out of the reply.
-
-Nothing here runs in the Dramatiq worker except building :class:`Target` and :func:`entry_for`.
+"""Where an actor's body runs, wherever that is (the worker thread, a Ray task, a Ray job): find the actor's
+function, read piped inputs, run it, apply the spill plan, and carry its exception back intact.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copyreg
 import importlib
 import inspect
+import logging
 import pickle
+import sys
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import dramatiq
-from dramatiq.asyncio import async_to_sync
 
 from .. import context
-from ..errors import RemoteExceptionError
+from ..errors import ConfigurationError, RemoteExceptionError
+from ..results.plan import SpillPlan
 
-#: The attribute under which the middleware's wrapper keeps the function it wraps.
+__all__ = ["WRAPPED_ATTR", "Target", "actor_function", "run_body", "target_for", "underlying_function"]
+
+logger = logging.getLogger(__name__)
+
+#: The attribute under which the call path's wrapper keeps the function it wraps.
 WRAPPED_ATTR = "__dramatiq_ray_wrapped__"
 
 
-async def _probe() -> None:  # pragma: no cover - never awaited, only used for its wrapper's code object
-    return None
-
-
-_ASYNC_WRAPPER_CODE = async_to_sync(_probe).__code__
+# --- finding an actor's function -----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Target:
-    """How a Ray worker finds an actor's function: by importing ``module`` and looking up ``qualname``, or, when
-    that cannot work (``__main__``, a function defined inside another), the function itself pickled by value."""
+    """How another process finds an actor's function: by importing ``module`` and looking up ``qualname``, or,
+    when that cannot work (``__main__``, a function defined inside another), the function itself pickled by
+    value."""
 
     actor_name: str
     module: str | None = None
@@ -46,68 +49,124 @@ class Target:
     def by_value(self) -> bool:
         return self.fn is not None
 
+    def resolve(self) -> Callable[..., Any]:
+        """The function this target names. Raises ``ImportError`` or ``AttributeError`` with a hint."""
+        if self.fn is not None:
+            return self.fn
+        assert self.module is not None and self.qualname is not None
+        obj: Any = importlib.import_module(self.module)
+        for part in self.qualname.split("."):
+            obj = getattr(obj, part)
+        fn = actor_function(obj)
+        if fn is None and callable(obj) and not isinstance(obj, type):
+            fn = obj  # the plain function an actor was declared from
+        if fn is None:
+            raise AttributeError(
+                f"{self.module}.{self.qualname} is not a Dramatiq actor where the body runs, so actor "
+                f"{self.actor_name!r} cannot run there. Make sure Ray runs the same code as the Dramatiq workers "
+                "(same image, or runtime_env working_dir/py_modules)."
+            )
+        return fn
+
 
 def underlying_function(actor_fn: Callable[..., Any]) -> Callable[..., Any]:
     """The user's own function behind ``actor.fn``: without our wrapper, and the coroutine function itself
-    rather than Dramatiq's ``async_to_sync`` wrapper (which needs the worker's event loop thread)."""
+    rather than Dramatiq's synchronous wrapper of it (which needs the worker's event loop thread)."""
     fn = actor_fn
     while hasattr(fn, WRAPPED_ATTR):
         fn = getattr(fn, WRAPPED_ATTR)
-    if getattr(fn, "__code__", None) is _ASYNC_WRAPPER_CODE:
-        fn = fn.__wrapped__  # type: ignore[attr-defined]
+    wrapped = getattr(fn, "__wrapped__", None)
+    if not inspect.iscoroutinefunction(fn) and inspect.iscoroutinefunction(wrapped):
+        assert wrapped is not None
+        fn = wrapped
     return fn
 
 
 def actor_function(obj: object) -> Callable[..., Any] | None:
     """The function an actor object (``Actor`` or class-based ``GenericActor`` instance) runs, else ``None``."""
-    if isinstance(obj, dramatiq.Actor):
-        return underlying_function(obj.fn)
-    actor = getattr(obj, "__actor__", None)
-    if isinstance(actor, dramatiq.Actor):
-        return underlying_function(actor.fn)
-    return None
+    actor = obj if isinstance(obj, dramatiq.Actor) else getattr(obj, "__actor__", None)
+    return underlying_function(actor.fn) if isinstance(actor, dramatiq.Actor) else None
 
 
-def resolve(target: Target) -> Callable[..., Any]:
-    """Find the function a target names. Raises ``ImportError`` or ``AttributeError`` with a hint."""
-    if target.fn is not None:
-        return target.fn
-    assert target.module is not None and target.qualname is not None
-    obj: Any = importlib.import_module(target.module)
-    for part in target.qualname.split("."):
-        obj = getattr(obj, part)
-    fn = actor_function(obj)
-    if fn is None:
-        raise AttributeError(
-            f"{target.module}.{target.qualname} is not a Dramatiq actor in the Ray worker, so actor "
-            f"{target.actor_name!r} cannot run there. Make sure the Ray workers run the same code as the "
-            "Dramatiq workers (same image, or runtime_env working_dir/py_modules)."
+def target_for(actor: dramatiq.Actor[Any, Any], *, by_value: bool = True) -> Target:
+    """Import the actor's module where the body runs when that finds this very actor; else ship the function by
+    value (or, with ``by_value=False``, refuse: a Ray job can only import).
+
+    Raises:
+      ConfigurationError: ``by_value`` is false and the actor cannot be imported by module path.
+    """
+    fn = underlying_function(actor.fn)
+    owner = fn if callable(fn) and hasattr(fn, "__code__") else type(fn)
+    module = getattr(owner, "__module__", None)
+    qualname = getattr(owner, "__qualname__", None)
+    if module and qualname and module != "__main__" and "<locals>" not in qualname and module in sys.modules:
+        obj: Any = sys.modules[module]
+        with contextlib.suppress(AttributeError):
+            for part in qualname.split("."):
+                obj = getattr(obj, part)
+            if actor_function(obj) is fn or obj is fn:
+                return Target(actor.actor_name, module=module, qualname=qualname)
+    if not by_value:
+        raise ConfigurationError(
+            f"Actor {actor.actor_name!r} cannot run as a Ray job: the job imports it by module path, so define it "
+            "at module level in an importable module (not __main__ or inside a function), or use runner='ray_core'."
         )
-    return fn
+    logger.debug("Actor %r cannot be imported by Ray workers; its function is pickled by value.", actor.actor_name)
+    return Target(actor.actor_name, fn=fn)
 
 
-def execute(target: Target, args: tuple[Any, ...], kwargs: dict[str, Any], message: Any, spill_plan: Any) -> Any:
-    """Run one message's actor body inside a Ray task and return what goes back to the worker."""
-    fn = resolve(target)
-    token = context._current.set(message)
-    try:
+# --- running it ----------------------------------------------------------------------------------------------
+
+
+def run_body(
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    message: dramatiq.Message[Any] | None,
+    plan: SpillPlan | None,
+) -> Any:
+    """Read piped inputs, run the body with ``message`` as :func:`~dramatiq_ray.current_message`, and return its
+    result after the spill plan: a marker when it was spilled."""
+    if plan is not None:
+        args, kwargs = plan.read_inputs(args, kwargs)
+    with context._processing(message):
         result = fn(*args, **kwargs)
         if inspect.isawaitable(result):
             result = asyncio.run(_await(result))
+    return plan.apply(result) if plan is not None else result
+
+
+async def _await(awaitable: Any) -> Any:
+    return await awaitable
+
+
+def execute(target: Target, args: tuple[Any, ...], kwargs: dict[str, Any], message: Any, plan: SpillPlan | None) -> Any:
+    """Run one message's body in another process (a Ray task) and return what goes back to the worker; an
+    exception that could not cross back as itself becomes :class:`RemoteExceptionError`."""
+    try:
+        return run_body(target.resolve(), args, kwargs, message, plan)
     except Exception as error:
         if _crosses(error):
             raise
         raise RemoteExceptionError(
-            f"Actor {target.actor_name!r} raised {_type_name(error)}: {error}. It could not be sent back from Ray "
+            f"Actor {target.actor_name!r} raised {type_name(error)}: {error}. It could not be sent back from Ray "
             "as itself (it does not pickle); make it picklable, or raise one that is.",
-            type_name=_type_name(error),
+            type_name=type_name(error),
             remote_traceback=traceback.format_exc(),
         ) from None
-    finally:
-        context._current.reset(token)
-    if spill_plan is not None:
-        result = spill_plan.apply(result)
-    return result
+
+
+def entry_for(target: Target) -> Callable[..., Any]:
+    """A function for ``ray.remote`` that carries its target, so a by-value function is shipped once, when Ray
+    exports the remote function, rather than with every call."""
+
+    def run_actor(args: tuple[Any, ...], kwargs: dict[str, Any], message: Any, plan: SpillPlan | None) -> Any:
+        return execute(target, args, kwargs, message, plan)
+
+    return run_actor
+
+
+# --- carrying exceptions across processes --------------------------------------------------------------------
 
 
 def _crosses(error: BaseException) -> bool:
@@ -130,29 +189,17 @@ def _round_trips(error: BaseException) -> bool:
 
 
 def _reduce_exception(error: BaseException) -> tuple[Any, ...]:
-    return (_rebuild_exception, (type(error), error.args, dict(vars(error))))
+    return (rebuild_exception, (type(error), error.args, dict(vars(error))))
 
 
-def _rebuild_exception(cls: type[BaseException], args: tuple[Any, ...], state: dict[str, Any]) -> BaseException:
+def rebuild_exception(cls: type[BaseException], args: tuple[Any, ...], state: dict[str, Any]) -> BaseException:
+    """An instance of ``cls`` with ``args`` and attributes ``state``, made without calling its constructor."""
     error = cls.__new__(cls)
     error.args = args
     error.__dict__.update(state)
     return error
 
 
-def _type_name(error: BaseException) -> str:
+def type_name(error: BaseException) -> str:
+    """The dotted name of an exception's class."""
     return f"{type(error).__module__}.{type(error).__qualname__}"
-
-
-async def _await(awaitable: Any) -> Any:
-    return await awaitable
-
-
-def entry_for(target: Target) -> Callable[..., Any]:
-    """A function for ``ray.remote`` that carries its target, so a by-value function is shipped once, when Ray
-    exports the remote function, rather than with every call."""
-
-    def run_actor(args: tuple[Any, ...], kwargs: dict[str, Any], message: Any, spill_plan: Any) -> Any:
-        return execute(target, args, kwargs, message, spill_plan)
-
-    return run_actor

@@ -94,7 +94,7 @@ class RayRuntime:
     def _init(self, ray: Any) -> None:
         address = self.resolved_address()
         if address is None:
-            address = wait_for_shared_head(os.getppid()) if self._in_cli_worker() else "local"
+            address = wait_for_shared_head(os.getppid()) if self.in_cli_worker() else "local"
         prepare_auth(address)
         kwargs = {"logging_level": logging.WARNING, **self.init_kwargs, "address": address}
         logger.info("Attaching to Ray at %s.", address)
@@ -112,7 +112,7 @@ class RayRuntime:
                 "(ray status), or set RAY_ADDRESS / the middleware's address."
             ) from error
 
-    def _in_cli_worker(self) -> bool:
+    def in_cli_worker(self) -> bool:
         return self.under_cli and multiprocessing.parent_process() is not None
 
     def names_local_node(self, text: str) -> bool:

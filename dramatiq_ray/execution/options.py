@@ -102,3 +102,16 @@ def _resource_problems(value: object) -> list[str]:
 def _error(actor_name: str, where: str, problems: list[str]) -> RayOptionsError:
     summary = "; ".join(problems)
     return RayOptionsError(f"Invalid ray_options in {where} of actor {actor_name!r}: {summary}.", problems)
+
+
+def merge_runtime_envs(*envs: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Merge ``runtime_env`` dicts, later ones winning key by key, as Ray merges a job's and a task's:
+    ``env_vars`` are merged variable by variable."""
+    merged: dict[str, Any] = {}
+    for env in envs:
+        for key, value in (env or {}).items():
+            if key == "env_vars" and isinstance(value, dict):
+                merged["env_vars"] = {**merged.get("env_vars", {}), **value}
+            else:
+                merged[key] = value
+    return merged

@@ -1,33 +1,24 @@
-"""SpillingBackend: a result backend that wraps any Dramatiq result backend and moves oversized results to a
-blob store, keeping only a pointer in the wrapped backend."""
+"""SpillingBackend: a result backend that wraps any Dramatiq result backend, keeps small results in it and
+oversized ones in a blob store, with only a pointer in the wrapped backend."""
 
 from __future__ import annotations
 
 import logging
-import sys
 import time
-from types import CodeType
+from contextvars import ContextVar
 from typing import Any
 
 import dramatiq
-from dramatiq.errors import ActorNotFound
-from dramatiq.results import ResultBackend, ResultTimeout
+from dramatiq.results import ResultBackend, ResultMissing, ResultTimeout
 from dramatiq.results import Results as DramatiqResults
 from dramatiq.results.backend import DEFAULT_TIMEOUT
 
 from .. import metrics
-from ..errors import (
-    BlobReadError,
-    ConfigurationError,
-    DigestOnlyResultError,
-    ForeignPointerError,
-    InvalidPointerError,
-    SpilledResultError,
-)
-from .marker import LITERAL_KEY, SpilledResult, is_spilled_shape
-from .plan import DEFAULT_MAX_INLINE_BYTES, MAX_INLINE_BYTES_OPTION, SpillPlan, check_threshold
-from .pointers import Pointer, digest_of, looks_like_pointer, parse_pointer
-from .stores.base import BlobStore, verify_blob
+from ..errors import ConfigurationError, InvalidPointerError, SpilledResultError
+from .marker import LITERAL_KEY, SpilledResult
+from .plan import DEFAULT_MAX_INLINE_BYTES, MAX_INLINE_BYTES_OPTION, SpillPlan, check_threshold, read_value
+from .pointers import Pointer, looks_like_pointer, parse_pointer
+from .stores.base import BlobStore
 
 __all__ = ["AnyMessage", "SpillingBackend", "find_spilling_backend", "get_pointer"]
 
@@ -36,14 +27,24 @@ AnyMessage = dramatiq.Message[Any] | dramatiq.MessageProxy
 
 logger = logging.getLogger(__name__)
 
+#: The longest single blocking read on a wrapped backend that blocks natively (Redis), in milliseconds: client
+#: libraries put a socket timeout under each read (redis-py 8 defaults to 5 s).
+_BLOCK_SLICE = 2_000
+#: The longest pause between two looks at a backend that cannot block, or in a wait's last second, in seconds.
+_POLL_CAP = 0.02
+#: Set while :func:`get_pointer` reads: what the backend holds comes back as it is, never read from the store.
+_RAW: ContextVar[bool] = ContextVar("dramatiq_ray_raw_result", default=False)
+
 
 class SpillingBackend(ResultBackend):
     """Keep results up to ``max_inline_bytes`` in ``backend``; write larger ones to ``store`` and keep a pointer.
 
     Size is the length of the result encoded with the backend's encoder (JSON by default). Reading a result
-    returns the original value wherever it was stored, after checking its size and SHA-256. Usable with
-    ``dramatiq_ray.Results`` (which adds the per-actor option and pipeline support) or on its own with
-    ``dramatiq.results.Results``::
+    returns the original value wherever it was stored, after checking its size and SHA-256, whether it is read
+    through this backend or through the wrapped one (``message.get_result(backend=redis_backend)``): the wrapped
+    backend's :meth:`~dramatiq.results.ResultBackend.unwrap_result`, Dramatiq's documented hook for reading what
+    a backend stored, is set to this backend's :meth:`unwrap_result`. Usable with ``dramatiq_ray.Results`` (which
+    adds the actor option and spills where the body runs) or on its own with ``dramatiq.results.Results``::
 
         backend = SpillingBackend(RedisBackend(client=client), store=FilesystemStore("/var/lib/results"))
         broker.add_middleware(dramatiq.results.Results(backend=backend))
@@ -52,20 +53,14 @@ class SpillingBackend(ResultBackend):
     ``{"__dramatiq_ray_literal__": value}`` when the value itself would be mistaken for a pointer (a string
     starting with a pointer scheme, or a dict of that escape shape), so users' strings round-trip unchanged.
 
-    Contract with the Ray execution area (importable without Ray):
-      - :func:`find_spilling_backend` finds this backend on a broker.
-      - :meth:`spill_plan` returns a picklable :class:`~dramatiq_ray.results.SpillPlan` (``None`` when nothing can
-        be spilled away from here: no store, or a ``DigestStore``); its ``apply(value)`` spills inside the Ray
-        task and returns a :class:`~dramatiq_ray.results.SpilledResult` marker, or the value unchanged.
-      - A marker passes unchanged through the ``Results`` actor wrapper and is stored here as its pointer, never
-        spilled twice. :meth:`hydrate_arguments` replaces markers among an actor's arguments with their values
-        (idempotent; call it before running a body that did not go through the ``Results`` wrapper).
+    Reading a spilled result reads its blob, also when the caller only checks that a result exists
+    (``pipeline.completed``, ``group.completed_count``); :func:`get_pointer` checks without reading.
 
     Parameters:
       backend: The Dramatiq result backend that stores small results and pointers (Redis, Memcached, Stub...).
       store: Where oversized results go. ``None`` never spills.
-      max_inline_bytes: The largest encoded size kept inline, in bytes. Actors and messages override it with the
-        ``max_inline_bytes`` option.
+      max_inline_bytes: The largest encoded size kept inline, in bytes. Messages override it with the
+        ``max_inline_bytes`` option (and actors too, with ``dramatiq_ray.Results``).
 
     Raises:
       ConfigurationError: an argument is invalid.
@@ -96,103 +91,70 @@ class SpillingBackend(ResultBackend):
         self.backend = backend
         self.store = store
         self.max_inline_bytes = max_inline_bytes
-        #: The broker whose actors' options are consulted; set by ``dramatiq_ray.Results``, else the global one.
-        self.broker: dramatiq.Broker | None = None
+        # The wrapped backend's own unwrapping (its class's), then ours: reading through it returns values too.
+        self._unwrap_stored = type(backend).unwrap_result.__get__(backend)
+        backend.unwrap_result = self.unwrap_result  # type: ignore[method-assign]
 
     def __repr__(self) -> str:
         return f"SpillingBackend({self.backend!r}, store={self.store!r}, max_inline_bytes={self.max_inline_bytes})"
 
-    # --- options ---------------------------------------------------------------------------------------------
-
-    def threshold_for(self, message: AnyMessage) -> int:
-        """The effective ``max_inline_bytes`` for ``message``: message option, then actor option, then default.
-
-        Raises:
-          ConfigurationError: the option is not an integer >= 0.
-        """
-        value = message.options.get(MAX_INLINE_BYTES_OPTION)
-        if value is not None:
-            return check_threshold(value, f"The message option of {message.actor_name!r}:")
-        try:
-            actor = (self.broker or dramatiq.get_broker()).get_actor(message.actor_name)
-        except ActorNotFound:
-            return self.max_inline_bytes
-        value = actor.options.get(MAX_INLINE_BYTES_OPTION)
-        if value is not None:
-            return check_threshold(value, f"The actor option of {message.actor_name!r}:")
-        return self.max_inline_bytes
-
-    def spill_plan(self, message: AnyMessage) -> SpillPlan | None:
-        """A picklable plan to spill ``message``'s result where it is produced, or ``None`` when it cannot be
-        spilled there (no store, a ``DigestStore``, or an invalid threshold, which the backend reports)."""
-        if self.store is None or not self.store.persistent:
-            return None
-        try:
-            return SpillPlan(self.store, self.encoder, self.threshold_for(message))
-        except ConfigurationError:
-            return None
+    def plan(self, max_inline_bytes: int | None) -> SpillPlan:
+        """The spill plan for a result with this threshold (``None``: the result is not forwarded anywhere)."""
+        return SpillPlan(self.store, self.encoder, max_inline_bytes)
 
     # --- storing ---------------------------------------------------------------------------------------------
 
     def store_result(self, message: AnyMessage, result: Any, ttl: int) -> None:
-        """Store ``result``, spilling it when oversized. A result that cannot be stored (it does not encode, or
-        the threshold is invalid) is stored as a failure, so ``get_result`` raises ``ResultFailure`` promptly."""
+        """Store ``result``, spilling it when oversized (threshold: the message's ``max_inline_bytes`` option,
+        else this backend's). A result that cannot be stored is stored as a failure, so ``get_result`` raises
+        ``ResultFailure`` promptly."""
         try:
-            stored = self._prepare(message, result)
-        except _Unstorable as unstorable:
-            logger.error("%s", unstorable.error)
-            self.backend.store_exception(message, unstorable.error, ttl)
+            threshold = check_threshold(
+                message.options.get(MAX_INLINE_BYTES_OPTION, self.max_inline_bytes),
+                f"The message option of {message.actor_name!r}:",
+            )
+        except ConfigurationError as error:
+            logger.error("%s", error)
+            self.backend.store_exception(message, error, ttl)
             return
-        self.backend.store_result(message, stored, ttl)
+        self.store_outcome(message, self.plan(threshold).apply(result), ttl)
+
+    def store_outcome(self, message: AnyMessage, outcome: Any, ttl: int) -> None:
+        """Store what a :class:`SpillPlan` made of a result: a marker's pointer, or the value itself."""
+        if isinstance(outcome, SpilledResult):
+            try:
+                pointer = parse_pointer(outcome.pointer)
+            except InvalidPointerError as error:
+                logger.error("%s", error)
+                self.backend.store_exception(message, error, ttl)
+                return
+            self._record_spill(pointer)
+            self.backend.store_result(message, pointer.raw, ttl)
+            return
+        stored = _escape(outcome)
+        try:
+            self.backend.store_result(message, stored, ttl)
+        except Exception:
+            unencodable = _encoding_error(self.encoder, stored)
+            if unencodable is None:
+                raise
+            failure = TypeError(
+                f"The result of actor {message.actor_name!r} cannot be encoded by {type(self.encoder).__name__} "
+                f"({unencodable}); return a value the encoder accepts (JSON: dicts, lists, strings, numbers, "
+                "booleans, None)."
+            )
+            logger.error("%s", failure)
+            self.backend.store_exception(message, failure, ttl)
 
     def store_exception(self, message: AnyMessage, exception: Exception, ttl: int) -> None:
         """Store a failure in the wrapped backend, exactly as Dramatiq does (failures are never spilled)."""
         self.backend.store_exception(message, exception, ttl)
 
-    def _prepare(self, message: AnyMessage, result: Any) -> Any:
-        if isinstance(result, SpilledResult):
-            try:
-                pointer = parse_pointer(result.pointer)
-            except InvalidPointerError as error:
-                raise _Unstorable(error) from None
-            metrics.record_spill(self._store_label(), pointer.size)  # spilled where it was produced (a Ray task)
-            return pointer.raw
-        try:
-            data = self.encoder.encode(result)
-        except Exception as error:
-            raise _Unstorable(
-                TypeError(
-                    f"The result of actor {message.actor_name!r} cannot be encoded by "
-                    f"{type(self.encoder).__name__} ({type(error).__name__}: {error}); return a value the encoder "
-                    "accepts (JSON: dicts, lists, strings, numbers, booleans, None)."
-                )
-            ) from None
-        try:
-            threshold = self.threshold_for(message)
-        except ConfigurationError as error:
-            raise _Unstorable(error) from None
-        if self.store is None or len(data) <= threshold:
-            return _escape(result)
-        return self._spill(data)
-
-    def _spill(self, data: bytes) -> str:
-        digest = digest_of(data)
-        assert self.store is not None
-        try:
-            pointer = self.store.put(digest, data)
-        except Exception as error:
+    def _record_spill(self, pointer: Pointer) -> None:
+        if pointer.scheme == "oversize" and self.store is not None and self.store.persistent:
             metrics.record_spill_fallback(self._store_label())
-            logger.warning(
-                "%s could not store a %d-byte result (%s: %s); keeping only its digest, so reading it will raise "
-                "DigestOnlyResultError.",
-                self.store.describe(),
-                len(data),
-                type(error).__name__,
-                error,
-            )
-            return f"oversize://sha256/{digest}?bytes={len(data)}"
-        metrics.record_spill(self._store_label(), len(data))
-        return pointer
+        else:
+            metrics.record_spill(self._store_label(), pointer.size)
 
     def _store_label(self) -> str:
         return type(self.store).__name__ if self.store is not None else "none"
@@ -201,6 +163,9 @@ class SpillingBackend(ResultBackend):
 
     def get_result(self, message: AnyMessage, *, block: bool = False, timeout: int | None = None) -> Any:
         """Get a result, reading it from the store when it was spilled.
+
+        A blocking wait ends with ``ResultTimeout`` within a few tens of milliseconds of ``timeout``, sub-second
+        timeouts included.
 
         Raises:
           ResultMissing: ``block`` is false and the result is not stored yet.
@@ -211,31 +176,38 @@ class SpillingBackend(ResultBackend):
           InvalidPointerError, ForeignPointerError: the stored pointer is malformed or names another store.
         """
         if not block:
-            return self.hydrate(self.backend.get_result(message, block=False))
-        return self.hydrate(self._wait(message, DEFAULT_TIMEOUT if timeout is None else timeout))
-
-    def _wait(self, message: AnyMessage, timeout: int) -> Any:
-        # A long blocking read is made of short ones: client libraries put a socket timeout under each read
-        # (redis-py 8 defaults to 5 s), which would otherwise end a longer wait with the client's own error.
-        deadline = time.monotonic() + timeout / 1000
+            return self.backend.get_result(message, block=False)
+        deadline = time.monotonic() + (DEFAULT_TIMEOUT if timeout is None else timeout) / 1000
+        blocks_natively = type(self.backend).get_result is not ResultBackend.get_result
+        pause = 0.002
         while True:
-            remaining = int((deadline - time.monotonic()) * 1000)
+            remaining = deadline - time.monotonic()
+            if blocks_natively and remaining >= 1:
+                # Whole seconds only: Redis rounds a blocking read's timeout down.
+                slice_ms = min(int(remaining) * 1000, _BLOCK_SLICE)
+                try:
+                    return self.backend.get_result(message, block=True, timeout=slice_ms)
+                except ResultTimeout:
+                    continue
             try:
-                return self.backend.get_result(message, block=True, timeout=max(1000, min(remaining, _BLOCK_SLICE)))
-            except ResultTimeout:
-                if time.monotonic() >= deadline:
-                    raise
+                return self.backend.get_result(message, block=False)
+            except ResultMissing:
+                if remaining <= 0:
+                    raise ResultTimeout(message) from None  # type: ignore[no-untyped-call]
+            time.sleep(min(pause, max(remaining, 0)))
+            pause = min(pause * 2, _POLL_CAP)
 
-    def hydrate(self, stored: Any) -> Any:
-        """Turn what the wrapped backend holds back into the original value (see :meth:`get_result`)."""
+    def unwrap_result(self, res: Any) -> Any:
+        """Turn what the wrapped backend holds back into the original value: failures raise ``ResultFailure``,
+        escaped values are unescaped, pointers are read from the store (see :meth:`get_result`)."""
+        stored = self._unwrap_stored(res)
+        if _RAW.get():
+            return stored
         if isinstance(stored, dict) and len(stored) == 1 and LITERAL_KEY in stored:
             return stored[LITERAL_KEY]
-        if not looks_like_pointer(stored):
-            return stored
-        pointer = parse_pointer(stored)
-        if _checking_presence():
-            return stored  # pipeline.completed and group.completed_count discard the value: do not download it
-        return self.read_pointer(pointer)
+        if looks_like_pointer(stored):
+            return self.read_pointer(stored)
+        return stored
 
     def read_pointer(self, pointer: Pointer | str) -> Any:
         """Read, verify and decode the value a pointer names.
@@ -243,62 +215,12 @@ class SpillingBackend(ResultBackend):
         Raises:
           DigestOnlyResultError, BlobReadError (and subclasses), InvalidPointerError, ForeignPointerError.
         """
-        if isinstance(pointer, str):
-            pointer = parse_pointer(pointer)
         try:
-            value = self._read(pointer)
+            value = read_value(self.store, self.encoder, pointer)
         except SpilledResultError as error:
             metrics.record_hydration_failure(self._store_label(), error)
             raise
         metrics.record_hydration(self._store_label())
-        return value
-
-    def _read(self, pointer: Pointer) -> Any:
-        if pointer.scheme == "oversize":
-            raise DigestOnlyResultError(
-                f"The result ({pointer.size} bytes, SHA-256 {pointer.digest}) was larger than max_inline_bytes and "
-                "only its digest was kept (a DigestStore, or a fallback after a store failure). Configure a "
-                "FilesystemStore, S3Store or GCSStore to keep large results.",
-                digest=pointer.digest,
-                size=pointer.size,
-                pointer=pointer.raw,
-            )
-        if self.store is None or not self.store.persistent:
-            raise ForeignPointerError(
-                f"The result was spilled to {pointer.raw!r} but this backend has no store that can read it; "
-                "configure the store that wrote it."
-            )
-        try:
-            data = self.store.get(pointer)
-        except SpilledResultError:
-            raise
-        except Exception as error:
-            raise BlobReadError(
-                f"{self.store.describe()} could not read {pointer.raw!r}: {error}", pointer=pointer.raw
-            ) from error
-        data = verify_blob(pointer, data)
-        try:
-            return self.encoder.decode(data)
-        except Exception as error:
-            raise BlobReadError(
-                f"The blob for {pointer.raw!r} is intact but {type(self.encoder).__name__} cannot decode it "
-                f"({error}); read it with the encoder that wrote it.",
-                pointer=pointer.raw,
-            ) from error
-
-    def hydrate_arguments(
-        self, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        """Replace spilled-value markers among an actor's arguments with their values (piped results)."""
-        if not any(map(is_spilled_shape, args)) and not any(map(is_spilled_shape, kwargs.values())):
-            return args, kwargs
-        new_args = tuple(self._hydrate_argument(value) for value in args)
-        new_kwargs = {key: self._hydrate_argument(value) for key, value in kwargs.items()}
-        return new_args, new_kwargs
-
-    def _hydrate_argument(self, value: Any) -> Any:
-        if is_spilled_shape(value):
-            return self.read_pointer(next(iter(value.values())))
         return value
 
     # --- delegation ------------------------------------------------------------------------------------------
@@ -313,40 +235,18 @@ class SpillingBackend(ResultBackend):
         self.backend._store(message_key, result, ttl)
 
 
-class _Unstorable(Exception):
-    def __init__(self, error: Exception) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
 def _escape(result: Any) -> Any:
     if looks_like_pointer(result) or (isinstance(result, dict) and len(result) == 1 and LITERAL_KEY in result):
         return {LITERAL_KEY: result}
     return result
 
 
-_PRESENCE_CODES: set[CodeType] = set()
-
-
-def _checking_presence() -> bool:
-    if not _PRESENCE_CODES:
-        from dramatiq.composition import group, pipeline
-
-        properties: list[Any] = [pipeline.completed, pipeline.completed_count, group.completed_count]
-        for prop in properties:
-            _PRESENCE_CODES.add(prop.fget.__code__)
-    frame = sys._getframe(2)
-    for _ in range(12):
-        if frame is None:
-            return False
-        if frame.f_code in _PRESENCE_CODES:
-            return True
-        frame = frame.f_back  # type: ignore[assignment]
-    return False
-
-
-#: The longest single blocking read on the wrapped backend, in milliseconds (whole seconds: Redis rounds down).
-_BLOCK_SLICE = 2_000
+def _encoding_error(encoder: Any, value: Any) -> str | None:
+    try:
+        encoder.encode(value)
+    except Exception as error:
+        return f"{type(error).__name__}: {error}"
+    return None
 
 
 def find_spilling_backend(broker: dramatiq.Broker) -> SpillingBackend | None:
@@ -365,7 +265,7 @@ def get_pointer(
     timeout: int | None = None,
 ) -> str | None:
     """The raw pointer string stored for ``message``'s result, without reading the blob; ``None`` when the result
-    is stored inline.
+    is stored inline. Also a cheap way to check that a spilled result exists.
 
     Parameters:
       message: The message whose result to look up.
@@ -383,5 +283,9 @@ def get_pointer(
         raise ConfigurationError(
             "get_pointer needs a SpillingBackend: pass backend=..., or add dramatiq_ray.Results to the broker."
         )
-    stored = backend.backend.get_result(message, block=block, timeout=timeout)
+    token = _RAW.set(True)
+    try:
+        stored = backend.get_result(message, block=block, timeout=timeout)
+    finally:
+        _RAW.reset(token)
     return stored if looks_like_pointer(stored) else None

@@ -2,39 +2,21 @@
 
 from __future__ import annotations
 
-import functools
-import threading
-from collections.abc import Callable
+import logging
 from contextvars import ContextVar
-from dataclasses import dataclass
 from typing import Any
 
 import dramatiq
-import dramatiq.worker
+from dramatiq.middleware import MiddlewareError
 from dramatiq.results import ResultBackend
 from dramatiq.results import Results as DramatiqResults
 
 from ..errors import ConfigurationError
 from .backend import SpillingBackend
-from .plan import DEFAULT_MAX_INLINE_BYTES, MAX_INLINE_BYTES_OPTION
+from .plan import DEFAULT_MAX_INLINE_BYTES, MAX_INLINE_BYTES_OPTION, check_threshold
 from .stores.base import BlobStore
 
 __all__ = ["Results"]
-
-_WRAPPED = "__dramatiq_ray_results__"
-_rewrap_lock = threading.Lock()
-
-
-@dataclass(frozen=True)
-class _Processing:
-    middleware: Results
-    broker: dramatiq.Broker
-    message: dramatiq.MessageProxy
-
-
-# Set by before_process_message in the worker thread; consumed by the actor wrapper on entry, so a direct call
-# (``render(1)``, in tests or from inside another actor) stays a plain local call.
-_processing: ContextVar[_Processing | None] = ContextVar("dramatiq_ray_results_processing", default=None)
 
 
 class Results(DramatiqResults):
@@ -49,19 +31,20 @@ class Results(DramatiqResults):
         @dramatiq.actor(store_results=True, max_inline_bytes=64 * 1024)
         def render(frame): ...
 
-    ``backend`` is wrapped in a :class:`SpillingBackend` (or may be one already, configured on its own). While a
-    worker runs an actor, an oversized return value is spilled as soon as the actor returns and replaced by a
-    small marker, so a pipeline's next message or an ``on_success`` callback carries the pointer, and the
-    receiving actor gets the original value back. Unlike a plain subclass of Dramatiq's Results, the worker
-    recognises this middleware (no "you haven't added the Results middleware" warning).
+    ``backend`` is wrapped in a :class:`SpillingBackend` (or may be one already, configured on its own); reading
+    through either returns original values. Where an actor's body runs (the worker, or a Ray task with
+    ``RayExecutionMiddleware``), an oversized return value is spilled as soon as the body returns and replaced by
+    a small marker, so a pipeline's next message or an ``on_success`` callback carries the pointer, and the
+    receiving actor gets the original value back. Unlike a plain subclass of Dramatiq's Results, this one does
+    not make the worker log "you haven't added the Results middleware" (see :class:`_ResultsWarningFilter`).
 
     Parameters:
       backend: A Dramatiq result backend, or a ``SpillingBackend``.
       store_results: Whether actors store their results by default (actor option ``store_results``).
       result_ttl: How long results live, in milliseconds (actor option ``result_ttl``; default 10 minutes).
       store: Where oversized results go (``None``: never spill). Not allowed with a ``SpillingBackend``.
-      max_inline_bytes: The largest encoded result kept in the backend (default 1 MiB; actor and message option
-        ``max_inline_bytes``). Not allowed with a ``SpillingBackend``.
+      max_inline_bytes: The largest encoded result kept in the backend, in bytes (default 1 MiB; actor and
+        message option ``max_inline_bytes``). Not allowed with a ``SpillingBackend``.
 
     Raises:
       ConfigurationError: an argument is invalid.
@@ -91,27 +74,28 @@ class Results(DramatiqResults):
             backend=backend, store_results=store_results, result_ttl=result_ttl
         )
         self.backend: SpillingBackend = backend
-        _recognise_subclasses_in_worker()
+        _ResultsWarningFilter.install()
 
     @property
     def actor_options(self) -> set[str]:
         return set(super().actor_options) | {MAX_INLINE_BYTES_OPTION}
 
+    def before_declare_actor(self, broker: dramatiq.Broker, actor: dramatiq.Actor[Any, Any]) -> None:
+        _check_option(actor.options, f"Actor {actor.actor_name!r}:")
+
+    def before_enqueue(self, broker: dramatiq.Broker, message: dramatiq.Message[Any], delay: int) -> None:
+        _check_option(message.options, f"The message option of {message.actor_name!r}:")
+
     def after_declare_actor(self, broker: dramatiq.Broker, actor: dramatiq.Actor[Any, Any]) -> None:
-        self.backend.broker = broker
-        if not _is_our_wrapper(actor.fn):
-            actor.fn = _wrap(actor.actor_name, actor.fn)
+        from ..execution import callpath
+
+        callpath.install(actor)
 
     def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
-        self.backend.broker = broker
-        actor = broker.actors.get(message.actor_name)
-        if actor is not None and not _is_our_wrapper(actor.fn):
-            # Another middleware wrapped the actor over ours (it was added later, after the actor was declared):
-            # wrap once more so that ours is outermost and piped values are hydrated before any other wrapper.
-            with _rewrap_lock:
-                if not _is_our_wrapper(actor.fn):
-                    actor.fn = _wrap(actor.actor_name, actor.fn)
-        _processing.set(_Processing(self, broker, message))
+        from ..execution import callpath
+
+        callpath.begin(broker, message)
+        _processing_with_ours.set(True)
 
     def after_process_message(
         self,
@@ -121,53 +105,59 @@ class Results(DramatiqResults):
         result: Any = None,
         exception: BaseException | None = None,
     ) -> None:
-        _processing.set(None)
-        super().after_process_message(broker, message, result=result, exception=exception)  # type: ignore[no-untyped-call]
+        from ..execution import callpath
+
+        callpath.end()
+        _processing_with_ours.set(False)
+        store_results, result_ttl = self._lookup_options(broker, message)  # type: ignore[no-untyped-call]
+        if store_results and exception is None:
+            # The call path already applied the spill plan where the body ran: store its outcome as it is.
+            self.backend.store_outcome(message, result, result_ttl)
+        else:
+            super().after_process_message(broker, message, result=result, exception=exception)  # type: ignore[no-untyped-call]
 
     def after_skip_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
-        _processing.set(None)
+        from ..execution import callpath
+
+        callpath.end()
+        _processing_with_ours.set(False)
         super().after_skip_message(broker, message)  # type: ignore[no-untyped-call]
 
-    def _forwards_result(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> bool:
-        store_results, _ = self._lookup_options(broker, message)  # type: ignore[no-untyped-call]
-        if store_results or message.options.get("pipe_target") is not None:
-            return True
-        actor = broker.get_actor(message.actor_name)
-        return bool(message.options.get("on_success") or actor.options.get("on_success"))
+
+class _RejectedThreshold(ConfigurationError, MiddlewareError):
+    """An invalid ``max_inline_bytes`` option, let out of a middleware hook so that it fails where it is written
+    (the actor's declaration, or the send) rather than in a worker later."""
 
 
-def _wrap(actor_name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        state = _processing.get()
-        if state is None or state.message.actor_name != actor_name:
-            return fn(*args, **kwargs)
-        _processing.set(None)
-        backend = state.middleware.backend
-        args, kwargs = backend.hydrate_arguments(args, kwargs)
-        result = fn(*args, **kwargs)
-        if result is None or not state.middleware._forwards_result(state.broker, state.message):
-            return result
-        plan = backend.spill_plan(state.message)
-        return result if plan is None else plan.apply(result)
-
-    setattr(wrapper, _WRAPPED, wrapper)
-    return wrapper
+def _check_option(options: dict[str, Any], where: str) -> None:
+    if MAX_INLINE_BYTES_OPTION in options:
+        try:
+            check_threshold(options[MAX_INLINE_BYTES_OPTION], where)
+        except ConfigurationError as error:
+            raise _RejectedThreshold(error.message) from None
 
 
-def _is_our_wrapper(fn: Callable[..., Any]) -> bool:
-    # Compared by identity: functools.wraps copies attributes onto wrappers that others put around ours.
-    return getattr(fn, _WRAPPED, None) is fn
+# True in a worker thread between our before_process_message and the end of that message.
+_processing_with_ours: ContextVar[bool] = ContextVar("dramatiq_ray_results_processing", default=False)
 
 
-def _recognise_subclasses_in_worker() -> None:
-    # The worker checks ``type(m) is Results`` and warns that results are discarded for any subclass.
-    current = dramatiq.worker.has_results_middleware
-    if getattr(current, _WRAPPED, False):
-        return
+class _ResultsWarningFilter(logging.Filter):
+    """Drops the worker's "you haven't added the Results middleware" warning while a message of a broker that
+    carries our Results is processed.
 
-    def has_results_middleware(broker: dramatiq.Broker) -> bool:
-        return any(isinstance(middleware, DramatiqResults) for middleware in broker.middleware)
+    Dramatiq's worker recognises the Results middleware with ``type(m) is Results``, so it does not recognise a
+    subclass. The warning is logged by the worker thread between our ``before_process_message`` and
+    ``after_process_message``, which is when this filter drops it; on any other broker it passes. A filter on the
+    worker's logger is the logging module's documented extension point: nothing of Dramatiq is changed.
+    """
 
-    setattr(has_results_middleware, _WRAPPED, True)
-    dramatiq.worker.has_results_middleware = has_results_middleware  # type: ignore[assignment]
+    _installed = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (_processing_with_ours.get() and "haven't added the Results middleware" in record.getMessage())
+
+    @classmethod
+    def install(cls) -> None:
+        if not cls._installed:
+            logging.getLogger("dramatiq.worker.WorkerThread").addFilter(cls())
+            cls._installed = True

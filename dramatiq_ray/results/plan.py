@@ -1,4 +1,11 @@
-"""Spilling a value where it is produced: the small, picklable plan the Ray execution area runs in its task."""
+"""The one spill rule, and the one reader of spilled values: a small, picklable plan that runs wherever an actor
+body runs (the worker thread, a Ray task, a Ray job).
+
+Before the body, :meth:`SpillPlan.read_inputs` replaces spilled-value markers among the arguments (piped
+results) with their values; after it, :meth:`SpillPlan.apply` writes an oversized result to the store and returns
+a :class:`~dramatiq_ray.results.SpilledResult` marker, which travels instead of the value: back from Ray, into a
+pipeline's next message or an ``on_success`` callback, and into the result backend, which stores its pointer.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +15,18 @@ from typing import Any
 
 from dramatiq.encoder import Encoder
 
-from ..errors import ConfigurationError
-from .marker import SpilledResult
-from .pointers import digest_of
-from .stores.base import BlobStore
+from ..errors import (
+    BlobReadError,
+    ConfigurationError,
+    DigestOnlyResultError,
+    ForeignPointerError,
+    SpilledResultError,
+)
+from .marker import SpilledResult, is_spilled_shape
+from .pointers import Pointer, digest_of, digest_pointer, parse_pointer
+from .stores.base import BlobStore, verify_blob
 
-__all__ = ["DEFAULT_MAX_INLINE_BYTES", "MAX_INLINE_BYTES_OPTION", "SpillPlan", "check_threshold"]
+__all__ = ["DEFAULT_MAX_INLINE_BYTES", "MAX_INLINE_BYTES_OPTION", "SpillPlan", "check_threshold", "read_value"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,21 +51,27 @@ def check_threshold(value: object, where: str) -> int:
 
 @dataclass(frozen=True)
 class SpillPlan:
-    """How to spill one message's result, in any process (a Ray worker included).
+    """How one message's values are spilled and read back, in any process.
 
-    ``apply(value)`` returns ``value`` unchanged when its encoded size is at most ``max_inline_bytes``, when it
-    is already a :class:`SpilledResult`, or when it cannot be spilled here (it does not encode, or the store
-    failed: the results backend then handles it as usual). Otherwise it writes the encoded value to ``store`` and
-    returns a :class:`SpilledResult`, which the results backend stores as its pointer without spilling again.
+    Parameters:
+      store: where oversized values go and spilled ones are read from (``None``: nowhere; nothing spills, and a
+        spilled input cannot be read).
+      encoder: turns values into bytes and back (the result backend's encoder).
+      max_inline_bytes: the largest encoded result that stays inline, in bytes; ``None`` when the result is not
+        forwarded anywhere (not stored, not piped, no ``on_success``), so it is never spilled.
     """
 
-    store: BlobStore
+    store: BlobStore | None
     encoder: Encoder
-    max_inline_bytes: int
+    max_inline_bytes: int | None
 
     def apply(self, value: Any) -> Any:
-        """Spill ``value`` when it is oversized; see the class docstring."""
-        if isinstance(value, SpilledResult) or value is None:
+        """Return ``value``, or a :class:`SpilledResult` marker when its encoded size is over the threshold.
+
+        A value that does not encode is returned unchanged (the result backend then stores the failure). When the
+        store cannot be written, only the digest is kept (``oversize://``) and a WARNING is logged.
+        """
+        if self.max_inline_bytes is None or self.store is None or value is None or isinstance(value, SpilledResult):
             return value
         try:
             data = self.encoder.encode(value)
@@ -60,13 +79,76 @@ class SpillPlan:
             return value
         if len(data) <= self.max_inline_bytes:
             return value
+        digest = digest_of(data)
         try:
-            return SpilledResult(self.store.put(digest_of(data), data))
+            return SpilledResult(self.store.put(digest, data))
         except Exception as error:
             logger.warning(
-                "%s could not store a %d-byte result (%s); handing the value back to the results backend.",
+                "%s could not store a %d-byte result (%s: %s); keeping only its digest, so reading it will raise "
+                "DigestOnlyResultError.",
                 self.store.describe(),
                 len(data),
+                type(error).__name__,
                 error,
             )
-            return value
+            return SpilledResult(digest_pointer(digest, len(data)))
+
+    def read(self, pointer: Pointer | str) -> Any:
+        """Read, verify and decode the value a pointer names (see :func:`read_value`)."""
+        return read_value(self.store, self.encoder, pointer)
+
+    def read_inputs(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """Replace spilled-value markers among an actor's arguments with their values."""
+        if not any(map(is_spilled_shape, args)) and not any(map(is_spilled_shape, kwargs.values())):
+            return args, kwargs
+        return (
+            tuple(self._input(value) for value in args),
+            {key: self._input(value) for key, value in kwargs.items()},
+        )
+
+    def _input(self, value: Any) -> Any:
+        return self.read(next(iter(value.values()))) if is_spilled_shape(value) else value
+
+
+def read_value(store: BlobStore | None, encoder: Encoder, pointer: Pointer | str) -> Any:
+    """Read the bytes a pointer names from ``store``, check their size and SHA-256, and decode them.
+
+    Raises:
+      InvalidPointerError: the pointer is malformed.
+      DigestOnlyResultError: only the digest was kept.
+      ForeignPointerError: ``store`` cannot read it (another store, or none).
+      BlobNotFoundError, BlobIntegrityError, BlobReadError: the blob is missing, corrupt or unreadable.
+    """
+    if isinstance(pointer, str):
+        pointer = parse_pointer(pointer)
+    if pointer.scheme == "oversize":
+        raise DigestOnlyResultError(
+            f"The result ({pointer.size} bytes, SHA-256 {pointer.digest}) was larger than max_inline_bytes and "
+            "only its digest was kept (a DigestStore, or a fallback after a store failure). Configure a "
+            "FilesystemStore, S3Store or GCSStore to keep large results.",
+            digest=pointer.digest,
+            size=pointer.size,
+            pointer=pointer.raw,
+        )
+    if store is None or not store.persistent:
+        raise ForeignPointerError(
+            f"The result was spilled to {pointer.raw!r} but this backend has no store that can read it; "
+            "configure the store that wrote it."
+        )
+    try:
+        data = store.get(pointer)
+    except SpilledResultError:
+        raise
+    except Exception as error:
+        raise BlobReadError(
+            f"{store.describe()} could not read {pointer.raw!r}: {error}", pointer=pointer.raw
+        ) from error
+    data = verify_blob(pointer, data)
+    try:
+        return encoder.decode(data)
+    except Exception as error:
+        raise BlobReadError(
+            f"The blob for {pointer.raw!r} is intact but {type(encoder).__name__} cannot decode it ({error}); read it "
+            "with the encoder that wrote it.",
+            pointer=pointer.raw,
+        ) from error

@@ -295,8 +295,7 @@ def test_spilling_backend_stores_concurrent_same_and_different_payloads(redis_ba
 
 def test_spill_plan_spills_only_oversized_values(stub_backend, fs_store) -> None:
     backend = SpillingBackend(stub_backend, store=fs_store, max_inline_bytes=10)
-    plan = backend.spill_plan(make_message())
-    assert plan is not None
+    plan = backend.plan(10)
     assert plan.apply("small") == "small"
     marker = plan.apply("large enough to spill")
     assert isinstance(marker, SpilledResult)
@@ -304,20 +303,34 @@ def test_spill_plan_spills_only_oversized_values(stub_backend, fs_store) -> None
     assert plan.apply(marker) is marker
 
 
-def test_spill_plan_is_none_without_a_persistent_store(stub_backend) -> None:
-    assert SpillingBackend(stub_backend).spill_plan(make_message()) is None
-    assert SpillingBackend(stub_backend, store=DigestStore()).spill_plan(make_message()) is None
+def test_spill_plan_without_a_threshold_never_spills(stub_backend, fs_store) -> None:
+    # A result that goes nowhere (not stored, piped or called back) is never written to the store
+    plan = SpillingBackend(stub_backend, store=fs_store, max_inline_bytes=0).plan(None)
+    assert plan.apply("x" * 1000) == "x" * 1000
+    assert not blob_files(fs_store)
 
 
-def test_spill_plan_follows_the_message_option(stub_backend, fs_store) -> None:
+def test_spill_plan_with_a_digest_store_keeps_only_the_digest(stub_backend) -> None:
+    plan = SpillingBackend(stub_backend, store=DigestStore(), max_inline_bytes=0).plan(0)
+    marker = plan.apply("value")
+    assert isinstance(marker, SpilledResult)
+    assert parse_pointer(marker.pointer).scheme == "oversize"
+
+
+def test_store_result_follows_the_message_option(stub_backend, fs_store) -> None:
+    # Given a backend spilling over 10 bytes, and a message allowing 1000
     backend = SpillingBackend(stub_backend, store=fs_store, max_inline_bytes=10)
-    plan = backend.spill_plan(make_message(max_inline_bytes=1000))
-    assert plan is not None and plan.max_inline_bytes == 1000
+    message = make_message(max_inline_bytes=1000)
+    # When a 30-byte result is stored
+    backend.store_result(message, "a value of about thirty bytes", 60_000)
+    # Then it stays inline
+    assert get_pointer(message, backend=backend) is None
+    assert backend.get_result(message) == "a value of about thirty bytes"
 
 
 def test_spill_plan_runs_in_another_process(stub_backend, fs_store, python_subprocess_env) -> None:
     # Given a plan pickled as a Ray task would receive it
-    plan = SpillingBackend(stub_backend, store=fs_store, max_inline_bytes=0).spill_plan(make_message())
+    plan = SpillingBackend(stub_backend, store=fs_store, max_inline_bytes=0).plan(0)
     script = "import pickle, sys; plan = pickle.loads(sys.stdin.buffer.read()); print(plan.apply([1, 2, 3]).pointer)"
     # When another interpreter applies it
     result = subprocess.run(

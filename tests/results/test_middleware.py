@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+from pathlib import Path
 from typing import Any
 
 import dramatiq
@@ -15,6 +16,7 @@ from dramatiq.results import Results as DramatiqResults
 
 from dramatiq_ray import FilesystemStore, Results, SpillingBackend, find_spilling_backend, get_pointer
 from dramatiq_ray.errors import BlobNotFoundError, ConfigurationError
+from dramatiq_ray.results.marker import is_spilled_shape
 
 BIG = "x" * 2_000
 
@@ -113,18 +115,21 @@ def test_results_message_option_overrides_the_actor_option(stub_broker, results,
     assert get_pointer(message) is not None and message.get_result() == BIG
 
 
-def test_results_invalid_actor_threshold_fails_the_result_with_a_clear_message(
-    stub_broker, results, start_worker
-) -> None:
-    @dramatiq.actor(store_results=True, max_inline_bytes="1MB")
-    def misconfigured() -> str:
+def test_results_invalid_actor_threshold_is_refused_at_declaration(stub_broker, results) -> None:
+    with pytest.raises(ConfigurationError, match="max_inline_bytes must be an integer"):
+
+        @dramatiq.actor(store_results=True, max_inline_bytes="1MB")
+        def misconfigured() -> str:
+            return "value"
+
+
+def test_results_invalid_message_threshold_is_refused_at_send(stub_broker, results) -> None:
+    @dramatiq.actor(store_results=True)
+    def answer() -> str:
         return "value"
 
-    worker = start_worker(stub_broker)
-    message = misconfigured.send()
-    run_all(stub_broker, worker)
-    with pytest.raises(ResultFailure, match="max_inline_bytes must be an integer"):
-        message.get_result()
+    with pytest.raises(ConfigurationError, match="max_inline_bytes must be an integer"):
+        answer.send_with_options(max_inline_bytes=-1)
 
 
 def test_results_unencodable_result_fails_promptly_instead_of_timing_out(stub_broker, results, start_worker) -> None:
@@ -185,8 +190,8 @@ def test_results_on_success_callback_receives_the_hydrated_value(stub_broker, re
     assert received == [BIG]
 
 
-def test_results_pipeline_completed_does_not_download_spilled_blobs(stub_broker, results, start_worker, fs_store):
-    # Given a finished pipeline and group whose spilled blobs were then deleted
+def test_results_pipeline_and_group_completion_count_spilled_results(stub_broker, results, start_worker, fs_store):
+    # Given a finished pipeline and group whose results were spilled
     @dramatiq.actor(store_results=True)
     def produce(n: int) -> str:
         return "y" * n
@@ -195,14 +200,29 @@ def test_results_pipeline_completed_does_not_download_spilled_blobs(stub_broker,
     pipe = dramatiq.pipeline([produce.message(2_000)]).run()
     grp = dramatiq.group([produce.message(3_000), produce.message(4_000)]).run()
     run_all(stub_broker, worker)
-    for path in __import__("pathlib").Path(fs_store.path).rglob("*.json"):
-        path.unlink()
-    # Then completion checks still succeed, because they never read a blob
+    assert len(list(Path(fs_store.path).rglob("*.json"))) == 3
+    # Then completion checks count them
     assert pipe.completed and pipe.completed_count == 1
     assert grp.completed and grp.completed_count == 2
-    # While reading the value does read it
+
+
+def test_results_get_pointer_checks_a_spilled_result_without_reading_its_blob(
+    stub_broker, results, start_worker, fs_store
+) -> None:
+    # Given a spilled result whose blob was then deleted
+    @dramatiq.actor(store_results=True)
+    def produce(n: int) -> str:
+        return "y" * n
+
+    worker = start_worker(stub_broker)
+    message = produce.send(2_000)
+    run_all(stub_broker, worker)
+    for path in Path(fs_store.path).rglob("*.json"):
+        path.unlink()
+    # Then get_pointer still finds the pointer, while reading the value reads the blob
+    assert get_pointer(message) is not None
     with pytest.raises(BlobNotFoundError):
-        pipe.get_result()
+        message.get_result()
 
 
 def test_results_group_get_results_returns_every_original_value(stub_broker, results, start_worker) -> None:
@@ -317,13 +337,14 @@ def test_results_stores_a_marker_returned_by_an_outer_runner_without_spilling_ag
     assert len(list(__import__("pathlib").Path(fs_store.path).rglob("*.json"))) == 1
 
 
-def test_hydrate_arguments_is_idempotent_and_leaves_other_arguments_alone(results, fs_store) -> None:
+def test_spill_plan_read_inputs_is_idempotent_and_leaves_other_arguments_alone(results, fs_store) -> None:
     from dramatiq_ray.results.pointers import digest_of
 
     pointer = fs_store.put(digest_of(b"[1,2]"), b"[1,2]")
-    args, kwargs = results.backend.hydrate_arguments(({"__dramatiq_ray_spilled__": pointer}, 3), {"k": "v"})
+    plan = results.backend.plan(None)
+    args, kwargs = plan.read_inputs(({"__dramatiq_ray_spilled__": pointer}, 3), {"k": "v"})
     assert (args, kwargs) == (([1, 2], 3), {"k": "v"})
-    assert results.backend.hydrate_arguments(args, kwargs) == (args, kwargs)
+    assert plan.read_inputs(args, kwargs) == (args, kwargs)
 
 
 def test_results_on_redis_with_threshold_zero_keep_dramatiqs_behaviours(
@@ -373,7 +394,9 @@ class ArgumentSpy(Middleware):
         actor.fn = spy
 
 
-def test_results_hydrates_piped_values_before_a_wrapper_added_later(stub_broker, stub_backend, fs_store, start_worker):
+def test_results_reads_piped_values_for_the_body_under_a_wrapper_added_later(
+    stub_broker, stub_backend, fs_store, start_worker
+) -> None:
     # Given actors declared first, then Results, then another middleware wrapping their bodies over ours
     @dramatiq.actor
     def produce() -> str:
@@ -392,9 +415,9 @@ def test_results_hydrates_piped_values_before_a_wrapper_added_later(stub_broker,
     # When a pipeline passes an oversized value
     pipe = dramatiq.pipeline([produce.message(), measure.message()]).run()
     run_all(stub_broker, worker)
-    # Then the outer wrapper already saw the value, not the marker
+    # Then the body got the value, while the outer wrapper saw what the message carries: the marker
     assert pipe.get_result() == len(BIG)
-    assert (BIG,) in spy.seen
+    assert any(len(args) == 1 and is_spilled_shape(args[0]) for args in spy.seen)
 
 
 def test_results_spills_the_result_of_an_async_actor(stub_broker, results, start_worker) -> None:

@@ -10,23 +10,19 @@ is in the outcome); a non-zero exit means the entrypoint itself could not run (t
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import importlib
-import inspect
 import json
 import os
 import pickle
 import sys
 import traceback
-from collections.abc import Callable
 from typing import Any
 
 import dramatiq
 
-from ... import context
+from ...results.plan import SpillPlan
 from ...results.stores.base import BlobStore
-from ..body import actor_function
+from ..body import Target, run_body
 
 #: The environment variable carrying the (pickled, base64) blob store of the job.
 STORE_ENV = "DRAMATIQ_RAY_JOB_STORE"
@@ -44,29 +40,15 @@ def decode_store(value: str) -> BlobStore:
     return store
 
 
-def find_function(module: str, qualname: str) -> Callable[..., Any]:
-    """The function an actor (or the plain function an actor was declared from) at ``module.qualname`` runs."""
-    obj: Any = importlib.import_module(module)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
-    fn = actor_function(obj)
-    if fn is None and callable(obj):
-        fn = obj
-    if fn is None:
-        raise TypeError(f"{module}.{qualname} is neither a Dramatiq actor nor a function.")
-    return fn
-
-
-def run(spec: dict[str, Any]) -> dict[str, Any]:
-    """Run the body a spec describes; return its outcome document."""
+def run(spec: dict[str, Any], store: BlobStore | None = None) -> dict[str, Any]:
+    """Run the body a spec describes (reading piped inputs from ``store`` and spilling an oversized result to it);
+    return its outcome document."""
     encoder = dramatiq.get_encoder()
     message: dramatiq.Message[Any] = dramatiq.Message(**spec["message"])
-    token = context._current.set(message)
+    plan = SpillPlan(store, encoder, spec.get("max_inline_bytes")) if store is not None else None
     try:
-        fn = find_function(spec["module"], spec["qualname"])
-        result = fn(*spec["args"], **spec["kwargs"])
-        if inspect.isawaitable(result):
-            result = asyncio.run(_await(result))
+        fn = Target(spec["actor"], module=spec["module"], qualname=spec["qualname"]).resolve()
+        result = run_body(fn, tuple(spec["args"]), dict(spec["kwargs"]), message, plan)
         outcome = {"ok": True, "result": result}
         encoder.encode(outcome)
         return outcome
@@ -83,12 +65,6 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
             "message": str(error),
             "traceback": traceback.format_exc(),
         }
-    finally:
-        context._current.reset(token)
-
-
-async def _await(awaitable: Any) -> Any:
-    return await awaitable
 
 
 def main(argv: list[str]) -> int:
@@ -104,7 +80,7 @@ def main(argv: list[str]) -> int:
     encoder = dramatiq.get_encoder()
     spec = encoder.decode(raw)
     print(f"Running actor {spec['actor']!r} for message {spec['message']['message_id']}.", flush=True)
-    outcome = run(spec)
+    outcome = run(spec, store)
     store.put_named(f"{job_dir}/outcome.json", encoder.encode(outcome))
     print("Actor finished." if outcome["ok"] else f"Actor raised {outcome['type']}.", flush=True)
     return 0

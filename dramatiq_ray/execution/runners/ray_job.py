@@ -16,7 +16,6 @@ import contextlib
 import importlib
 import logging
 import os
-import sys
 import threading
 import time
 from typing import Any
@@ -24,6 +23,7 @@ from typing import Any
 import dramatiq
 from dramatiq.broker import MessageProxy
 
+from ... import metrics
 from ...errors import (
     ConfigurationError,
     RayJobStuckError,
@@ -32,8 +32,11 @@ from ...errors import (
     RayUnavailableError,
     RemoteExceptionError,
 )
+from ...results.marker import SPILLED_KEY, SpilledResult, is_spilled_shape
 from ...results.stores.base import BlobStore
-from ..body import underlying_function
+from ..body import rebuild_exception, target_for
+from ..callpath import Call
+from ..options import check_options, merge_runtime_envs
 from .job_entry import STORE_ENV, encode_store
 
 logger = logging.getLogger(__name__)
@@ -63,6 +66,8 @@ class JobRunner:
     """Run message bodies as Ray Jobs; one per middleware, shared by the worker's threads.
 
     Parameters:
+      runtime_env: the ``runtime_env`` of every job (the actor's and message's ``ray_options`` ones are merged
+        over it).
       job_address: the Jobs API (dashboard) address, ``None`` to derive it from ``ray_address``.
       ray_address: a callable returning the Ray address in use (``None``: none configured).
       python: the Python executable the job's entrypoint runs with (on the head node).
@@ -71,8 +76,16 @@ class JobRunner:
     """
 
     def __init__(
-        self, *, job_address: str | None, ray_address: Any, python: str, stuck_timeout: float, wait_slice: float
+        self,
+        *,
+        runtime_env: dict[str, Any],
+        job_address: str | None,
+        ray_address: Any,
+        python: str,
+        stuck_timeout: float,
+        wait_slice: float,
     ) -> None:
+        self.runtime_env = runtime_env
         self.job_address = job_address
         self._ray_address = ray_address
         self.python = python
@@ -114,17 +127,20 @@ class JobRunner:
 
     # --- one message ---------------------------------------------------------------------------------------
 
-    def run(
-        self,
-        actor: dramatiq.Actor[Any, Any],
-        message: MessageProxy,
-        args: Any,
-        kwargs: Any,
-        *,
-        store: BlobStore | None,
-        runtime_env: dict[str, Any],
-    ) -> Any:
+    def run(self, call: Call) -> Any:
         """Run (or adopt) the job of this message's attempt and return the body's result or raise its error."""
+        submitted = time.monotonic()
+        try:
+            return self._run(call)
+        except RaySystemError as error:
+            metrics.record_ray_system_failure(error)
+            raise
+        finally:
+            metrics.observe_ray_wait(call.actor.actor_name, time.monotonic() - submitted)
+
+    def _run(self, call: Call) -> Any:
+        actor, message = call.actor, call.message
+        store = call.plan.store if call.plan is not None else None
         if store is None or not store.persistent:
             raise ConfigurationError(
                 f"The ray_job runner keeps each job's input and outcome in the results' blob store, and "
@@ -132,17 +148,27 @@ class JobRunner:
                 "FilesystemStore, S3Store or GCSStore reachable from the Ray head (RESULT_STORE), or use "
                 "runner='ray_core'."
             )
+        runtime_env = merge_runtime_envs(
+            self.runtime_env,
+            check_options(actor.options.get("ray_options"), actor_name=actor.actor_name, where="actor").get(
+                "runtime_env"
+            ),
+            check_options(message.options.get("ray_options"), actor_name=actor.actor_name, where="message options").get(
+                "runtime_env"
+            ),
+        )
         sid = submission_id(message)
         job_dir = f"jobs/{sid}"
         client = self.client()
         encoder = dramatiq.get_encoder()
-        module, qualname = _importable(actor)
+        target = target_for(actor, by_value=False)
         spec = {
             "actor": actor.actor_name,
-            "module": module,
-            "qualname": qualname,
-            "args": list(args),
-            "kwargs": dict(kwargs),
+            "module": target.module,
+            "qualname": target.qualname,
+            "args": list(call.args),
+            "kwargs": dict(call.kwargs),
+            "max_inline_bytes": call.plan.max_inline_bytes if call.plan is not None else None,
             "message": message._message.asdict(),
         }
         store.put_named(f"{job_dir}/spec.json", encoder.encode(spec))
@@ -227,20 +253,9 @@ class JobRunner:
             )
         outcome = dramatiq.get_encoder().decode(raw)
         if outcome.get("ok"):
-            return outcome.get("result")
+            result: Any = outcome.get("result")
+            return SpilledResult(result[SPILLED_KEY]) if is_spilled_shape(result) else result
         raise _rebuild(outcome, actor_name)
-
-
-def _importable(actor: dramatiq.Actor[Any, Any]) -> tuple[str, str]:
-    fn = underlying_function(actor.fn)
-    owner = fn if hasattr(fn, "__code__") else type(fn)
-    module, qualname = getattr(owner, "__module__", None), getattr(owner, "__qualname__", "")
-    if not module or module == "__main__" or "<locals>" in qualname or module not in sys.modules:
-        raise ConfigurationError(
-            f"Actor {actor.actor_name!r} cannot run as a Ray job: the job imports it by module path, so define it "
-            "at module level in an importable module (not __main__ or inside a function), or use runner='ray_core'."
-        )
-    return module, qualname
 
 
 def _rebuild(outcome: dict[str, Any], actor_name: str) -> BaseException:
@@ -254,8 +269,7 @@ def _rebuild(outcome: dict[str, Any], actor_name: str) -> BaseException:
             cls = getattr(cls, part)
     note = "Remote traceback (from the Ray job):\n" + str(outcome.get("traceback", ""))
     if isinstance(cls, type) and issubclass(cls, Exception):
-        error = cls.__new__(cls)
-        error.args = tuple(outcome.get("args") or ())
+        error = rebuild_exception(cls, tuple(outcome.get("args") or ()), {})
         error.add_note(note)
         return error
     return RemoteExceptionError(

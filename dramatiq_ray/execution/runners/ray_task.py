@@ -1,0 +1,175 @@
+"""The ``ray_core`` runner: each message's body runs as a Ray task owned by the worker process.
+
+The worker thread submits the task, waits for it in short slices (so Dramatiq's time limit and shutdown
+interrupts land), cancels it when interrupted, and hands back the return value or the original exception.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import dramatiq
+
+from ... import metrics
+from ...errors import ConfigurationError, RayOptionsError, RaySystemError, RayUnavailableError
+from ..body import entry_for, target_for
+from ..callpath import Call
+from ..connection import RayRuntime
+from ..options import check_options, merge_runtime_envs
+from ..outcome import translate
+
+__all__ = ["RayTaskRunner"]
+
+logger = logging.getLogger(__name__)
+
+
+class RayTaskRunner:
+    """Run bodies as Ray tasks; one per middleware, shared by the worker's threads.
+
+    Parameters:
+      runtime: the worker process's connection to Ray.
+      default_options: Ray task options for every actor (already checked).
+      runtime_env: the ``runtime_env`` applied to every task (actor and message ones are merged over it).
+      wait_slice: how long each wait for the task blocks, in seconds.
+      max_in_flight: at most this many tasks in flight in this process (``None``: no limit).
+    """
+
+    def __init__(
+        self,
+        *,
+        runtime: RayRuntime,
+        default_options: dict[str, Any],
+        runtime_env: dict[str, Any],
+        wait_slice: float,
+        max_in_flight: int | None,
+    ) -> None:
+        self.runtime = runtime
+        self.default_options = default_options
+        self.runtime_env = runtime_env
+        self.wait_slice = wait_slice
+        self._slots = threading.BoundedSemaphore(max_in_flight) if max_in_flight else None
+        self._remotes: dict[str, tuple[int, Any, dict[str, Any]]] = {}
+        self._lock = threading.Lock()
+
+    def run(self, call: Call) -> Any:
+        if self._slots is None:
+            return self._submit_and_wait(call)
+        # Waiting for a slot in slices too, so that a time limit or shutdown lands here as well.
+        acquired = False
+        try:
+            while not acquired:
+                acquired = self._slots.acquire(timeout=self.wait_slice)
+            return self._submit_and_wait(call)
+        finally:
+            if acquired:
+                self._slots.release()
+
+    def _submit_and_wait(self, call: Call) -> Any:
+        import ray
+        from ray import exceptions as rx
+
+        actor_name = call.actor.actor_name
+        generation = self.runtime.attach()
+        remote = self._remote_for(call.actor, generation)
+        message_options = call.message.options.get("ray_options")
+        if message_options:
+            remote = self._with_message_options(actor_name, remote, message_options)
+        try:
+            ref = remote.remote(call.args, call.kwargs, call.message._message, call.plan)
+        except (ConnectionError, rx.RaySystemError, rx.LocalRayletDiedError) as error:
+            self.runtime.lost(generation)
+            raise RayUnavailableError(f"Could not submit actor {actor_name!r} to Ray: {error}") from error
+        except Exception as error:
+            if "pickle" in str(error).lower() or "serializ" in str(error).lower():
+                raise ConfigurationError(
+                    f"Actor {actor_name!r} cannot be sent to Ray: {error}. Define it at module level in an "
+                    "importable module (not __main__ or inside a function) so Ray workers import it, or set "
+                    "ray=False on the actor."
+                ) from error
+            if isinstance(error, ValueError | TypeError):
+                why = f"Ray refused to run actor {actor_name!r} with its ray_options: {error}"
+                raise RayOptionsError(why) from error
+            raise
+        submitted = time.monotonic()
+        try:
+            # One get per slice: the result comes back in the same call that notices it is ready, and between
+            # slices Python bytecode runs, so a time limit or shutdown interrupt lands.
+            while True:
+                try:
+                    return ray.get(ref, timeout=self.wait_slice)
+                except rx.GetTimeoutError:
+                    continue
+        except Exception as error:
+            if isinstance(error, ConnectionError | rx.RaySystemError | rx.LocalRayletDiedError) or (
+                isinstance(error, rx.NodeDiedError) and self.runtime.names_local_node(str(error))
+            ):
+                self.runtime.lost(generation)
+            translated = translate(error, actor_name=actor_name)
+            if isinstance(translated, RaySystemError):
+                metrics.record_ray_system_failure(translated)
+            if translated is error:
+                raise
+            if isinstance(translated, RaySystemError):
+                raise translated from error
+            raise translated from None
+        except BaseException:
+            # Time limit, shutdown or any other interrupt: stop the remote work too, then let it propagate.
+            self.cancel(ref, actor_name)
+            raise
+        finally:
+            metrics.observe_ray_wait(actor_name, time.monotonic() - submitted)
+
+    def cancel(self, ref: Any, actor_name: str) -> None:
+        """Stop a task at once (its worker process is killed)."""
+        import ray
+
+        logger.info("Cancelling the Ray task of actor %r.", actor_name)
+        try:
+            ray.cancel(ref, force=True, recursive=True)
+        except Exception as error:
+            logger.warning("Could not cancel the Ray task of actor %r: %s", actor_name, error)
+
+    # --- remote functions ----------------------------------------------------------------------------------
+
+    def _remote_for(self, actor: dramatiq.Actor[Any, Any], generation: int) -> Any:
+        cached = self._remotes.get(actor.actor_name)
+        if cached is not None and cached[0] == generation:
+            return cached[1]
+        with self._lock:
+            cached = self._remotes.get(actor.actor_name)
+            if cached is not None and cached[0] == generation:
+                return cached[1]
+            import ray
+
+            options = self.base_options(actor)
+            try:
+                remote = ray.remote(**options)(entry_for(target_for(actor)))
+            except (ValueError, TypeError) as error:
+                raise RayOptionsError(f"Ray refused the ray_options of actor {actor.actor_name!r}: {error}") from None
+            self._remotes[actor.actor_name] = (generation, remote, options.get("runtime_env") or {})
+            return remote
+
+    def base_options(self, actor: dramatiq.Actor[Any, Any]) -> dict[str, Any]:
+        """The Ray task options of ``actor``: its own over the middleware's defaults."""
+        actor_options = check_options(actor.options.get("ray_options"), actor_name=actor.actor_name, where="actor")
+        # Dramatiq owns retries: Ray's own are off unless asked for.
+        options: dict[str, Any] = {"max_retries": 0, "name": actor.actor_name}
+        options.update(self.default_options)
+        options.update(actor_options)
+        runtime_env = merge_runtime_envs(
+            self.runtime_env, self.default_options.get("runtime_env"), actor_options.get("runtime_env")
+        )
+        options["runtime_env"] = runtime_env or None
+        return options
+
+    def _with_message_options(self, actor_name: str, remote: Any, raw: Any) -> Any:
+        options = check_options(raw, actor_name=actor_name, where="message options")
+        if "runtime_env" in options:
+            options["runtime_env"] = merge_runtime_envs(self._remotes[actor_name][2], options["runtime_env"])
+        try:
+            return remote.options(**options)
+        except (ValueError, TypeError) as error:
+            raise RayOptionsError(f"Ray refused the message ray_options of actor {actor_name!r}: {error}") from None
