@@ -1,8 +1,10 @@
 """Bare Ray baselines, in a process of their own (attached to ``RAY_ADDRESS``); each prints its summary as JSON.
 
-python -m benchmarks._bare_ray --count 2000 --threads 8
+python -m benchmarks._bare_ray --count 2000 --threads 8 --ray-node-pid PID --ray-temp-dir DIR
     the offload case: ``threads`` threads each doing submit + wait + get of a no-op task, ``count`` times in
-    all, then one thread alone for a tenth of that (the one-client latencies);
+    all, then one thread alone for a tenth of that (the one-client latencies). The CPU of the loaded run is
+    measured here, where it starts and ends: this process and its children, plus the cluster's processes (the
+    trees of the ``ray start`` processes ``--ray-node-pid`` names and any process naming ``--ray-temp-dir``);
 python -m benchmarks._bare_ray --count 200 --burn 650000
     the CPU-bound case: ``count`` burn tasks submitted at once, then every result gathered.
 """
@@ -12,11 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import time
 from typing import Any
 
 from ._app import burn, noop
-from ._harness import run_closed_loop
+from ._harness import CpuMeter, ProcessSet, run_closed_loop
 
 
 def main() -> None:
@@ -24,6 +27,10 @@ def main() -> None:
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--burn", type=int, default=0, help="iterations of burn per task (the CPU-bound case)")
+    parser.add_argument(
+        "--ray-node-pid", type=int, action="append", default=[], help="a node's `ray start` process (repeatable)"
+    )
+    parser.add_argument("--ray-temp-dir", default=None, help="the cluster's temp dir, named by its daemons")
     args = parser.parse_args()
 
     import ray
@@ -41,7 +48,13 @@ def main() -> None:
         ray.wait([ref], timeout=60)
         ray.get(ref, timeout=60)
 
-    summary = run_closed_loop(submit_wait_get, count=args.count, threads=args.threads)
+    groups = {  # this process names the temp dir too, in its arguments: the first group claims it
+        "producer": ProcessSet(trees=(os.getpid(),)),
+        "ray": ProcessSet(trees=tuple(args.ray_node_pid), marker=args.ray_temp_dir),
+    }
+    with CpuMeter(groups) as cpu:
+        summary = run_closed_loop(submit_wait_get, count=args.count, threads=args.threads)
+    summary.update(cpu.summary(summary["count"]))
     alone = run_closed_loop(submit_wait_get, count=max(20, args.count // 10), threads=1)
     summary.update(p50_ms_one_client=alone["p50_ms"], p99_ms_one_client=alone["p99_ms"])
     print(json.dumps(summary), flush=True)

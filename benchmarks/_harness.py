@@ -1,4 +1,5 @@
-"""Measuring: timers, percentiles, peak RSS, Redis memory, the machine, and the result types every case fills.
+"""Measuring: timers, percentiles, peak RSS, CPU time of process trees, Redis memory, the machine, and the result
+types every case fills.
 
 A case returns a :class:`CaseReport`: the variants it measured (our path and its baselines, each a flat dict of
 numbers) and the targets of the issue, each with the measured value, its baseline, their ratio and pass/short.
@@ -135,6 +136,186 @@ class PeakRSS:
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+
+
+# --- CPU time ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProcessSet:
+    """The processes one group of a :class:`CpuMeter` counts: ``pids`` alone, ``trees`` with all their descendants
+    (their children, grandchildren, ...), and any other process whose command line contains ``marker`` (a Ray
+    cluster's temp dir, which its daemons name: they are still found if they ever leave the tree)."""
+
+    pids: tuple[int, ...] = ()
+    trees: tuple[int, ...] = ()
+    marker: str | None = None
+
+
+@dataclass
+class _Tracked:
+    process: psutil.Process
+    group: str
+    baseline: float
+    latest: float
+    exited: bool = False
+
+
+class CpuMeter:
+    """User + system CPU seconds spent by groups of processes between :meth:`start` and :meth:`stop` (or the
+    ``with`` block), e.g. ``{"producer": ..., "worker": ..., "ray": ...}``.
+
+    How it counts:
+
+    - At the start it finds every process of every group (see :class:`ProcessSet`; a process belongs to the first
+      group that names it) and reads its cumulative user + system time (psutil's ``cpu_times()``: the process's
+      own time, all its threads included). That reading is the process's baseline.
+    - While the block runs, a thread looks again every ``interval`` seconds: it reads every known process's times
+      again (its latest reading) and adds the processes that appeared since, with a baseline of zero: they
+      started during the measured stretch, so all of their time counts.
+    - At the stop it reads and looks once more. A process's share is its latest reading minus its baseline.
+    - A process that exits during the block is not dropped: it keeps the last reading taken while it lived, so
+      at most ``interval`` seconds of its end are lost. Its parent's children times are deliberately not used:
+      added to the periodic readings they would count the same process twice. A process that starts and exits
+      between two looks is not seen; ``exited`` says how many exits were seen, so a surprise shows up.
+    - The sampling thread's own CPU (it reads ``/proc``) is subtracted from the group of the process it runs in,
+      so the meter does not bill its own work to the producer.
+    """
+
+    def __init__(self, groups: dict[str, ProcessSet], *, interval: float = 0.1) -> None:
+        self.groups = groups
+        self.interval = interval
+        self.seconds: dict[str, float] = {}
+        self.exited = 0
+        self._tracked: dict[tuple[int, float], _Tracked] = {}
+        self._unmatched: set[tuple[str, tuple[int, float]]] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._sampler_cpu = 0.0
+
+    @property
+    def processes(self) -> int:
+        """How many processes were counted."""
+        return len(self._tracked)
+
+    def start(self) -> CpuMeter:
+        with self._lock:
+            self._look(at_start=True)
+        self._thread = threading.Thread(target=self._sample, name="cpu-meter", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> dict[str, float]:
+        """Stop, and return the CPU seconds of each group (also kept in :attr:`seconds`)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        with self._lock:
+            self._read_known()  # first: the known processes' readings are then the closest to the end
+            self._look(at_start=False)
+        seconds = dict.fromkeys(self.groups, 0.0)
+        for tracked in self._tracked.values():
+            seconds[tracked.group] += tracked.latest - tracked.baseline
+        own = self._own_group()
+        if own is not None:
+            seconds[own] -= self._sampler_cpu
+        self.seconds = seconds
+        self.exited = sum(tracked.exited for tracked in self._tracked.values())
+        return seconds
+
+    def __enter__(self) -> CpuMeter:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def summary(self, count: float) -> dict[str, float]:
+        """CPU milliseconds per operation for ``count`` operations: all groups (``cpu_ms_per_msg``) and each group
+        (``cpu_ms_per_msg_<group>``), plus how many processes were counted and how many exited meanwhile."""
+        numbers = {"cpu_ms_per_msg": sum(self.seconds.values()) / count * 1000 if count else math.nan}
+        for name, seconds in self.seconds.items():
+            numbers[f"cpu_ms_per_msg_{name}"] = seconds / count * 1000 if count else math.nan
+        numbers["cpu_processes"] = float(self.processes)
+        numbers["cpu_processes_exited"] = float(self.exited)
+        return numbers
+
+    # --- inside ------------------------------------------------------------------------------------------------
+
+    def _sample(self) -> None:
+        began = time.thread_time()
+        try:
+            while not self._stop.wait(self.interval):
+                with self._lock:
+                    self._read_known()
+                    self._look(at_start=False)
+        finally:
+            self._sampler_cpu = time.thread_time() - began
+
+    def _own_group(self) -> str | None:
+        for (pid, _), tracked in self._tracked.items():
+            if pid == os.getpid():
+                return tracked.group
+        return None
+
+    def _read_known(self) -> None:
+        for tracked in self._tracked.values():
+            if not tracked.exited:
+                reading = _cpu_seconds(tracked.process)
+                if reading is None:
+                    tracked.exited = True
+                else:
+                    tracked.latest = reading
+
+    def _look(self, *, at_start: bool) -> None:
+        """Add the processes of every group that are not tracked yet."""
+        children: dict[int, list[int]] = {}
+        processes: dict[int, tuple[psutil.Process, tuple[int, float]]] = {}
+        for process in psutil.process_iter(["ppid", "create_time"]):
+            if process.info["ppid"] is None or process.info["create_time"] is None:
+                continue
+            processes[process.pid] = (process, (process.pid, process.info["create_time"]))
+            children.setdefault(process.info["ppid"], []).append(process.pid)
+        for group, wanted in self.groups.items():
+            pids = {pid for pid in wanted.pids if pid in processes}
+            pending = [pid for pid in wanted.trees if pid in processes]
+            while pending:
+                pid = pending.pop()
+                if pid not in pids:
+                    pids.add(pid)
+                    pending.extend(children.get(pid, ()))
+            if wanted.marker:
+                pids |= {pid for pid, (process, key) in processes.items() if self._names(process, key, wanted.marker)}
+            for pid in pids:
+                process, key = processes[pid]
+                if key in self._tracked:
+                    continue
+                reading = _cpu_seconds(process)
+                if reading is not None:
+                    self._tracked[key] = _Tracked(process, group, reading if at_start else 0.0, reading)
+
+    def _names(self, process: psutil.Process, key: tuple[int, float], marker: str) -> bool:
+        """Whether ``process``'s command line contains ``marker`` (read once per process: it is a file read)."""
+        if key in self._tracked:
+            return True
+        if (marker, key) in self._unmatched:
+            return False
+        try:
+            if marker in " ".join(process.cmdline()):
+                return True
+        except psutil.Error:
+            pass
+        self._unmatched.add((marker, key))
+        return False
+
+
+def _cpu_seconds(process: psutil.Process) -> float | None:
+    """User + system seconds of ``process`` itself, or ``None`` once it is gone."""
+    try:
+        times = process.cpu_times()
+    except psutil.Error:
+        return None
+    return float(times.user + times.system)
 
 
 def redis_used_memory(client: Any) -> int:

@@ -34,6 +34,29 @@ def _result(target: dict[str, Any]) -> str:
     return "pass" if target["passed"] else "**short**"
 
 
+def render_text(case: dict[str, Any]) -> str:
+    """A case as plain text for the console: its chart metrics per variant, its targets with ratio and verdict,
+    and its notes."""
+    metrics = [m for m in case["chart_metrics"] if any(m in v for v in case["variants"].values())]
+    header = ["variant", *(m.replace("_", " ") for m in metrics)]
+    rows = [[name, *(_number(numbers.get(m)) for m in metrics)] for name, numbers in case["variants"].items()]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = []
+    for row in [header, *rows]:
+        name, *cells = row
+        numbers = [cell.rjust(width) for cell, width in zip(cells, widths[1:], strict=True)]
+        lines.append("  " + "  ".join([name.ljust(widths[0]), *numbers]))
+    for target in case["targets"]:
+        verdict = {True: "pass", False: "SHORT", None: "not measured"}[target["passed"]]
+        goal = f"{'>=' if target['higher_is_better'] else '<='} {_number(target['goal'])}"
+        lines.append(
+            f"  target {target['name']}: {_number(target['measured'])} {target['unit']} against "
+            f"{_number(target['baseline'])}, ratio {_number(target['ratio'])} (goal {goal}): {verdict}"
+        )
+    lines += [f"  {note}" for note in case["notes"]]
+    return "\n".join(lines)
+
+
 def render_charts(report: dict[str, Any], image_dir: Path) -> dict[str, str]:
     """One PNG per case (one panel per chart metric, one bar per variant); returns case name -> file name.
 
@@ -94,7 +117,7 @@ def render_markdown(report: dict[str, Any], docs_path: Path) -> None:
         "`REDIS_URL`, default 127.0.0.1:6379, under a key namespace of the run, deleted afterwards), a Ray cluster "
         "started by the harness (`ray start` on free ports), moto's S3 server and the GCS emulator on free loopback "
         "ports, and worker processes run by the real `dramatiq` CLI (`--processes 1 --threads 8`), so the worker's "
-        "memory is measured apart from the producer's.",
+        "memory and CPU are measured apart from the producer's.",
         "",
         f"- **This run:** {report['mode']} mode, {report['started_at']}, {report['duration_s']:.0f} s.",
         f"- **Machine:** {machine['cpu_model']}, {machine['logical_cpus']} logical CPUs "

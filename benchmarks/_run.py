@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ._app import AppConfig
+from ._harness import ProcessSet
 from ._profile import Profiler
 from ._services import GCSServer, RayCluster, RedisNamespace, S3Server, WorkerProcess, unique
 
@@ -99,9 +100,29 @@ class Run:
         worker.stop()
         self._workers.remove(worker)
 
+    # --- the processes whose CPU a case counts --------------------------------------------------------------
+
+    def ray_processes(self, cluster: RayCluster | None = None) -> ProcessSet:
+        """Every process of ``cluster`` (default: the run's): each node's ``ray start`` with its descendants (GCS
+        server, raylet, agents, monitors, the Ray workers the raylet forks), and any process naming the
+        cluster's temp dir in its command line."""
+        cluster = cluster or self.ray
+        return ProcessSet(trees=tuple(node.pid for node in cluster.nodes), marker=cluster.temp_dir)
+
+    @staticmethod
+    def worker_processes(worker: WorkerProcess) -> ProcessSet:
+        """The ``dramatiq`` CLI of ``worker`` and everything it forked (its worker process)."""
+        return ProcessSet(trees=(worker.proc.pid,))
+
     def bare_ray(self, *, count: int, threads: int = 8, burn: int = 0) -> dict[str, float]:
-        """Run a bare-Ray baseline (see ``benchmarks._bare_ray``) in a process of its own on the run's cluster."""
+        """Run a bare-Ray baseline (see ``benchmarks._bare_ray``) in a process of its own on the run's cluster.
+
+        The no-op baseline also reports the CPU of its loaded run: its own process (the driver) and the
+        cluster's processes (see :meth:`ray_processes`), found by the driver itself."""
         options = ["--count", str(count), "--threads", str(threads), "--burn", str(burn)]
+        ray_processes = self.ray_processes()
+        options += [f"--ray-node-pid={pid}" for pid in ray_processes.trees]
+        options += [f"--ray-temp-dir={ray_processes.marker}"]
         result = subprocess.run(
             [sys.executable, "-m", "benchmarks._bare_ray", *options],
             env=self.ray.driver_env(),
