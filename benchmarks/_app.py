@@ -176,8 +176,6 @@ def build(config: AppConfig) -> App:
         fn.__name__: dramatiq.actor(broker=broker, queue_name=config.queue, max_retries=0, **options)(fn)
         for fn in bodies  # one decorator per actor: a Dramatiq decorator keeps the first actor's name
     }
-    if hasattr(backend, "broker"):
-        backend.broker = broker  # the spilling backend reads actor options from this broker
     return App(broker=broker, backend=backend, actors=actors)
 
 
@@ -185,9 +183,13 @@ def _spill_in_worker() -> type[Any]:
     from dramatiq_ray.results.backend import SpillingBackend
 
     class SpillInWorker(SpillingBackend):
-        """Offers no spill plan: a result from Ray comes back through ``ray.get`` and is spilled here."""
+        """Spills nothing where the body runs: a result from Ray comes back through ``ray.get`` and is spilled
+        here, in the worker, when it is stored."""
 
-        def spill_plan(self, message: Any) -> None:
-            return None
+        def plan(self, max_inline_bytes: int | None) -> Any:
+            return super().plan(None)
+
+        def store_outcome(self, message: Any, outcome: Any, ttl: int) -> None:
+            super().store_outcome(message, super().plan(self.max_inline_bytes).apply(outcome), ttl)
 
     return SpillInWorker

@@ -229,8 +229,8 @@ def test_remote_function_is_created_once_per_actor_and_reused(stub_broker, ray_l
 
     start_worker(stub_broker)
     assert double.send(1).get_result(block=True, timeout=RESULT_TIMEOUT_MS) == 2
-    first = middleware._remotes["double"][1]
+    first = middleware._runner._remotes["double"][1]
     message = double.send_with_options(args=(2,), ray_options={"num_cpus": 2})
     assert message.get_result(block=True, timeout=RESULT_TIMEOUT_MS) == 4
 
-    assert middleware._remotes["double"][1] is first
+    assert middleware._runner._remotes["double"][1] is first

@@ -28,14 +28,15 @@ def spilling_broker(stub_broker: Any, ray_local: Any, tmp_path: Path) -> tuple[A
 def spy_on_ray_returns(middleware: RayExecutionMiddleware) -> list[Any]:
     """Record what each Ray task hands back to the worker (a spy on the real path, nothing replaced)."""
     returned: list[Any] = []
-    run_on_ray = middleware._run_on_ray
+    runner = middleware._runner
+    run = runner.run
 
-    def recording(*args: Any) -> Any:
-        value = run_on_ray(*args)
+    def recording(call: Any) -> Any:
+        value = run(call)
         returned.append(value)
         return value
 
-    middleware._run_on_ray = recording  # type: ignore[method-assign]
+    runner.run = recording  # type: ignore[method-assign]
     return returned
 
 
