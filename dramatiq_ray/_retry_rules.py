@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import builtins
 import keyword
+import logging
 from collections.abc import Iterable, Iterator
 from typing import Any, Final
 
 from dramatiq.middleware.retries import DEFAULT_MAX_BACKOFF
 
-from .errors import ConfigurationError, RaySystemError, RemoteExceptionError
+from .errors import ConfigurationError, RaySystemError, RemoteExceptionError, RetryOptionsError
 from .execution.outcome import RAY_SYSTEM_FAILURE_NAMES
+
+logger = logging.getLogger("dramatiq_ray.retries")
 
 _BUILTIN_EXCEPTIONS: Final = frozenset(
     name for name, value in vars(builtins).items() if isinstance(value, type) and issubclass(value, BaseException)
@@ -160,3 +163,58 @@ def type_name(exception: BaseException) -> str:
     if isinstance(exception, RemoteExceptionError):
         return exception.type_name
     return dotted_name(type(exception))
+
+
+# --- looking options up: message, then actor, then the middleware's default ------------------------------------
+
+
+def lookup_option(
+    message_options: dict[str, Any], actor_options: dict[str, Any], names: tuple[str, ...], default: Any
+) -> Any:
+    for options in (message_options, actor_options):
+        for name in names:
+            if name in options:
+                return options[name]
+    return default
+
+
+def lookup_max_retries(
+    message_options: dict[str, Any], actor_options: dict[str, Any], default: int | None
+) -> int | None:
+    for where, options in (("message", message_options), ("actor", actor_options)):
+        try:
+            value = resolve_max_retries(options, where, strict=False)
+        except (TypeError, ValueError):
+            value = UNSET
+        if not isinstance(value, Unset):
+            return value
+    return default
+
+
+def option_denylist(message_options: dict[str, Any], actor_options: dict[str, Any]) -> list[str]:
+    """The ``retry_denylist`` entries of an actor and a message (checked when they were declared and sent)."""
+    entries: list[str] = []
+    for options in (actor_options, message_options):
+        listed = options.get("retry_denylist")
+        if listed:
+            try:
+                entries.extend(normalize_denylist(listed, "retry_denylist"))
+            except ConfigurationError:
+                logger.error("Ignoring an invalid retry_denylist: %r.", listed)
+    return entries
+
+
+def check_retry_options(options: dict[str, Any], where: str) -> None:
+    """Check the retry options of an actor or a message, in place; denylist classes become dotted names, so a
+    message encodes and matches like an actor's option.
+
+    Raises:
+      RetryOptionsError: an option is invalid (a ``MiddlewareError``, so Dramatiq does not swallow it in a hook).
+    """
+    try:
+        resolve_max_retries(options, where, strict=True)
+        check_backoff_options(options, where)
+        if "retry_denylist" in options:
+            options["retry_denylist"] = list(normalize_denylist(options["retry_denylist"], f"{where}: retry_denylist"))
+    except ConfigurationError as error:
+        raise RetryOptionsError(error.message) from None

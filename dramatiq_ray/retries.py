@@ -30,12 +30,16 @@ from ._retry_rules import (
     candidate_names,
     check_backoff_options,
     check_jitter,
+    check_retry_options,
+    lookup_max_retries,
+    lookup_option,
     normalize_denylist,
+    option_denylist,
     original_exception,
     resolve_max_retries,
     type_name,
 )
-from .errors import ConfigurationError, RetryOptionsError
+from .errors import ConfigurationError
 
 __all__ = ["DEFAULT_JITTER", "Retries"]
 
@@ -46,8 +50,6 @@ DEFAULT_JITTER: Final = 0.5
 
 #: Default number of retries, as in Dramatiq: 20 retries, so 21 attempts.
 DEFAULT_MAX_RETRIES: Final = 20
-
-_AnyMessage = dramatiq.Message[Any] | MessageProxy
 
 
 class Retries(StockRetries):
@@ -195,7 +197,7 @@ class Retries(StockRetries):
 
     def before_declare_actor(self, broker: dramatiq.Broker, actor: dramatiq.Actor[Any, Any]) -> None:
         self._take_over(broker)
-        _check_options(actor.options, f"actor {actor.actor_name!r}")
+        check_retry_options(actor.options, f"actor {actor.actor_name!r}")
 
     def after_declare_actor(self, broker: dramatiq.Broker, actor: dramatiq.Actor[Any, Any]) -> None:
         self._take_over(broker)
@@ -215,7 +217,7 @@ class Retries(StockRetries):
     def before_enqueue(self, broker: dramatiq.Broker, message: dramatiq.Message[Any], delay: int | None) -> None:
         if message.options.get("retries"):
             return  # a requeue: the options were checked when the message was first sent
-        _check_options(message.options, f"message to {message.actor_name!r}")
+        check_retry_options(message.options, f"message to {message.actor_name!r}")
 
     def after_process_message(
         self,
@@ -240,7 +242,7 @@ class Retries(StockRetries):
         message.options["traceback"] = traceback.format_exc(limit=30)
         message.options["requeue_timestamp"] = int(time.time() * 1000)
 
-        max_retries = self._lookup_max_retries(message, actor)
+        max_retries = lookup_max_retries(message.options, actor.options, self.max_retries)
         retry_when = actor.options.get("retry_when", self.retry_when)
         if (retry_when is not None and not retry_when(retries, exception)) or (
             retry_when is None and max_retries is not None and retries >= max_retries
@@ -263,9 +265,9 @@ class Retries(StockRetries):
         else:
             delay = self.compute_delay(
                 retries + 1,
-                backoff=self._lookup(message, actor, ("backoff", "min_backoff"), self.min_backoff),
-                max_backoff=self._lookup(message, actor, ("max_backoff",), self.max_backoff),
-                jitter=self._lookup(message, actor, ("retry_jitter",), self.jitter),
+                backoff=lookup_option(message.options, actor.options, ("backoff", "min_backoff"), self.min_backoff),
+                max_backoff=lookup_option(message.options, actor.options, ("max_backoff",), self.max_backoff),
+                jitter=lookup_option(message.options, actor.options, ("retry_jitter",), self.jitter),
             )
         self.logger.info("Retrying message %r in %d milliseconds.", message.message_id, delay)
         metrics.record_retry(message.actor_name, original_exception(exception))
@@ -290,7 +292,7 @@ class Retries(StockRetries):
                 exception,
             )
             return True
-        denied = self.denied_by(exception, self._option_denylist(message, actor))
+        denied = self.denied_by(exception, option_denylist(message.options, actor.options))
         if denied is None:
             return False
         self.logger.warning(
@@ -302,35 +304,6 @@ class Retries(StockRetries):
         )
         metrics.record_retry_denied(message.actor_name, original_exception(exception))
         return True
-
-    @staticmethod
-    def _lookup(message: _AnyMessage, actor: dramatiq.Actor[Any, Any], names: tuple[str, ...], default: Any) -> Any:
-        for options in (message.options, actor.options):
-            for name in names:
-                if name in options:
-                    return options[name]
-        return default
-
-    def _lookup_max_retries(self, message: _AnyMessage, actor: dramatiq.Actor[Any, Any]) -> int | None:
-        for where, options in (("message", message.options), ("actor", actor.options)):
-            try:
-                value = resolve_max_retries(options, where, strict=False)
-            except (TypeError, ValueError):
-                value = UNSET
-            if not isinstance(value, Unset):
-                return value
-        return self.max_retries
-
-    def _option_denylist(self, message: _AnyMessage, actor: dramatiq.Actor[Any, Any]) -> list[str]:
-        entries: list[str] = []
-        for options in (actor.options, message.options):
-            listed = options.get("retry_denylist")
-            if listed:
-                try:
-                    entries.extend(normalize_denylist(listed, "retry_denylist"))
-                except ConfigurationError:
-                    self.logger.error("Ignoring invalid retry_denylist %r of message %r.", listed, message.message_id)
-        return entries
 
     def _take_over(self, broker: dramatiq.Broker) -> None:
         """Take the place of Dramatiq's stock Retries on ``broker``, once, so that only one middleware requeues."""
@@ -356,19 +329,3 @@ class Retries(StockRetries):
 
 def _is_stock(middleware: object) -> bool:
     return isinstance(middleware, StockRetries) and not isinstance(middleware, Retries)
-
-
-def _check_options(options: dict[str, Any], where: str) -> None:
-    """Check the retry options of an actor or a message, in place; denylist classes become dotted names, so a
-    message encodes and matches like an actor's option.
-
-    Raises:
-      RetryOptionsError: an option is invalid (a ``MiddlewareError``, so Dramatiq does not swallow it in a hook).
-    """
-    try:
-        resolve_max_retries(options, where, strict=True)
-        check_backoff_options(options, where)
-        if "retry_denylist" in options:
-            options["retry_denylist"] = list(normalize_denylist(options["retry_denylist"], f"{where}: retry_denylist"))
-    except ConfigurationError as error:
-        raise RetryOptionsError(error.message) from None

@@ -117,3 +117,26 @@ def test_free_port_never_hands_out_the_same_port_twice() -> None:
 
     ports = [free_port() for _ in range(300)]
     assert len(set(ports)) == len(ports)
+
+
+def test_ray_compat_workarounds_apply_only_on_the_ray_versions_they_were_checked_on() -> None:
+    from dramatiq_ray.execution.ray_compat import CHECKED_ON, checked, ray_version
+
+    low, high = CHECKED_ON
+    assert checked(low) and checked(high)
+    assert not checked((low[0], low[1] - 1)) and not checked((high[0], high[1] + 1))
+    assert checked(ray_version()), "the installed Ray is outside the versions the workarounds were checked on"
+
+
+def test_ray_compat_auth_reload_runs_on_a_checked_ray(ray_local) -> None:
+    from dramatiq_ray.execution.ray_compat import reload_auth_config
+
+    # Ray is imported (the session's local Ray), so its configuration can be read again
+    assert reload_auth_config() is True
+
+
+def test_ray_compat_auth_reload_on_an_unchecked_ray_only_warns(ray_local, caplog) -> None:
+    from dramatiq_ray.execution.ray_compat import reload_auth_config
+
+    assert reload_auth_config(version=(9, 0)) is False
+    assert "outside the versions" in caplog.text

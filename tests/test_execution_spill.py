@@ -85,3 +85,25 @@ def test_result_of_an_actor_without_store_results_is_not_spilled(spilling_broker
 
     assert returned == ["y" * (64 * 1024)]
     assert not any(path.is_file() for path in store_dir.rglob("*"))
+
+
+@pytest.mark.parametrize("ray_first", [True, False], ids=["ray-before-results", "ray-after-results"])
+def test_actor_defined_in_a_function_runs_on_ray_and_spills_whatever_the_middleware_order(
+    stub_broker, ray_local, tmp_path, start_worker, ray_first: bool
+) -> None:
+    # Given Results and RayExecutionMiddleware added in either order, and an actor Ray can only get by value
+    results = Results(backend=StubBackend(), store=FilesystemStore(tmp_path), max_inline_bytes=1024)
+    ordered = [RayExecutionMiddleware(), results] if ray_first else [results, RayExecutionMiddleware()]
+    for middleware in ordered:
+        stub_broker.add_middleware(middleware)
+
+    @dramatiq.actor(store_results=True)
+    def produce(n: int) -> str:
+        return "x" * n
+
+    start_worker(stub_broker)
+    # When it runs, then the user's function (not a wrapper) is what Ray ran, and its large result spilled
+    small, big = produce.send(10), produce.send(BIG)
+    assert small.get_result(block=True, timeout=RESULT_TIMEOUT_MS) == "x" * 10
+    assert big.get_result(block=True, timeout=RESULT_TIMEOUT_MS) == "x" * BIG
+    assert list(tmp_path.rglob("*.json"))

@@ -73,7 +73,7 @@ class RayRuntime:
         with self._lock:
             if self.attached:
                 return self._generation
-            _keep_dramatiq_signal_handling()  # before Ray is imported: Ray reads it then
+            keep_dramatiq_signal_handling()  # before Ray is imported: Ray reads it then
             import ray
 
             if self._pid == os.getpid() and self._stale and self._owned:
@@ -177,7 +177,7 @@ def _keep_signal_handlers() -> Iterator[None]:
                 signal.signal(sig, handler)
 
 
-def _keep_dramatiq_signal_handling() -> None:
+def keep_dramatiq_signal_handling() -> None:
     """Ray's drivers install a C-level failure signal handler that also catches SIGTERM and, when ``ray.init``
     runs outside the main thread, cannot be replaced from Python; it would end the worker process in the middle
     of Dramatiq's graceful shutdown. A Dramatiq worker keeps its own SIGTERM handling unless the user asked for

@@ -19,7 +19,7 @@ from dramatiq.middleware import Middleware, MiddlewareError
 from ..errors import ConfigurationError, RayOptionsError
 from . import callpath
 from .callpath import Runner
-from .connection import RayRuntime
+from .connection import RayRuntime, keep_dramatiq_signal_handling
 from .local_head import run_shared_head
 from .options import check_options, merge_runtime_envs
 from .runners import RUNNERS
@@ -116,6 +116,7 @@ class RayExecutionMiddleware(Middleware):
         self.enabled_by_default = enabled_by_default
         self.wait_slice = float(wait_slice)
         self.runtime = RayRuntime(address=address, init_kwargs=ray_init_kwargs)
+        keep_dramatiq_signal_handling()  # in case the application imports Ray before the first message
         self.max_in_flight = max_in_flight
         self.runner = runner
         self._runner: Runner

@@ -32,22 +32,23 @@ def checked(version: tuple[int, int] | None = None) -> bool:
     return low <= (version or ray_version()) <= high
 
 
-def reload_auth_config() -> bool:
+def reload_auth_config(version: tuple[int, int] | None = None) -> bool:
     """Make an already imported Ray read ``RAY_AUTH_MODE`` and its token again.
 
     Ray reads its authentication settings once, when ``ray._raylet`` is imported; a process that imported Ray
     before it knew it would attach to a token-protected head (``ray start``) would otherwise keep sending no token.
     Returns whether the reload ran (``False`` when Ray is not imported yet, which needs no reload, or when the
-    installed Ray is outside :data:`CHECKED_ON`).
+    installed Ray, or ``version`` when given, is outside :data:`CHECKED_ON`).
     """
     raylet: Any = sys.modules.get("ray._raylet")
     if raylet is None:
         return False
-    if not checked():
+    version = version or ray_version()
+    if not checked(version):
         logger.warning(
-            "Ray %s.%s is newer than the versions dramatiq-ray's auth-config reload was checked on; if attaching "
+            "Ray %s.%s is outside the versions dramatiq-ray's auth-config reload was checked on; if attaching "
             "fails with an authentication error, set RAY_AUTH_MODE=token before the process imports Ray.",
-            *ray_version(),
+            *version,
         )
         return False
     with contextlib.suppress(Exception):

@@ -152,6 +152,12 @@ class SpillingBackend(ResultBackend):
 
     def _record_spill(self, pointer: Pointer) -> None:
         if pointer.scheme == "oversize" and self.store is not None and self.store.persistent:
+            logger.warning(
+                "%s could not store a %d-byte result where its actor ran; keeping only its digest, so reading it "
+                "will raise DigestOnlyResultError.",
+                self.store.describe(),
+                pointer.size,
+            )
             metrics.record_spill_fallback(self._store_label())
         else:
             metrics.record_spill(self._store_label(), pointer.size)

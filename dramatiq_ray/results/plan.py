@@ -84,8 +84,7 @@ class SpillPlan:
             return SpilledResult(self.store.put(digest, data))
         except Exception as error:
             logger.warning(
-                "%s could not store a %d-byte result (%s: %s); keeping only its digest, so reading it will raise "
-                "DigestOnlyResultError.",
+                "%s could not store a %d-byte result (%s: %s); the result backend will keep only its digest.",
                 self.store.describe(),
                 len(data),
                 type(error).__name__,

@@ -232,12 +232,14 @@ def test_spilling_backend_falls_back_to_a_digest_and_warns_when_the_store_fails(
     backend = SpillingBackend(stub_backend, store=store, max_inline_bytes=0)
     message = make_message()
     # When a result is stored
-    with caplog.at_level(logging.WARNING, logger="dramatiq_ray.results.backend"):
+    with caplog.at_level(logging.WARNING, logger="dramatiq_ray.results"):
         backend.store_result(message, "value", TTL)
-    # Then it is kept as a digest and a warning names the store and the error
+    # Then it is kept as a digest; where the value was produced a warning names the store and the error, and the
+    # result backend warns that only the digest is kept
     assert get_pointer(message, backend=backend).startswith("oversize://sha256/")
-    [record] = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert "not-a-dir" in record.getMessage() and "BlobWriteError" in record.getMessage()
+    produced, stored = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "not-a-dir" in produced and "BlobWriteError" in produced
+    assert "not-a-dir" in stored and "keeping only its digest" in stored
     with pytest.raises(DigestOnlyResultError):
         backend.get_result(message)
 

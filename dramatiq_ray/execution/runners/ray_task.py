@@ -68,11 +68,11 @@ class RayTaskRunner:
                 self._slots.release()
 
     def _submit_and_wait(self, call: Call) -> Any:
+        actor_name = call.actor.actor_name
+        generation = self.runtime.attach()  # first: it prepares the environment Ray reads when imported
         import ray
         from ray import exceptions as rx
 
-        actor_name = call.actor.actor_name
-        generation = self.runtime.attach()
         remote = self._remote_for(call.actor, generation)
         message_options = call.message.options.get("ray_options")
         if message_options:
