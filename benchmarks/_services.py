@@ -12,7 +12,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,6 +20,8 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
+
+from dramatiq_ray.execution.local_head import free_port  # one port picker: never the same port twice
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,12 +37,6 @@ for _name, _value in {
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_until(predicate: Callable[[], Any], *, timeout: float, what: str, interval: float = 0.05) -> Any:

@@ -11,7 +11,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
+
+from dramatiq_ray.execution.local_head import free_port  # one port picker: never the same port twice
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,12 +36,6 @@ def unavailable(reason: str) -> None:
     if services_required():
         pytest.fail(f"required service unavailable: {reason}", pytrace=False)
     pytest.skip(f"service unavailable: {reason}")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_until(predicate: Any, *, timeout: float, interval: float = 0.05, what: str = "condition") -> Any:
