@@ -32,6 +32,7 @@ from .errors import (
     RemoteExceptionError,
     RetryOptionsError,
     SpilledResultError,
+    StoreUnavailableError,
 )
 
 # --- results that spill ---
@@ -91,6 +92,7 @@ __all__ = [
     "RemoteExceptionError",
     "RetryOptionsError",
     "SpilledResultError",
+    "StoreUnavailableError",
     # results that spill
     "BlobStore",
     "DigestStore",

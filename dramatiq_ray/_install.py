@@ -141,6 +141,7 @@ def setup(
         backend=backend,
         store=store,
         max_inline_bytes=loaded.max_result_size_bytes,
+        on_store_error=loaded.result_on_store_error,
         result_ttl=int(loaded.result_ttl_seconds * 1000),
     )
     retries = Retries(

@@ -37,6 +37,7 @@ __all__ = [
     "RemoteExceptionError",
     "RetryOptionsError",
     "SpilledResultError",
+    "StoreUnavailableError",
 ]
 
 
@@ -133,12 +134,17 @@ class BlobIntegrityError(BlobReadError):
 
 
 class BlobStoreError(DramatiqRayError):
-    """A blob store operation failed. Raised by stores; the results backend turns it into a fallback (when
-    writing) or a ``BlobReadError`` (when reading)."""
+    """A blob store operation failed. Raised by stores; when writing a result it fails the message (or, with
+    ``on_store_error="digest"``, keeps only a digest); when reading it becomes a ``BlobReadError``."""
 
 
 class BlobWriteError(BlobStoreError):
     """A blob could not be written to its store."""
+
+
+class StoreUnavailableError(BlobStoreError, MiddlewareError):
+    """The blob store failed its probe at worker boot (write, read back, delete): the worker does not start, so it
+    consumes no message whose result it could not keep."""
 
 
 # --- running on Ray ------------------------------------------------------------------------------------------

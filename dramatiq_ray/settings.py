@@ -26,6 +26,7 @@ from typing import Any
 
 from .errors import ConfigurationError
 from .execution.runners import RUNNERS
+from .results.plan import ON_STORE_ERROR
 
 __all__ = ["ENV_PREFIX", "SETTING_NAMES", "Settings", "load_settings"]
 
@@ -62,6 +63,7 @@ class Settings:
     max_result_size_bytes: int = 1024 * 1024
     result_ttl_seconds: float = 600
     result_storage_backend: str = "digest"
+    result_on_store_error: str = "fail"
     result_storage_filesystem_path: str | None = None
     result_storage_s3_bucket: str | None = None
     result_storage_s3_prefix: str = "dramatiq-ray/results"
@@ -135,6 +137,7 @@ _ENV_PARSERS: dict[str, Callable[[str], Any]] = {
     "MAX_RESULT_SIZE_BYTES": _parse_int,
     "RESULT_TTL_SECONDS": _parse_number,
     "RESULT_STORAGE_BACKEND": lambda text: text.strip().lower(),
+    "RESULT_ON_STORE_ERROR": lambda text: text.strip().lower(),
 }
 
 
@@ -231,6 +234,9 @@ def _validate(values: dict[str, Any], problems: list[str]) -> None:
     _check_number("STUCK_TASK_TIMEOUT_SECONDS", values["STUCK_TASK_TIMEOUT_SECONDS"], problems, minimum=1)
     _check_number("MAX_RESULT_SIZE_BYTES", values["MAX_RESULT_SIZE_BYTES"], problems, minimum=0, integer=True)
     _check_number("RESULT_TTL_SECONDS", values["RESULT_TTL_SECONDS"], problems, minimum=1)
+    on_store_error = values["RESULT_ON_STORE_ERROR"]
+    if on_store_error not in ON_STORE_ERROR:
+        problems.append(f"RESULT_ON_STORE_ERROR must be one of {', '.join(ON_STORE_ERROR)}, not {on_store_error!r}.")
     denylist = values["RETRY_EXCEPTION_DENYLIST"]
     if not isinstance(denylist, list | tuple):
         problems.append(f"RETRY_EXCEPTION_DENYLIST must be a list of dotted exception names, not {denylist!r}.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from contextvars import ContextVar
 from typing import Any
 
@@ -14,11 +15,18 @@ from dramatiq.results import Results as DramatiqResults
 from dramatiq.results.backend import DEFAULT_TIMEOUT
 
 from .. import metrics
-from ..errors import ConfigurationError, InvalidPointerError, SpilledResultError
+from ..errors import BlobWriteError, ConfigurationError, InvalidPointerError, SpilledResultError
 from .marker import LITERAL_KEY, SpilledResult
-from .plan import DEFAULT_MAX_INLINE_BYTES, MAX_INLINE_BYTES_OPTION, SpillPlan, check_threshold, read_value
-from .pointers import Pointer, looks_like_pointer, parse_pointer
-from .stores.base import BlobStore
+from .plan import (
+    DEFAULT_MAX_INLINE_BYTES,
+    MAX_INLINE_BYTES_OPTION,
+    SpillPlan,
+    check_on_store_error,
+    check_threshold,
+    read_value,
+)
+from .pointers import Pointer, digest_of, looks_like_pointer, parse_pointer
+from .stores.base import BlobInfo, BlobStore, verify_blob
 
 __all__ = ["AnyMessage", "SpillingBackend", "find_spilling_backend", "get_pointer"]
 
@@ -61,6 +69,9 @@ class SpillingBackend(ResultBackend):
       store: Where oversized results go. ``None`` never spills.
       max_inline_bytes: The largest encoded size kept inline, in bytes. Messages override it with the
         ``max_inline_bytes`` option (and actors too, with ``dramatiq_ray.Results``).
+      on_store_error: When the store cannot take an oversized result: ``"fail"`` (default) fails the message,
+        logged at ERROR, and the retry policy decides; ``"digest"`` keeps only the result's digest, with a
+        WARNING (reading it raises ``DigestOnlyResultError``, saying it was such a fallback).
 
     Raises:
       ConfigurationError: an argument is invalid.
@@ -72,6 +83,7 @@ class SpillingBackend(ResultBackend):
         *,
         store: BlobStore | None = None,
         max_inline_bytes: int = DEFAULT_MAX_INLINE_BYTES,
+        on_store_error: str = "fail",
     ) -> None:
         if isinstance(backend, SpillingBackend) or not isinstance(backend, ResultBackend):
             raise ConfigurationError(
@@ -83,6 +95,7 @@ class SpillingBackend(ResultBackend):
                 f"store must be a BlobStore (DigestStore, FilesystemStore, S3Store, GCSStore), got {store!r}."
             )
         check_threshold(max_inline_bytes, "SpillingBackend")
+        check_on_store_error(on_store_error, "SpillingBackend")
         super().__init__(
             namespace=backend.namespace,
             encoder=backend.encoder,
@@ -91,16 +104,20 @@ class SpillingBackend(ResultBackend):
         self.backend = backend
         self.store = store
         self.max_inline_bytes = max_inline_bytes
+        self.on_store_error = on_store_error
         # The wrapped backend's own unwrapping (its class's), then ours: reading through it returns values too.
         self._unwrap_stored = type(backend).unwrap_result.__get__(backend)
         backend.unwrap_result = self.unwrap_result  # type: ignore[method-assign]
 
     def __repr__(self) -> str:
-        return f"SpillingBackend({self.backend!r}, store={self.store!r}, max_inline_bytes={self.max_inline_bytes})"
+        return (
+            f"SpillingBackend({self.backend!r}, store={self.store!r}, max_inline_bytes={self.max_inline_bytes}, "
+            f"on_store_error={self.on_store_error!r})"
+        )
 
     def plan(self, max_inline_bytes: int | None) -> SpillPlan:
         """The spill plan for a result with this threshold (``None``: the result is not forwarded anywhere)."""
-        return SpillPlan(self.store, self.encoder, max_inline_bytes)
+        return SpillPlan(self.store, self.encoder, max_inline_bytes, self.on_store_error)
 
     # --- storing ---------------------------------------------------------------------------------------------
 
@@ -117,7 +134,15 @@ class SpillingBackend(ResultBackend):
             logger.error("%s", error)
             self.backend.store_exception(message, error, ttl)
             return
-        self.store_outcome(message, self.plan(threshold).apply(result), ttl)
+        try:
+            outcome = self.plan(threshold).apply(result)
+        except BlobWriteError as error:
+            # Called from an after-hook, which cannot fail the message any more: store the failure, so that
+            # get_result raises ResultFailure now instead of returning nothing.
+            logger.error("The result of message %r is lost: %s", message.message_id, error)
+            self.backend.store_exception(message, error, ttl)
+            return
+        self.store_outcome(message, outcome, ttl)
 
     def store_outcome(self, message: AnyMessage, outcome: Any, ttl: int) -> None:
         """Store what a :class:`SpillPlan` made of a result: a marker's pointer, or the value itself."""
@@ -153,8 +178,8 @@ class SpillingBackend(ResultBackend):
     def _record_spill(self, pointer: Pointer) -> None:
         if pointer.scheme == "oversize" and self.store is not None and self.store.persistent:
             logger.warning(
-                "%s could not store a %d-byte result where its actor ran; keeping only its digest, so reading it "
-                "will raise DigestOnlyResultError.",
+                "%s could not store a %d-byte result where its actor ran; keeping only its digest "
+                "(on_store_error='digest'), so reading it will raise DigestOnlyResultError.",
                 self.store.describe(),
                 pointer.size,
             )
@@ -164,6 +189,22 @@ class SpillingBackend(ResultBackend):
 
     def _store_label(self) -> str:
         return type(self.store).__name__ if self.store is not None else "none"
+
+    def probe_store(self) -> str:
+        """Write a small probe blob to the store, read it back (checking size and SHA-256) and delete it; return
+        what was done, for logs. Stores that keep nothing (no store, ``DigestStore``) are not probed.
+
+        Raises:
+          Exception: whatever the store raised (``BlobWriteError``, ``BlobReadError``, a client error).
+        """
+        store = self.store
+        if store is None or not store.persistent:
+            return f"{store.describe() if store else 'no store'}: nothing to probe (large results keep no payload)"
+        data = self.encoder.encode({"dramatiq-ray-probe": uuid.uuid4().hex})
+        pointer = parse_pointer(store.put(digest_of(data), data))
+        verify_blob(pointer, store.get(pointer))
+        store.delete_blob(BlobInfo(pointer.location, pointer.size, 0.0), cutoff=time.time() + 3600)
+        return f"{store.describe()}: wrote, read and deleted a probe blob"
 
     # --- reading ---------------------------------------------------------------------------------------------
 

@@ -11,12 +11,14 @@ from dramatiq.middleware import MiddlewareError
 from dramatiq.results import ResultBackend
 from dramatiq.results import Results as DramatiqResults
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, StoreUnavailableError
 from .backend import SpillingBackend
 from .plan import DEFAULT_MAX_INLINE_BYTES, MAX_INLINE_BYTES_OPTION, check_threshold
 from .stores.base import BlobStore
 
 __all__ = ["Results"]
+
+logger = logging.getLogger(__name__)
 
 
 class Results(DramatiqResults):
@@ -45,6 +47,12 @@ class Results(DramatiqResults):
       store: Where oversized results go (``None``: never spill). Not allowed with a ``SpillingBackend``.
       max_inline_bytes: The largest encoded result kept in the backend, in bytes (default 1 MiB; actor and
         message option ``max_inline_bytes``). Not allowed with a ``SpillingBackend``.
+      on_store_error: When the store cannot take an oversized result: ``"fail"`` (default) fails the message
+        and the retry policy decides; ``"digest"`` keeps only the digest. Not allowed with a ``SpillingBackend``.
+
+    A worker checks the store when it boots (it writes, reads back and deletes a probe blob); a store that fails
+    stops the worker before it consumes any message, with one ERROR naming the store
+    (:class:`~dramatiq_ray.StoreUnavailableError`).
 
     Raises:
       ConfigurationError: an argument is invalid.
@@ -58,17 +66,19 @@ class Results(DramatiqResults):
         result_ttl: int | None = None,
         store: BlobStore | None = None,
         max_inline_bytes: int | None = None,
+        on_store_error: str | None = None,
     ) -> None:
         if isinstance(backend, SpillingBackend):
-            if store is not None or max_inline_bytes is not None:
+            if store is not None or max_inline_bytes is not None or on_store_error is not None:
                 raise ConfigurationError(
-                    "Pass store and max_inline_bytes either to SpillingBackend or to Results, not both."
+                    "Pass store, max_inline_bytes and on_store_error either to SpillingBackend or to Results, not both."
                 )
         else:
             backend = SpillingBackend(
                 backend,
                 store=store,
                 max_inline_bytes=DEFAULT_MAX_INLINE_BYTES if max_inline_bytes is None else max_inline_bytes,
+                on_store_error=on_store_error or "fail",
             )
         super().__init__(  # type: ignore[no-untyped-call]
             backend=backend, store_results=store_results, result_ttl=result_ttl
@@ -85,6 +95,20 @@ class Results(DramatiqResults):
 
     def before_enqueue(self, broker: dramatiq.Broker, message: dramatiq.Message[Any], delay: int) -> None:
         _check_option(message.options, f"The message option of {message.actor_name!r}:")
+
+    def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        try:
+            done = self.backend.probe_store()
+        except Exception as error:
+            store = self.backend.store.describe() if self.backend.store is not None else "the store"
+            message = (
+                f"{store} failed its probe at worker boot ({type(error).__name__}: {error}): this worker would "
+                "lose every result over max_inline_bytes, so it does not start. Fix the store (path, bucket, "
+                "credentials, permissions), or the RESULT_STORAGE_* settings / the store passed to Results."
+            )
+            logger.error("%s", message)
+            raise StoreUnavailableError(message) from error
+        logger.debug("%s", done)
 
     def after_declare_actor(self, broker: dramatiq.Broker, actor: dramatiq.Actor[Any, Any]) -> None:
         from ..execution import callpath

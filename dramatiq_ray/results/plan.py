@@ -17,6 +17,7 @@ from dramatiq.encoder import Encoder
 
 from ..errors import (
     BlobReadError,
+    BlobWriteError,
     ConfigurationError,
     DigestOnlyResultError,
     ForeignPointerError,
@@ -26,7 +27,15 @@ from .marker import SpilledResult, is_spilled_shape
 from .pointers import Pointer, digest_of, digest_pointer, parse_pointer
 from .stores.base import BlobStore, verify_blob
 
-__all__ = ["DEFAULT_MAX_INLINE_BYTES", "MAX_INLINE_BYTES_OPTION", "SpillPlan", "check_threshold", "read_value"]
+__all__ = [
+    "DEFAULT_MAX_INLINE_BYTES",
+    "MAX_INLINE_BYTES_OPTION",
+    "ON_STORE_ERROR",
+    "SpillPlan",
+    "check_on_store_error",
+    "check_threshold",
+    "read_value",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +43,22 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_INLINE_BYTES = 1024 * 1024
 #: The actor (and message) option overriding the threshold.
 MAX_INLINE_BYTES_OPTION = "max_inline_bytes"
+
+
+#: What a store failure does to a result: ``"fail"`` fails the message (retryably); ``"digest"`` keeps only the
+#: result's digest (reading it raises DigestOnlyResultError).
+ON_STORE_ERROR = ("fail", "digest")
+
+
+def check_on_store_error(value: object, where: str) -> str:
+    """Return ``value`` when it is one of :data:`ON_STORE_ERROR`.
+
+    Raises:
+      ConfigurationError: it is not.
+    """
+    if value not in ON_STORE_ERROR:
+        raise ConfigurationError(f"{where} on_store_error must be 'fail' or 'digest', got {value!r}.")
+    return str(value)
 
 
 def check_threshold(value: object, where: str) -> int:
@@ -59,17 +84,23 @@ class SpillPlan:
       encoder: turns values into bytes and back (the result backend's encoder).
       max_inline_bytes: the largest encoded result that stays inline, in bytes; ``None`` when the result is not
         forwarded anywhere (not stored, not piped, no ``on_success``), so it is never spilled.
+      on_store_error: what a store that cannot take an oversized result does: ``"fail"`` raises
+        :class:`~dramatiq_ray.BlobWriteError` (the message fails, and the retry policy decides), ``"digest"``
+        keeps only the digest, with a WARNING.
     """
 
     store: BlobStore | None
     encoder: Encoder
     max_inline_bytes: int | None
+    on_store_error: str = "fail"
 
     def apply(self, value: Any) -> Any:
         """Return ``value``, or a :class:`SpilledResult` marker when its encoded size is over the threshold.
 
-        A value that does not encode is returned unchanged (the result backend then stores the failure). When the
-        store cannot be written, only the digest is kept (``oversize://``) and a WARNING is logged.
+        A value that does not encode is returned unchanged (the result backend then stores the failure).
+
+        Raises:
+          BlobWriteError: the store cannot be written and ``on_store_error`` is ``"fail"``.
         """
         if self.max_inline_bytes is None or self.store is None or value is None or isinstance(value, SpilledResult):
             return value
@@ -83,8 +114,15 @@ class SpillPlan:
         try:
             return SpilledResult(self.store.put(digest, data))
         except Exception as error:
+            if self.on_store_error != "digest":
+                raise BlobWriteError(
+                    f"{self.store.describe()} could not store a {len(data)}-byte result ({type(error).__name__}: "
+                    f"{error}); the message failed and the retry policy decides. Fix the store, or set "
+                    "on_store_error='digest' to keep only the digest of results the store cannot take."
+                ) from error
             logger.warning(
-                "%s could not store a %d-byte result (%s: %s); the result backend will keep only its digest.",
+                "%s could not store a %d-byte result (%s: %s); the result backend will keep only its digest "
+                "(on_store_error='digest').",
                 self.store.describe(),
                 len(data),
                 type(error).__name__,
@@ -121,10 +159,15 @@ def read_value(store: BlobStore | None, encoder: Encoder, pointer: Pointer | str
     if isinstance(pointer, str):
         pointer = parse_pointer(pointer)
     if pointer.scheme == "oversize":
+        why = (
+            f"{store.describe()} could not take it when it was produced and on_store_error='digest' kept only its "
+            "digest: the value is lost; run the message again to produce it"
+            if store is not None and store.persistent
+            else "only its digest was kept (a DigestStore). Configure a FilesystemStore, S3Store or GCSStore to "
+            "keep large results"
+        )
         raise DigestOnlyResultError(
-            f"The result ({pointer.size} bytes, SHA-256 {pointer.digest}) was larger than max_inline_bytes and "
-            "only its digest was kept (a DigestStore, or a fallback after a store failure). Configure a "
-            "FilesystemStore, S3Store or GCSStore to keep large results.",
+            f"The result ({pointer.size} bytes, SHA-256 {pointer.digest}) was larger than max_inline_bytes, and {why}.",
             digest=pointer.digest,
             size=pointer.size,
             pointer=pointer.raw,

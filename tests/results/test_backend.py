@@ -229,7 +229,7 @@ def test_spilling_backend_falls_back_to_a_digest_and_warns_when_the_store_fails(
     # Given a filesystem store whose root is a regular file, so no blob can be written
     (tmp_path / "not-a-dir").write_text("")
     store = FilesystemStore(tmp_path / "not-a-dir")
-    backend = SpillingBackend(stub_backend, store=store, max_inline_bytes=0)
+    backend = SpillingBackend(stub_backend, store=store, max_inline_bytes=0, on_store_error="digest")
     message = make_message()
     # When a result is stored
     with caplog.at_level(logging.WARNING, logger="dramatiq_ray.results"):

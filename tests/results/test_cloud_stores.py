@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 import pytest
+from dramatiq.results import ResultFailure
 
 from dramatiq_ray import GCSStore, S3Store, SpillingBackend, get_pointer
 from dramatiq_ray.errors import (
@@ -112,9 +113,25 @@ def test_s3_store_uploads_a_large_payload_in_parts(s3_server, s3_bucket, stub_ba
     assert backend.get_result(message) == value
 
 
-def test_cloud_store_outage_while_storing_falls_back_to_a_digest(cloud, stub_backend, caplog) -> None:
+def test_cloud_store_outage_while_storing_fails_the_result_naming_the_store(cloud, stub_backend, caplog) -> None:
     store, server = cloud
     backend = SpillingBackend(stub_backend, store=store, max_inline_bytes=0)
+    message = make_message()
+    server.stop()
+    try:
+        with caplog.at_level(logging.ERROR, logger="dramatiq_ray.results.backend"):
+            backend.store_result(message, VALUE, TTL)
+    finally:
+        server.start()
+    # Never quietly reduced to a digest: the result is a failure that names the store and what to do
+    with pytest.raises(ResultFailure, match="on_store_error"):
+        backend.get_result(message)
+    assert any(store.describe() in r.getMessage() for r in caplog.records if r.levelno == logging.ERROR)
+
+
+def test_cloud_store_outage_while_storing_falls_back_to_a_digest_when_asked(cloud, stub_backend, caplog) -> None:
+    store, server = cloud
+    backend = SpillingBackend(stub_backend, store=store, max_inline_bytes=0, on_store_error="digest")
     message = make_message()
     server.stop()
     try:
