@@ -155,6 +155,8 @@ def setup(
         runtime_env=dict(loaded.ray_runtime_env) or None,
         runner=loaded.runner,
         stuck_timeout=loaded.stuck_task_timeout_seconds,
+        job_address=loaded.ray_job_address,
+        job_python=loaded.ray_job_python,
         max_in_flight=loaded.default_concurrency,
     )
     for old in existing_results:

@@ -60,6 +60,8 @@ class Settings:
     retry_max_backoff_seconds: float = 3600
     retry_exception_denylist: list[str] = field(default_factory=list)
     stuck_task_timeout_seconds: float = 300
+    ray_job_address: str | None = None
+    ray_job_python: str | None = None
     max_result_size_bytes: int = 1024 * 1024
     result_ttl_seconds: float = 600
     result_storage_backend: str = "digest"
@@ -232,6 +234,12 @@ def _validate(values: dict[str, Any], problems: list[str]) -> None:
     _check_number("RETRY_BACKOFF_SECONDS", values["RETRY_BACKOFF_SECONDS"], problems, minimum=0, maximum=_WEEK)
     _check_number("RETRY_MAX_BACKOFF_SECONDS", values["RETRY_MAX_BACKOFF_SECONDS"], problems, minimum=0, maximum=_WEEK)
     _check_number("STUCK_TASK_TIMEOUT_SECONDS", values["STUCK_TASK_TIMEOUT_SECONDS"], problems, minimum=1)
+    job_address = values["RAY_JOB_ADDRESS"]
+    if job_address is not None and not (isinstance(job_address, str) and re.match(r"^https?://\S+$", job_address)):
+        problems.append(f"RAY_JOB_ADDRESS must be None or an http(s):// address, not {job_address!r}.")
+    job_python = values["RAY_JOB_PYTHON"]
+    if job_python is not None and (not isinstance(job_python, str) or not job_python.strip()):
+        problems.append(f"RAY_JOB_PYTHON must be None or the path of a Python executable, not {job_python!r}.")
     _check_number("MAX_RESULT_SIZE_BYTES", values["MAX_RESULT_SIZE_BYTES"], problems, minimum=0, integer=True)
     _check_number("RESULT_TTL_SECONDS", values["RESULT_TTL_SECONDS"], problems, minimum=1)
     on_store_error = values["RESULT_ON_STORE_ERROR"]

@@ -28,7 +28,7 @@ from dramatiq_ray import (
     SpillingBackend,
 )
 from dramatiq_ray.execution.runners.ray_job import job_address_for, submission_id
-from tests._services import wait_until
+from tests._services import free_port, wait_until
 from tests.apps import ray_jobs
 
 pytestmark = pytest.mark.timeout(300)
@@ -180,17 +180,51 @@ def test_ray_job_runner_stops_a_stuck_job_and_fails_it_retryably(
     wait_until(lambda: job_status(jobs_head, message) == "STOPPED", timeout=60, what="the stuck job to stop")
 
 
-def test_ray_job_runner_refuses_a_digest_store(jobs_head: Any, tmp_path: Path, start_worker: Any) -> None:
+def test_ray_job_runner_worker_with_a_digest_store_does_not_start(jobs_head: Any, tmp_path: Path) -> None:
     broker = make_broker(jobs_head, tmp_path / "store", store=DigestStore())
     add = declare(broker, ray_jobs.add)
-    start_worker(broker, threads=1)
-
     message = add.send(1, 1)
 
-    with pytest.raises(ResultFailure) as failure:
-        message.get_result(block=True, timeout=RESULT_TIMEOUT_MS)
-    assert failure.value.orig_exc_type == "ConfigurationError"
-    assert "DigestStore" in failure.value.orig_exc_msg
+    with pytest.raises(ConfigurationError, match="DigestStore"):
+        dramatiq.Worker(broker, worker_timeout=100).start()
+    assert broker.queues[message.queue_name].qsize() == 1  # nothing was consumed
+
+
+def test_ray_job_runner_worker_without_a_jobs_api_address_does_not_start(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    broker = StubBroker()
+    broker.add_middleware(Results(backend=SpillingBackend(StubBackend(), store=FilesystemStore(tmp_path))))
+    broker.add_middleware(RayExecutionMiddleware(runner="ray_job"))
+
+    with pytest.raises(ConfigurationError, match="job_address"):
+        dramatiq.Worker(broker, worker_timeout=100).start()
+
+
+def test_ray_job_runner_worker_with_an_unreachable_jobs_api_does_not_start(tmp_path: Path, caplog) -> None:
+    broker = StubBroker()
+    broker.add_middleware(Results(backend=SpillingBackend(StubBackend(), store=FilesystemStore(tmp_path))))
+    address = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    broker.add_middleware(RayExecutionMiddleware(runner="ray_job", job_address=address))
+
+    with caplog.at_level(logging.ERROR), pytest.raises(ConfigurationError, match="cannot reach"):
+        dramatiq.Worker(broker, worker_timeout=100).start()
+    assert [r for r in caplog.records if r.levelno == logging.ERROR and address in r.getMessage()]
+
+
+@pytest.mark.parametrize(
+    ("job_address", "job_python", "expected"),
+    [
+        ("http://127.0.0.1:8265", None, sys.executable),
+        ("http://localhost:8265", None, sys.executable),
+        ("http://head.example:8265", None, "python"),
+        ("http://head.example:8265", "/srv/app/venv/bin/python", "/srv/app/venv/bin/python"),
+    ],
+)
+def test_ray_job_entrypoint_python_defaults_to_this_interpreter_for_a_local_head(
+    job_address: str, job_python: str | None, expected: str
+) -> None:
+    middleware = RayExecutionMiddleware(runner="ray_job", job_address=job_address, job_python=job_python)
+    assert middleware._runner.entrypoint_python() == expected  # type: ignore[attr-defined]
 
 
 # --- without a Ray head --------------------------------------------------------------------------------------

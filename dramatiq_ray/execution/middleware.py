@@ -31,6 +31,11 @@ __all__ = ["RayExecutionMiddleware", "merge_runtime_envs"]
 logger = logging.getLogger(__name__)
 
 
+class _BootRefused(ConfigurationError, MiddlewareError):
+    """The worker cannot run its messages as configured: raised from ``before_worker_boot``, so the worker does not
+    start and consumes nothing."""
+
+
 class _RejectedOptions(RayOptionsError, MiddlewareError):
     """A ``RayOptionsError`` that Dramatiq lets out of a middleware hook, so a bad actor declaration or a bad
     message fails where it is written rather than in a worker later."""
@@ -74,7 +79,9 @@ class RayExecutionMiddleware(Middleware):
         not apply to jobs.
       job_address: ``ray_job`` only: the Ray Jobs API (dashboard) address, e.g. ``"http://head:8265"``;
         ``None``: port 8265 on the host of ``address`` / ``RAY_ADDRESS``.
-      job_python: ``ray_job`` only: the Python executable that runs the job's entrypoint on the Ray head.
+      job_python: ``ray_job`` only: the Python executable that runs the job's entrypoint on the Ray head;
+        ``None``: this worker's own interpreter when the head is on this host, else ``python`` (on a cluster,
+        set it to the head's interpreter that has dramatiq-ray installed).
       stuck_timeout: ``ray_job`` only: seconds without progress (no status change, no new log output) after
         which a job is stopped and its message failed retryably (``RayJobStuckError``).
       max_in_flight: at most this many Ray tasks in flight per worker process; more messages wait for a slot
@@ -96,7 +103,7 @@ class RayExecutionMiddleware(Middleware):
         runner: str = "ray_core",
         max_in_flight: int | None = None,
         job_address: str | None = None,
-        job_python: str = "python",
+        job_python: str | None = None,
         stuck_timeout: float = 300,
     ) -> None:
         _check_settings(
@@ -177,6 +184,9 @@ class RayExecutionMiddleware(Middleware):
         self.runtime.under_cli = True
 
     def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        if isinstance(self._runner, JobRunner):
+            self._check_job_runner(broker)
+            return
         # Attach now, in the main thread, unless this is a CLI worker waiting for the shared head (which the CLI
         # starts only after every worker has booted): then the first message attaches.
         if self.runner != "ray_core" or (self.runtime.resolved_address() is None and self.runtime.in_cli_worker()):
@@ -185,6 +195,27 @@ class RayExecutionMiddleware(Middleware):
             self.runtime.attach()
         except Exception as error:
             logger.warning("Could not attach to Ray at worker boot (%s); will try again on the first message.", error)
+
+    def _check_job_runner(self, broker: dramatiq.Broker) -> None:
+        """A worker whose ray_job runner cannot work does not start: it would fail every message."""
+        from ..results import find_spilling_backend
+
+        backend = find_spilling_backend(broker)
+        runner = self._runner
+        assert isinstance(runner, JobRunner)
+        try:
+            store = backend.store if backend is not None else None
+            if store is None or not store.persistent:
+                raise ConfigurationError(
+                    "The ray_job runner keeps each job's input and outcome in the results' blob store, and this "
+                    f"broker has {store.describe() if store else 'no store'}, which cannot hold them: add "
+                    "dramatiq_ray.Results with a FilesystemStore, S3Store or GCSStore reachable from the Ray head "
+                    "(RESULT_STORAGE_BACKEND), or use runner='ray_core'."
+                )
+            runner.check()
+        except ConfigurationError as error:
+            logger.error("This worker does not start: %s", error.message)
+            raise _BootRefused(error.message) from None
 
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         self.runtime.detach()
@@ -229,8 +260,8 @@ def _check_settings(**settings: Any) -> None:
         problems.append(f"runner must be one of {', '.join(RUNNERS)}, not {runner!r}")
     if job_address is not None and (not isinstance(job_address, str) or "://" not in job_address):
         problems.append(f"job_address must be an http(s):// address or None, not {job_address!r}")
-    if not isinstance(job_python, str) or not job_python.strip():
-        problems.append(f"job_python must be a non-empty string, not {job_python!r}")
+    if job_python is not None and (not isinstance(job_python, str) or not job_python.strip()):
+        problems.append(f"job_python must be a non-empty string or None, not {job_python!r}")
     if isinstance(stuck_timeout, bool) or not isinstance(stuck_timeout, int | float) or not stuck_timeout > 0:
         problems.append(f"stuck_timeout must be a number of seconds > 0, not {stuck_timeout!r}")
     if isinstance(wait_slice, bool) or not isinstance(wait_slice, int | float) or not 0 < wait_slice <= 60:

@@ -16,6 +16,7 @@ import contextlib
 import importlib
 import logging
 import os
+import sys
 import threading
 import time
 from typing import Any
@@ -70,7 +71,8 @@ class JobRunner:
         over it).
       job_address: the Jobs API (dashboard) address, ``None`` to derive it from ``ray_address``.
       ray_address: a callable returning the Ray address in use (``None``: none configured).
-      python: the Python executable the job's entrypoint runs with (on the head node).
+      python: the Python executable the job's entrypoint runs with (on the head node); ``None``: this worker's
+        own interpreter (``sys.executable``) when the Jobs API is on this host, else ``python``.
       stuck_timeout: seconds without progress after which a job is stopped and failed (retryably).
       wait_slice: seconds between two looks at the job.
     """
@@ -81,7 +83,7 @@ class JobRunner:
         runtime_env: dict[str, Any],
         job_address: str | None,
         ray_address: Any,
-        python: str,
+        python: str | None,
         stuck_timeout: float,
         wait_slice: float,
     ) -> None:
@@ -107,6 +109,32 @@ class JobRunner:
                 "RayExecutionMiddleware (e.g. 'http://head:8265') or an explicit Ray address to derive it from."
             )
         return address
+
+    def entrypoint_python(self) -> str:
+        """The interpreter of the job's entrypoint: the configured one, else this worker's own when the head is on
+        this host (a venv that is not activated still imports dramatiq_ray), else ``python`` from the head's
+        PATH."""
+        if self.python:
+            return self.python
+        host = self.address().split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
+        return sys.executable if host in ("127.0.0.1", "localhost", "::1") else "python"
+
+    def check(self) -> None:
+        """Check, at worker boot, that this runner can work: its Jobs API address is known and answers.
+
+        Raises:
+          ConfigurationError: it cannot (the message says what to set).
+        """
+        from ..connection import check_reachable
+
+        address = self.address()
+        try:
+            check_reachable(address.split("://", 1)[-1].rstrip("/"))
+        except ConnectionError as error:
+            raise ConfigurationError(
+                f"The ray_job runner cannot reach the Ray Jobs API at {address} ({error}). Start the Ray head with "
+                "its dashboard, or set job_address / RAY_JOB_ADDRESS to where it runs."
+            ) from None
 
     def client(self) -> Any:
         with self._lock:
@@ -175,7 +203,7 @@ class JobRunner:
         env = {**runtime_env, "env_vars": {**runtime_env.get("env_vars", {}), STORE_ENV: encode_store(store)}}
         try:
             client.submit_job(
-                entrypoint=f"{self.python} -m dramatiq_ray.execution.runners.job_entry {job_dir}",
+                entrypoint=f"{self.entrypoint_python()} -m dramatiq_ray.execution.runners.job_entry {job_dir}",
                 submission_id=sid,
                 runtime_env=env,
                 metadata={"dramatiq_actor": actor.actor_name, "dramatiq_message_id": message.message_id},
@@ -217,9 +245,10 @@ class JobRunner:
             if status in ("SUCCEEDED", "FAILED", "STOPPED"):
                 return status
             now = time.monotonic()
-            if status != last_status:
+            if status != last_status or status == "PENDING":
+                # A job waiting for resources or for its runtime_env is not stuck.
                 last_status, progress_at = status, now
-            if now - logs_checked >= log_every:
+            elif now - logs_checked >= log_every:
                 logs_checked = now
                 with contextlib.suppress(Exception):
                     size = len(client.get_job_logs(sid))
