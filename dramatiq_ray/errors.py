@@ -69,8 +69,13 @@ class DramatiqRayError(DramatiqError):
 # --- configuration -------------------------------------------------------------------------------------------
 
 
-class ConfigurationError(DramatiqRayError, ValueError):
-    """The library was configured wrongly. ``problems`` lists every problem found, one sentence each."""
+class ConfigurationError(DramatiqRayError, ValueError, MiddlewareError):
+    """The library was configured wrongly. ``problems`` lists every problem found, one sentence each.
+
+    It is a ``MiddlewareError`` so that Dramatiq lets it out of middleware hooks: a bad actor option fails the
+    ``@actor(...)`` declaration, a bad message option fails the send, and a worker that cannot run its messages
+    as configured does not start.
+    """
 
     def __init__(self, message: str, problems: list[str] | None = None) -> None:
         self.problems = list(problems) if problems else [message]

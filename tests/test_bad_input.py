@@ -255,3 +255,17 @@ def test_cloud_pointer_with_a_huge_size_is_refused_without_returning_the_data(re
     with pytest.raises(BlobIntegrityError):
         backend.read_pointer(lying)
     assert backend.read_pointer(pointer) == "value"
+
+
+def test_misspelled_ray_option_is_refused_at_declaration_with_a_suggestion(ray_broker) -> None:
+    from dramatiq_ray import RayOptionsError
+
+    with pytest.raises(RayOptionsError) as refused:
+
+        @dramatiq.actor(broker=ray_broker, ray_options={"num_cpu": 2})
+        def anything() -> None: ...
+
+    # The public error type itself (nothing private in the traceback), a suggestion, and only public options listed
+    assert type(refused.value) is RayOptionsError
+    assert "did you mean 'num_cpus'?" in str(refused.value)
+    assert "_labels" not in str(refused.value)

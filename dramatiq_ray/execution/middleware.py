@@ -14,7 +14,7 @@ from typing import Any
 
 import dramatiq
 from dramatiq.broker import MessageProxy
-from dramatiq.middleware import Middleware, MiddlewareError
+from dramatiq.middleware import Middleware
 
 from ..errors import ConfigurationError, RayOptionsError
 from . import callpath
@@ -29,16 +29,6 @@ from .runners.ray_task import RayTaskRunner
 __all__ = ["RayExecutionMiddleware", "merge_runtime_envs"]
 
 logger = logging.getLogger(__name__)
-
-
-class _BootRefused(ConfigurationError, MiddlewareError):
-    """The worker cannot run its messages as configured: raised from ``before_worker_boot``, so the worker does not
-    start and consumes nothing."""
-
-
-class _RejectedOptions(RayOptionsError, MiddlewareError):
-    """A ``RayOptionsError`` that Dramatiq lets out of a middleware hook, so a bad actor declaration or a bad
-    message fails where it is written rather than in a worker later."""
 
 
 class RayExecutionMiddleware(Middleware):
@@ -171,12 +161,9 @@ class RayExecutionMiddleware(Middleware):
         self._check(message.options, actor_name=message.actor_name, where="message options")
 
     def _check(self, options: dict[str, Any], *, actor_name: str, where: str) -> None:
-        try:
-            if "ray" in options and not isinstance(options["ray"], bool):
-                raise RayOptionsError(f"The ray option of actor {actor_name!r} must be True or False in {where}.")
-            check_options(options.get("ray_options"), actor_name=actor_name, where=where)
-        except RayOptionsError as error:
-            raise _RejectedOptions(error.message, error.problems) from None
+        if "ray" in options and not isinstance(options["ray"], bool):
+            raise RayOptionsError(f"The ray option of actor {actor_name!r} must be True or False in {where}.")
+        check_options(options.get("ray_options"), actor_name=actor_name, where=where)
 
     # --- processing ----------------------------------------------------------------------------------------
 
@@ -215,7 +202,7 @@ class RayExecutionMiddleware(Middleware):
             runner.check()
         except ConfigurationError as error:
             logger.error("This worker does not start: %s", error.message)
-            raise _BootRefused(error.message) from None
+            raise
 
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         self.runtime.detach()

@@ -6,6 +6,7 @@ applied; both kinds of failure become :class:`~dramatiq_ray.errors.RayOptionsErr
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from typing import Any
 
@@ -38,6 +39,9 @@ TASK_OPTION_NAMES = frozenset(
     }
 )
 
+#: The options a user is told about: Ray's private ones (``_labels``, ...) are accepted but not advertised.
+PUBLIC_OPTION_NAMES = sorted(name for name in TASK_OPTION_NAMES if not name.startswith("_"))
+
 _NUMBERS = (int, float)
 _QUANTITIES = ("num_cpus", "num_gpus", "memory", "object_store_memory")
 _RESERVED_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
@@ -63,7 +67,11 @@ def check_options(options: object, *, actor_name: str, where: str) -> dict[str, 
         if name == "num_returns":
             problems.append("num_returns cannot be set: an actor body returns exactly one value")
         elif name not in TASK_OPTION_NAMES:
-            problems.append(f"{name!r} is not a Ray task option (valid: {', '.join(sorted(TASK_OPTION_NAMES))})")
+            close = difflib.get_close_matches(str(name), PUBLIC_OPTION_NAMES, n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            problems.append(
+                f"{name!r} is not a Ray task option ({hint}valid: {', '.join(sorted(PUBLIC_OPTION_NAMES))})"
+            )
         elif name in _QUANTITIES:
             if value is not None and (isinstance(value, bool) or not isinstance(value, _NUMBERS) or value < 0):
                 problems.append(f"{name} must be a non-negative number, not {value!r}")

@@ -7,7 +7,6 @@ from contextvars import ContextVar
 from typing import Any
 
 import dramatiq
-from dramatiq.middleware import MiddlewareError
 from dramatiq.results import ResultBackend
 from dramatiq.results import Results as DramatiqResults
 
@@ -148,17 +147,10 @@ class Results(DramatiqResults):
         super().after_skip_message(broker, message)  # type: ignore[no-untyped-call]
 
 
-class _RejectedThreshold(ConfigurationError, MiddlewareError):
-    """An invalid ``max_inline_bytes`` option, let out of a middleware hook so that it fails where it is written
-    (the actor's declaration, or the send) rather than in a worker later."""
-
-
 def _check_option(options: dict[str, Any], where: str) -> None:
+    # A ConfigurationError is a MiddlewareError: it fails the declaration or the send where it is written.
     if MAX_INLINE_BYTES_OPTION in options:
-        try:
-            check_threshold(options[MAX_INLINE_BYTES_OPTION], where)
-        except ConfigurationError as error:
-            raise _RejectedThreshold(error.message) from None
+        check_threshold(options[MAX_INLINE_BYTES_OPTION], where)
 
 
 # True in a worker thread between our before_process_message and the end of that message.
