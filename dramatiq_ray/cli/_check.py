@@ -1,0 +1,151 @@
+"""``dramatiq-ray check``: one row per part of a deployment, then a verdict."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import IO, Any
+
+import dramatiq
+
+from ._common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, FROM_RESULTS, Sources, load_broker
+
+#: The logger that reports a failed attach; the ray row reports it already.
+_ATTACH_LOGGER = "dramatiq_ray.execution.connection"
+
+
+class _Skipped(Exception):
+    pass
+
+
+class _Row:
+    """What a row checks (``subject``, named as soon as it is known) and how it went."""
+
+    subject: str | None = None
+
+
+class _Table:
+    def __init__(self, out: IO[str]) -> None:
+        self.out = out
+        self.failed = False
+
+    def row(self, name: str, run: Callable[[_Row], str]) -> bool:
+        """Print a row with what ``run`` returned, or the exception it raised; return whether it did not fail."""
+        row = _Row()
+        try:
+            detail, verdict = run(row), "ok"
+        except _Skipped as skipped:
+            detail, verdict = str(skipped), "skipped"
+        except Exception as error:
+            detail, verdict = f"{type(error).__name__}: {error}", "FAILED"
+            self.failed = True
+        if row.subject:
+            detail = f"{row.subject}: {detail}"
+        self.out.write(f"{name:<14} {verdict:<8} {detail}\n")
+        self.out.flush()
+        return verdict != "FAILED"
+
+
+@contextlib.contextmanager
+def _silenced(name: str) -> Iterator[None]:
+    logger = logging.getLogger(name)
+
+    def drop(record: logging.LogRecord) -> bool:
+        return False
+
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)
+
+
+def _check_broker(broker: dramatiq.Broker) -> str:
+    client = getattr(broker, "client", None)
+    if client is not None and hasattr(client, "ping"):
+        client.ping()
+        return f"{type(broker).__name__} answered PING"
+    if getattr(broker, "connection", None) is not None:
+        return f"{type(broker).__name__} connected"
+    return f"{type(broker).__name__} (no ping available)"
+
+
+def _check_backend(sources: Sources, row: _Row) -> str:
+    from dramatiq.results import ResultMissing
+
+    if sources.broker is None:
+        raise _Skipped("no --broker given (the result backend is configured on the broker)")
+    backend, _ = sources.result_backend()
+    row.subject = f"{type(getattr(backend, 'backend', backend)).__name__} ({FROM_RESULTS})"
+    probe: dramatiq.Message[Any] = dramatiq.Message(
+        queue_name="dramatiq-ray-check", actor_name="dramatiq_ray_check", args=(), kwargs={}, options={}
+    )
+    with contextlib.suppress(ResultMissing):
+        backend.get_result(probe, block=False)
+    return "answered"
+
+
+def _check_store(sources: Sources, row: _Row) -> str:
+    from ..results import BlobInfo, parse_pointer
+    from ..results.pointers import digest_of
+    from ..results.stores.base import verify_blob
+
+    store, source = sources.store()
+    row.subject = f"{store.describe()} ({source})"
+    if not store.persistent:
+        return "keeps digests only (large results cannot be read back)"
+    data = json.dumps({"dramatiq-ray-check": uuid.uuid4().hex}).encode()
+    pointer = parse_pointer(store.put(digest_of(data), data))
+    verify_blob(pointer, store.get(pointer))
+    store.delete_blob(BlobInfo(pointer.location, pointer.size, 0.0), cutoff=time.time() + 3600)
+    return "wrote, read and deleted a probe blob"
+
+
+def _check_ray(sources: Sources, row: _Row, *, skip: bool) -> str:
+    if skip:
+        raise _Skipped("--skip-ray given")
+    runtime, source = sources.ray_runtime()
+    row.subject = f"Ray at {runtime.resolved_address() or 'a new local Ray (the embedded default)'} ({source})"
+    with _silenced(_ATTACH_LOGGER):  # the row says it: no second report of a failed attach
+        runtime.attach()
+    try:
+        import ray
+
+        cpus = ray.cluster_resources().get("CPU", 0)  # type: ignore[no-untyped-call]
+        return f"attached; cluster CPUs: {cpus:g}"
+    finally:
+        runtime.detach()
+
+
+def run(args: argparse.Namespace, out: IO[str]) -> int:
+    """Check every part; exit 2 when the settings or ``--broker`` are invalid, 1 when a part fails."""
+    table = _Table(out)
+    sources = Sources(None)
+
+    def settings_row(row: _Row) -> str:
+        sources.settings()
+        return "valid"
+
+    if not table.row("settings", settings_row):
+        out.write("verdict: FAILED (fix the settings first)\n")
+        return EXIT_USAGE
+
+    def broker_row(row: _Row) -> str:
+        if not args.broker:
+            raise _Skipped("no --broker given")
+        sources.broker = load_broker(args.broker)
+        return _check_broker(sources.broker)
+
+    if not table.row("broker", broker_row) and sources.broker is None:
+        out.write("verdict: FAILED (fix --broker first)\n")
+        return EXIT_USAGE
+    table.row("result backend", lambda row: _check_backend(sources, row))
+    table.row("blob store", lambda row: _check_store(sources, row))
+    table.row("ray", lambda row: _check_ray(sources, row, skip=args.skip_ray))
+    out.write(f"verdict: {'FAILED' if table.failed else 'ok'}\n")
+    return EXIT_FAILED if table.failed else EXIT_OK

@@ -1,0 +1,72 @@
+"""The command line's grammar: commands, options and durations."""
+
+from __future__ import annotations
+
+import argparse
+import re
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+_BROKER_HELP = (
+    "import the broker from here (attribute 'broker' by default) and use the store, result backend and Ray "
+    "address configured on its middleware; settings fill in only what it does not configure"
+)
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``text``: a number with an optional unit ``s``, ``m``, ``h``, ``d`` or ``w`` (``90m``, ``7d``).
+
+    Raises:
+      argparse.ArgumentTypeError: ``text`` is not such a duration, or not positive.
+    """
+    match = _DURATION.match(text)
+    if not match or float(match.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive duration like 600, 90m, 12h or 7d")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``dramatiq-ray``; ``args.command`` names the command chosen."""
+    parser = argparse.ArgumentParser(
+        prog="dramatiq-ray",
+        description="Operate dramatiq-ray: check a deployment, read results, collect old blobs, verify blobs. "
+        "With --broker, the store, result backend and Ray address are the ones configured on that broker; "
+        "settings (DRAMATIQ_RAY_SETTINGS=module:attr and DRAMATIQ_RAY_* environment variables) fill in the rest.",
+        epilog="Exit codes: 0 success; 1 a check or verification failed, the message failed, or a store error; "
+        "2 a usage or configuration error; 3 the result is not there (yet).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    check = commands.add_parser(
+        "check", help="validate settings and reach the broker, the result backend, the blob store and Ray"
+    )
+    check.add_argument("--broker", metavar="MODULE[:ATTR]", help=_BROKER_HELP)
+    check.add_argument("--skip-ray", action="store_true", help="do not attach to Ray")
+
+    result = commands.add_parser("result", help="print a stored result (hydrated), its failure, or its pointer")
+    result.add_argument("message_id", metavar="MESSAGE_ID")
+    result.add_argument("--actor", required=True, help="the name of an actor declared on the broker")
+    result.add_argument("--queue", help="the queue the message was sent to (default: the actor's)")
+    result.add_argument("--broker", required=True, metavar="MODULE[:ATTR]", help=_BROKER_HELP)
+    result.add_argument("--pointer", action="store_true", help="print the raw pointer instead of the value")
+
+    gc = commands.add_parser("gc", help="delete spilled blobs that no live result can point to")
+    gc.add_argument("--broker", metavar="MODULE[:ATTR]", help=_BROKER_HELP)
+    gc.add_argument(
+        "--older-than",
+        type=parse_duration,
+        default=parse_duration("1d"),
+        metavar="DURATION",
+        help="age bound, longer than every result TTL in use: 600, 90m, 12h, 7d (default 1d)",
+    )
+    gc.add_argument(
+        "--force", action="store_true", help="accept an --older-than shorter than the longest result TTL seen"
+    )
+    gc.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
+    gc.add_argument("-v", "--verbose", action="store_true", help="list every blob scanned")
+
+    verify = commands.add_parser("verify", help="read the blob a pointer names and check its size and SHA-256")
+    verify.add_argument("pointer", metavar="POINTER")
+    verify.add_argument("--broker", metavar="MODULE[:ATTR]", help=_BROKER_HELP)
+    return parser
