@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
-from contextvars import ContextVar
+import threading
 from typing import Any
 
 import dramatiq
 from dramatiq.results import ResultBackend
 from dramatiq.results import Results as DramatiqResults
+from dramatiq.results.backend import Missing
 
 from ..errors import ConfigurationError, StoreUnavailableError
 from .backend import SpillingBackend
@@ -37,7 +38,8 @@ class Results(DramatiqResults):
     ``RayExecutionMiddleware``), an oversized return value is spilled as soon as the body returns and replaced by
     a small marker, so a pipeline's next message or an ``on_success`` callback carries the pointer, and the
     receiving actor gets the original value back. Unlike a plain subclass of Dramatiq's Results, this one does
-    not make the worker log "you haven't added the Results middleware" (see :class:`_ResultsWarningFilter`).
+    not make the worker log "you haven't added the Results middleware": it puts a stock Results that keeps
+    nothing right after itself on the broker, once, so that Dramatiq's ``type(m) is Results`` check holds.
 
     Parameters:
       backend: A Dramatiq result backend, or a ``SpillingBackend``.
@@ -83,19 +85,20 @@ class Results(DramatiqResults):
             backend=backend, store_results=store_results, result_ttl=result_ttl
         )
         self.backend: SpillingBackend = backend
-        _ResultsWarningFilter.install()
 
     @property
     def actor_options(self) -> set[str]:
         return set(super().actor_options) | {MAX_INLINE_BYTES_OPTION}
 
     def before_declare_actor(self, broker: dramatiq.Broker, actor: dramatiq.Actor[Any, Any]) -> None:
+        _stand_beside(broker, self)
         _check_option(actor.options, f"Actor {actor.actor_name!r}:")
 
     def before_enqueue(self, broker: dramatiq.Broker, message: dramatiq.Message[Any], delay: int) -> None:
         _check_option(message.options, f"The message option of {message.actor_name!r}:")
 
     def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        _stand_beside(broker, self)
         try:
             done = self.backend.probe_store()
         except Exception as error:
@@ -112,13 +115,13 @@ class Results(DramatiqResults):
     def after_declare_actor(self, broker: dramatiq.Broker, actor: dramatiq.Actor[Any, Any]) -> None:
         from ..execution import callpath
 
+        _stand_beside(broker, self)
         callpath.install(actor)
 
     def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         from ..execution import callpath
 
         callpath.begin(broker, message)
-        _processing_with_ours.set(True)
 
     def after_process_message(
         self,
@@ -131,19 +134,15 @@ class Results(DramatiqResults):
         from ..execution import callpath
 
         callpath.end()
-        _processing_with_ours.set(False)
         store_results, result_ttl = self._lookup_options(broker, message)  # type: ignore[no-untyped-call]
         if store_results and exception is None:
             # The call path already applied the spill plan where the body ran: store its outcome as it is.
             self.backend.store_outcome(message, result, result_ttl)
-        else:
-            super().after_process_message(broker, message, result=result, exception=exception)  # type: ignore[no-untyped-call]
 
     def after_skip_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         from ..execution import callpath
 
         callpath.end()
-        _processing_with_ours.set(False)
         super().after_skip_message(broker, message)  # type: ignore[no-untyped-call]
 
 
@@ -153,27 +152,41 @@ def _check_option(options: dict[str, Any], where: str) -> None:
         check_threshold(options[MAX_INLINE_BYTES_OPTION], where)
 
 
-# True in a worker thread between our before_process_message and the end of that message.
-_processing_with_ours: ContextVar[bool] = ContextVar("dramatiq_ray_results_processing", default=False)
+class _NullBackend(ResultBackend):
+    """Keeps nothing: the backend of the stock Results that stands beside ours (see :func:`_stand_beside`)."""
+
+    def store_result(self, message: Any, result: Any, ttl: int) -> None:
+        return None
+
+    def store_exception(self, message: Any, exception: Exception, ttl: int) -> None:
+        return None
+
+    def _get(self, message_key: str) -> Any:
+        return Missing
+
+    def _store(self, message_key: str, result: Any, ttl: int) -> None:
+        return None
 
 
-class _ResultsWarningFilter(logging.Filter):
-    """Drops the worker's "you haven't added the Results middleware" warning while a message of a broker that
-    carries our Results is processed.
+_beside_lock = threading.Lock()
 
-    Dramatiq's worker recognises the Results middleware with ``type(m) is Results``, so it does not recognise a
-    subclass. The warning is logged by the worker thread between our ``before_process_message`` and
-    ``after_process_message``, which is when this filter drops it; on any other broker it passes. A filter on the
-    worker's logger is the logging module's documented extension point: nothing of Dramatiq is changed.
+
+def _stand_beside(broker: dramatiq.Broker, ours: Results) -> None:
+    """Put one stock ``dramatiq.results.Results`` with a backend that keeps nothing right after ours, once.
+
+    Dramatiq's worker recognises the Results middleware with ``type(m) is Results`` (not ``isinstance``), and
+    warns "you haven't added the Results middleware" for every value returned on a broker without one. The stock
+    instance makes that check true without changing Dramatiq; standing after ours, it is never the broker's
+    results backend (``broker.get_results_backend()`` returns the first), and it stores nothing. It also logs
+    Dramatiq's own "store_results is not set" warning, so ours does not repeat it.
     """
-
-    _installed = False
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (_processing_with_ours.get() and "haven't added the Results middleware" in record.getMessage())
-
-    @classmethod
-    def install(cls) -> None:
-        if not cls._installed:
-            logging.getLogger("dramatiq.worker.WorkerThread").addFilter(cls())
-            cls._installed = True
+    if any(type(m) is DramatiqResults for m in broker.middleware):
+        return
+    with _beside_lock:
+        if any(type(m) is DramatiqResults for m in broker.middleware) or not any(m is ours for m in broker.middleware):
+            return
+        stock = DramatiqResults(backend=_NullBackend())  # type: ignore[no-untyped-call]
+        middleware = list(broker.middleware)
+        middleware.insert(next(i for i, m in enumerate(middleware) if m is ours) + 1, stock)
+        # A new list, not an in-place edit: a hook loop running over the old list is not disturbed.
+        broker.middleware = middleware

@@ -14,7 +14,7 @@ from dramatiq.middleware import Middleware
 from dramatiq.results import ResultFailure, ResultMissing, ResultTimeout
 from dramatiq.results import Results as DramatiqResults
 
-from dramatiq_ray import FilesystemStore, Results, SpillingBackend, find_spilling_backend, get_pointer
+from dramatiq_ray import Results, SpillingBackend, find_spilling_backend, get_pointer
 from dramatiq_ray.errors import BlobNotFoundError, ConfigurationError
 from dramatiq_ray.results.marker import is_spilled_shape
 
@@ -311,7 +311,21 @@ def test_results_subclass_keeps_every_dramatiq_results_argument(stub_backend) ->
     assert (middleware.store_results, middleware.result_ttl) == (True, 5_000)
     assert {"store_results", "result_ttl", "max_inline_bytes"} <= middleware.actor_options
     assert isinstance(middleware.backend, SpillingBackend) and middleware.backend.backend is stub_backend
-    assert isinstance(FilesystemStore("x"), FilesystemStore)
+
+
+def test_results_puts_one_stock_results_that_keeps_nothing_right_after_itself(stub_broker, stub_backend) -> None:
+    # Given our Results on a broker, once an actor is declared
+    ours = Results(backend=stub_backend)
+    stub_broker.add_middleware(ours)
+
+    @dramatiq.actor(broker=stub_broker)
+    def anything() -> None: ...
+
+    # Then Dramatiq's own `type(m) is Results` check holds, while our Results stays the broker's results backend
+    stock = [m for m in stub_broker.middleware if type(m) is DramatiqResults]
+    assert len(stock) == 1
+    assert stub_broker.middleware.index(stock[0]) == stub_broker.middleware.index(ours) + 1
+    assert stub_broker.get_results_backend() is ours.backend
 
 
 def test_results_stores_a_marker_returned_by_an_outer_runner_without_spilling_again(

@@ -1,0 +1,1 @@
+"""Running Dramatiq's own test modules against dramatiq-ray's classes (see ``plugin.py``)."""
