@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from .backend import SpillingBackend, find_spilling_backend, get_pointer
+from .access import find_spilling_backend, get_pointer
+from .backend import SpillingBackend
 from .gc import GCReport, gc_blobs
 from .marker import SpilledResult
 from .middleware import Results

@@ -11,7 +11,6 @@ from typing import Any
 
 import dramatiq
 from dramatiq.results import ResultBackend, ResultMissing, ResultTimeout
-from dramatiq.results import Results as DramatiqResults
 from dramatiq.results.backend import DEFAULT_TIMEOUT
 
 from .. import metrics
@@ -28,7 +27,7 @@ from .plan import (
 from .pointers import Pointer, digest_of, looks_like_pointer, parse_pointer
 from .stores.base import BlobInfo, BlobStore, verify_blob
 
-__all__ = ["AnyMessage", "SpillingBackend", "find_spilling_backend", "get_pointer"]
+__all__ = ["AnyMessage", "SpillingBackend"]
 
 #: A message, or the proxy a worker hands to middleware.
 AnyMessage = dramatiq.Message[Any] | dramatiq.MessageProxy
@@ -294,45 +293,3 @@ def _encoding_error(encoder: Any, value: Any) -> str | None:
     except Exception as error:
         return f"{type(error).__name__}: {error}"
     return None
-
-
-def find_spilling_backend(broker: dramatiq.Broker) -> SpillingBackend | None:
-    """The ``SpillingBackend`` of the broker's Results middleware (ours or Dramatiq's), or ``None``."""
-    for middleware in broker.middleware:
-        if isinstance(middleware, DramatiqResults) and isinstance(middleware.backend, SpillingBackend):
-            return middleware.backend
-    return None
-
-
-def get_pointer(
-    message: AnyMessage,
-    *,
-    backend: SpillingBackend | None = None,
-    block: bool = False,
-    timeout: int | None = None,
-) -> str | None:
-    """The raw pointer string stored for ``message``'s result, without reading the blob; ``None`` when the result
-    is stored inline. Also a cheap way to check that a spilled result exists.
-
-    Parameters:
-      message: The message whose result to look up.
-      backend: The spilling backend (default: the one on the global broker).
-      block: Wait for the result, as ``message.get_result`` does.
-      timeout: How long to wait, in milliseconds (default 10 s).
-
-    Raises:
-      ConfigurationError: no SpillingBackend was given or found on the global broker.
-      ResultMissing, ResultTimeout, ResultFailure: as ``message.get_result``.
-    """
-    if backend is None:
-        backend = find_spilling_backend(dramatiq.get_broker())
-    if not isinstance(backend, SpillingBackend):
-        raise ConfigurationError(
-            "get_pointer needs a SpillingBackend: pass backend=..., or add dramatiq_ray.Results to the broker."
-        )
-    token = _RAW.set(True)
-    try:
-        stored = backend.get_result(message, block=block, timeout=timeout)
-    finally:
-        _RAW.reset(token)
-    return stored if looks_like_pointer(stored) else None
