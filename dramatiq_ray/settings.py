@@ -263,6 +263,12 @@ def _validate(values: dict[str, Any], problems: list[str]) -> None:
         "RESULT_STORAGE_GCS_BUCKET",
     ):
         _check_optional_str(name, values[name], problems)
+    path = values["RESULT_STORAGE_FILESYSTEM_PATH"]
+    if isinstance(path, str) and path and not os.path.isabs(path):
+        problems.append(
+            f"RESULT_STORAGE_FILESYSTEM_PATH must be an absolute path (every worker and Ray process must name the "
+            f"same directory), not {path!r}."
+        )
     for name in ("RESULT_STORAGE_S3_PREFIX", "RESULT_STORAGE_GCS_PREFIX"):
         if not isinstance(values[name], str):
             problems.append(f"{name} must be a string, not {values[name]!r}.")

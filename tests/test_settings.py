@@ -190,3 +190,8 @@ def test_settings_names_cover_every_documented_setting() -> None:
 def test_settings_backoff_beyond_seven_days_is_refused() -> None:
     (problem,) = problems_of({"RETRY_MAX_BACKOFF_SECONDS": 8 * 86400})
     assert problem == "RETRY_MAX_BACKOFF_SECONDS must be a number <= 604800, not 691200."
+
+
+def test_relative_filesystem_store_path_is_refused_naming_the_setting() -> None:
+    with pytest.raises(ConfigurationError, match="RESULT_STORAGE_FILESYSTEM_PATH must be an absolute path"):
+        load_settings({"RESULT_STORAGE_BACKEND": "filesystem", "RESULT_STORAGE_FILESYSTEM_PATH": "results"})

@@ -3,7 +3,7 @@ that name another bucket or prefix before any request is made."""
 
 from __future__ import annotations
 
-from ...errors import BlobNotFoundError
+from ...errors import BlobNotFoundError, ConfigurationError
 from ..pointers import Pointer, blob_name, object_pointer, parse_pointer
 from .base import BlobStore, check_name
 
@@ -14,16 +14,25 @@ class BucketStore(BlobStore):
     """Base class of stores that keep blobs as objects ``<scheme>://<bucket>/<prefix>/ab/cd/<digest>.json``.
 
     Raises:
-      ValueError: the bucket or prefix cannot appear in a pointer.
+      ConfigurationError: the bucket is empty, or the bucket or prefix cannot appear in a pointer (it is a
+        ``ValueError``).
     """
 
     def __init__(self, bucket: str, prefix: str) -> None:
+        if not isinstance(bucket, str) or not bucket:
+            raise ConfigurationError(
+                f"{type(self).__name__} needs a bucket name, got {bucket!r}: pass the name of an existing bucket."
+            )
+        if not isinstance(prefix, str):
+            raise ConfigurationError(
+                f"{type(self).__name__} prefix must be a string (it may be empty), got {prefix!r}."
+            )
         key = "/".join(part for part in (prefix.strip("/"), blob_name("0" * 64)) if part)
         probe = object_pointer("s3", bucket, key, 0)
         try:
             parse_pointer(probe)
         except ValueError:
-            raise ValueError(
+            raise ConfigurationError(
                 f"Invalid bucket {bucket!r} or prefix {prefix!r}: use a lowercase bucket name and a prefix of "
                 "letters, digits, '.', '_', '-' separated by '/'."
             ) from None

@@ -8,15 +8,23 @@ clients lazily and drop cached clients when pickled.
 from __future__ import annotations
 
 import abc
+import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from ...errors import BlobIntegrityError, ConfigurationError, ForeignPointerError
 from ..pointers import Pointer, digest_of
 
-__all__ = ["BlobInfo", "BlobStore", "check_name", "verify_blob"]
+__all__ = ["BlobInfo", "BlobStore", "check_name", "log_repair", "stored_blob_problem", "verify_blob"]
+
+logger = logging.getLogger(__name__)
+
+#: How many times a store looks at a blob again when it changed between looking and writing.
+SETTLE_ATTEMPTS = 5
+#: The size of the pieces a stored blob is read in to hash it.
+HASH_CHUNK_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -31,8 +39,10 @@ class BlobInfo:
 class BlobStore(abc.ABC):
     """Base class of blob stores.
 
-    ``put`` is create-only and idempotent: writing a payload that is already stored leaves the blob as it is and
-    only refreshes its timestamp, which is what garbage collection reads (see :func:`dramatiq_ray.gc_blobs`).
+    ``put`` is create-only, idempotent and self-healing: writing a payload that is already stored intact leaves
+    the blob as it is and only refreshes its timestamp, which is what garbage collection reads (see
+    :func:`dramatiq_ray.gc_blobs`). A stored blob whose size or SHA-256 does not match its content address is
+    corrupt: ``put`` replaces it atomically with the payload and logs a WARNING naming the store and the blob.
     """
 
     #: False for stores that keep nothing (``DigestStore``); results spilled there cannot be read back.
@@ -43,6 +53,9 @@ class BlobStore(abc.ABC):
     @abc.abstractmethod
     def put(self, digest: str, data: bytes) -> str:
         """Store ``data`` (whose SHA-256 is ``digest``) and return its pointer string.
+
+        When the blob exists, its size is compared with ``len(data)`` and, only when equal, its bytes are read
+        and hashed: an intact blob has its timestamp refreshed, a corrupt one is replaced.
 
         Raises:
           BlobWriteError: the store could not be written.
@@ -121,17 +134,51 @@ def check_name(name: str) -> str:
     return name
 
 
+def stored_blob_problem(digest: str, size: int, stored_size: int, hash_stored: Callable[[], str]) -> str | None:
+    """Say what is wrong with a stored blob that should hold ``size`` bytes whose SHA-256 is ``digest``, or return
+    ``None`` when it is intact.
+
+    The size is compared first; ``hash_stored`` (which reads the stored bytes and returns their SHA-256) is only
+    called when the sizes match, so a truncated or overlong blob is never read.
+    """
+    if stored_size != size:
+        return f"it holds {stored_size} bytes instead of {size}"
+    found = hash_stored()
+    if found != digest:
+        return f"it holds the expected {size} bytes but their SHA-256 is {found} instead of {digest}"
+    return None
+
+
+def log_repair(store: BlobStore, name: str, problem: str) -> None:
+    """Log the WARNING of a store that replaced the corrupt blob ``name`` while storing its payload again."""
+    logger.warning(
+        "%s found the blob %s corrupt (%s) and replaced it with the payload being stored; results pointing to it "
+        "read back again.",
+        store.describe(),
+        name,
+        problem,
+    )
+
+
 def verify_blob(pointer: Pointer, data: bytes) -> bytes:
     """Return ``data`` when its size and SHA-256 match ``pointer``.
 
+    ``data`` may hold at most one byte more than the pointer's size (stores read no further), so a longer blob is
+    reported as "more than" the expected size. The digest is only computed when the size matches.
+
     Raises:
-      BlobIntegrityError: they do not match; the data is never returned.
+      BlobIntegrityError: they do not match; the data is never returned. The message says the sizes when the
+        size is wrong, and the digests when only the contents are.
     """
-    if len(data) != pointer.size or digest_of(data) != pointer.digest:
-        raise BlobIntegrityError(
-            f"The blob for {pointer.raw!r} is corrupt: expected {pointer.size} bytes with SHA-256 "
-            f"{pointer.digest}, found {len(data)} bytes with another digest. Its contents were not used; "
-            "re-run the message to produce the result again.",
-            pointer=pointer.raw,
-        )
-    return data
+    if len(data) != pointer.size:
+        found = f"more than {pointer.size}" if len(data) > pointer.size else str(len(data))
+        problem = f"expected {pointer.size} bytes, found {found} bytes"
+    elif (actual := digest_of(data)) != pointer.digest:
+        problem = f"it has the expected {pointer.size} bytes but their SHA-256 is {actual} instead of {pointer.digest}"
+    else:
+        return data
+    raise BlobIntegrityError(
+        f"The blob for {pointer.raw!r} is corrupt: {problem}. Its contents were not used; re-run the message: "
+        "storing the same result again replaces the corrupt blob.",
+        pointer=pointer.raw,
+    )

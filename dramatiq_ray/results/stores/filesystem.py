@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
+import stat
 import uuid
 from collections.abc import Iterator
 
-from ...errors import BlobNotFoundError, BlobReadError, BlobWriteError
+from ...errors import BlobNotFoundError, BlobReadError, BlobWriteError, ConfigurationError
 from ..pointers import Pointer, blob_name, resultfs_pointer
-from .base import BlobInfo, BlobStore, check_name
+from .base import (
+    HASH_CHUNK_BYTES,
+    SETTLE_ATTEMPTS,
+    BlobInfo,
+    BlobStore,
+    check_name,
+    log_repair,
+    stored_blob_problem,
+)
 
 __all__ = ["FilesystemStore"]
 
@@ -24,18 +34,31 @@ class FilesystemStore(BlobStore):
 
     Pointers look like ``resultfs://sha256/<digest>?rel=ab/cd/<digest>.json&bytes=<n>``: they carry no root,
     so every host that mounts the same volume (at any path) reads them. Files are created atomically (written
-    to a temporary name, then hard-linked into place, which fails if the name exists), so readers never see
-    a torn file and a blob is never overwritten. A pointer can never resolve outside the root: the grammar
-    allows no ``..`` nor absolute path, and symlinks leading out of the root are refused.
+    to a temporary name, fsynced, then hard-linked into place, which fails if the name exists), so readers never
+    see a torn file and an intact blob is never overwritten. Writing a payload that is already stored refreshes
+    the file's mtime after checking it: a file of the wrong size, or of the right size whose SHA-256 is not its
+    name, is corrupt and is replaced atomically (a temporary file in the same directory, fsynced, then
+    ``os.replace``), with a WARNING. A pointer can never resolve outside the root: the grammar allows no ``..``
+    nor absolute path, and symlinks leading out of the root are refused.
 
     Parameters:
-      path: The root directory; created on first write.
+      path: The root directory, as an absolute path; created on first write.
+
+    Raises:
+      ConfigurationError: ``path`` is empty or relative.
     """
 
     scheme = "resultfs"
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = os.fspath(path)
+        root = os.fspath(path) if isinstance(path, str | os.PathLike) else path
+        if not isinstance(root, str) or not os.path.isabs(root):
+            raise ConfigurationError(
+                f"FilesystemStore needs an absolute path, got {path!r}: pass an absolute path such as "
+                "'/var/lib/dramatiq-ray/results'. A relative path would name another directory in every process "
+                "whose working directory differs (Ray workers, job drivers), so it is refused, not resolved."
+            )
+        self.path = root
 
     def describe(self) -> str:
         return f"FilesystemStore({self.path!r})"
@@ -58,11 +81,22 @@ class FilesystemStore(BlobStore):
             directory = os.path.dirname(final)
             os.makedirs(directory, exist_ok=True)
             self._inside_root(directory, rel)
-            for _ in range(3):
-                if self._touch(final, len(data)):
-                    break
-                if self._create(final, data):
-                    break
+            for _ in range(SETTLE_ATTEMPTS):
+                try:
+                    problem = self._refresh(final, digest, len(data))
+                except FileNotFoundError:
+                    if self._create(final, data):
+                        break
+                    continue  # another writer created it meanwhile: check theirs
+                if problem is not None:
+                    self._replace(final, data)
+                    log_repair(self, rel, problem)
+                break
+            else:
+                raise BlobWriteError(
+                    f"{self.describe()} could not write {rel}: it kept appearing and disappearing while being "
+                    f"written ({SETTLE_ATTEMPTS} attempts). Storing the result again retries."
+                )
         except (OSError, ValueError) as error:
             raise BlobWriteError(f"{self.describe()} could not write {rel}: {error}") from error
         return resultfs_pointer(digest, len(data))
@@ -88,21 +122,29 @@ class FilesystemStore(BlobStore):
             raise BlobReadError(f"{self.describe()} could not read {name}: {error}", pointer=name) from error
 
     @staticmethod
-    def _touch(final: str, size: int) -> bool:
-        try:
-            os.utime(final)
-            if os.lstat(final).st_size == size:
-                return True
-        except FileNotFoundError:
-            return False
-        # A file of the wrong size at a content address is provably corrupt (truncated by a crash or by hand):
-        # it is the one case where a blob is replaced, atomically.
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(final)
-        return False
+    def _refresh(final: str, digest: str, size: int) -> str | None:
+        """Refresh the mtime of an existing blob, then say what is wrong with it (``None``: it is intact).
+
+        Raises:
+          FileNotFoundError: there is no blob (any more).
+        """
+        os.utime(final, follow_symlinks=False)
+        status = os.lstat(final)
+        if not stat.S_ISREG(status.st_mode):
+            return "it is not a regular file"
+
+        def hash_stored() -> str:
+            hasher = hashlib.sha256()
+            with open(os.open(final, os.O_RDONLY | os.O_NOFOLLOW), "rb") as handle:
+                while chunk := handle.read(HASH_CHUNK_BYTES):
+                    hasher.update(chunk)
+            return hasher.hexdigest()
+
+        return stored_blob_problem(digest, size, status.st_size, hash_stored)
 
     @staticmethod
-    def _create(final: str, data: bytes) -> bool:
+    def _write_temporary(final: str, data: bytes) -> str:
+        """Write ``data`` to a new temporary file beside ``final``, fsynced; return its path."""
         temporary = f"{final}.tmp-{uuid.uuid4().hex}"
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
         try:
@@ -110,14 +152,39 @@ class FilesystemStore(BlobStore):
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
-            try:
-                os.link(temporary, final)
-                return True
-            except FileExistsError:
-                return False
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary)
+            raise
+        return temporary
+
+    @classmethod
+    def _create(cls, final: str, data: bytes) -> bool:
+        """Create the blob unless it exists; return whether this call created it."""
+        temporary = cls._write_temporary(final, data)
+        try:
+            os.link(temporary, final)
+            return True
+        except FileExistsError:
+            return False
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temporary)
+
+    @classmethod
+    def _replace(cls, final: str, data: bytes) -> None:
+        """Replace a corrupt blob atomically: readers see the old file or the new one, never a mix."""
+        temporary = cls._write_temporary(final, data)
+        try:
+            os.replace(temporary, final)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary)
+        directory = os.open(os.path.dirname(final), os.O_RDONLY)
+        try:
+            os.fsync(directory)  # the new name survives a crash
+        finally:
+            os.close(directory)
 
     # --- reading ---------------------------------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections.abc import Iterator
@@ -10,7 +11,7 @@ from typing import Any
 from ...errors import BlobReadError, BlobWriteError, MissingDependencyError
 from ..pointers import Pointer
 from ._bucket import BucketStore
-from .base import BlobInfo
+from .base import SETTLE_ATTEMPTS, BlobInfo, log_repair, stored_blob_problem
 
 __all__ = ["GCSStore"]
 
@@ -18,9 +19,12 @@ __all__ = ["GCSStore"]
 class GCSStore(BucketStore):
     """Write oversized results as objects ``gs://<bucket>/<prefix>/ab/cd/<digest>.json``.
 
-    Writes are create-only (``if_generation_match=0``); when the object already exists its metadata is touched so
-    that its ``updated`` time (read by :func:`dramatiq_ray.gc_blobs`) moves forward while results point to it.
-    Pointers naming another bucket or prefix are refused before any request.
+    Writes are create-only (``if_generation_match=0``). When the object already exists it is checked first: its
+    size (from its metadata) and, only when the size matches, the SHA-256 of its bytes. An intact object has its
+    metadata touched so that its ``updated`` time (read by :func:`dramatiq_ray.gc_blobs`) moves forward while
+    results point to it; a corrupt one is overwritten on the condition that it is still the generation that was
+    checked (``if_generation_match=<that generation>``), with a WARNING. Pointers naming another bucket or prefix
+    are refused before any request.
 
     Parameters:
       bucket: The bucket name.
@@ -35,7 +39,7 @@ class GCSStore(BucketStore):
 
     Raises:
       MissingDependencyError: google-cloud-storage is not installed (``pip install "dramatiq-ray[gcs]"``).
-      ValueError: the bucket or prefix is invalid.
+      ConfigurationError: the bucket is empty, or the bucket or prefix is invalid (it is a ``ValueError``).
     """
 
     scheme = "gs"
@@ -89,21 +93,65 @@ class GCSStore(BucketStore):
         return self._client().bucket(self.bucket).blob(key)
 
     def put(self, digest: str, data: bytes) -> str:
-        from google.api_core.exceptions import PreconditionFailed
-
         key = self._key(digest)
         try:
-            blob = self._blob(key)
-            try:
-                blob.upload_from_string(
-                    data, content_type="application/octet-stream", if_generation_match=0, retry=self._retry()
+            for _ in range(SETTLE_ATTEMPTS):
+                if self._settle(key, digest, data):
+                    break
+            else:
+                raise BlobWriteError(
+                    f"{self.describe()} could not write {key}: the object kept changing while being written "
+                    f"({SETTLE_ATTEMPTS} attempts). Storing the result again retries."
                 )
-            except PreconditionFailed:
-                blob.metadata = {"dramatiq-ray-referenced": str(int(time.time()))}
-                blob.patch(retry=self._retry())
+        except (MissingDependencyError, BlobWriteError):
+            raise
         except Exception as error:
             raise BlobWriteError(f"{self.describe()} could not write {key}: {error}") from error
         return self._pointer(key, len(data))
+
+    def _settle(self, key: str, digest: str, data: bytes) -> bool:
+        """Create the object, or refresh it when intact, or replace it when corrupt. Return False when it changed
+        (or appeared, or vanished) between looking and writing: the caller looks again."""
+        from google.api_core.exceptions import NotFound, PreconditionFailed
+
+        blob = self._client().bucket(self.bucket).get_blob(key, retry=self._retry())
+        if blob is None:
+            try:
+                self._upload(key, data, 0)
+            except PreconditionFailed:  # another writer created it meanwhile: check theirs
+                return False
+            return True
+        try:
+            generation = blob.generation
+            problem = stored_blob_problem(digest, len(data), int(blob.size or 0), lambda: self._sha256(blob))
+            if problem is None:
+                blob.metadata = {"dramatiq-ray-referenced": str(int(time.time()))}
+                blob.patch(if_generation_match=generation, retry=self._retry())
+                return True
+            self._upload(key, data, generation)
+        except (NotFound, PreconditionFailed):  # it changed or vanished since it was looked at
+            return False
+        log_repair(self, key, problem)
+        return True
+
+    def _upload(self, key: str, data: bytes, generation: int) -> None:
+        """Upload ``data`` provided the object is still at ``generation`` (``0``: it does not exist)."""
+        self._blob(key).upload_from_string(
+            data, content_type="application/octet-stream", if_generation_match=generation, retry=self._retry()
+        )
+
+    def _sha256(self, blob: Any) -> str:
+        """The SHA-256 of the bytes of ``blob`` as stored, provided it is still the same generation."""
+        hasher = hashlib.sha256()
+
+        class Sink:
+            @staticmethod
+            def write(chunk: bytes) -> int:
+                hasher.update(chunk)
+                return len(chunk)
+
+        blob.download_to_file(Sink(), raw_download=True, if_generation_match=blob.generation, retry=self._retry())
+        return hasher.hexdigest()
 
     def get(self, pointer: Pointer) -> bytes:
         self._check_pointer(pointer)

@@ -2,27 +2,39 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Iterator
 from typing import Any
 
-from ...errors import BlobReadError, BlobWriteError, MissingDependencyError
+from ...errors import BlobReadError, BlobWriteError, ConfigurationError, MissingDependencyError
 from ..pointers import Pointer
 from ._bucket import BucketStore
-from .base import BlobInfo
+from .base import HASH_CHUNK_BYTES, SETTLE_ATTEMPTS, BlobInfo, log_repair, stored_blob_problem
 
 __all__ = ["S3Store"]
 
 _MIB = 1024 * 1024
+#: The error codes of a conditional request whose condition did not hold (the object changed meanwhile).
+_CHANGED = ("PreconditionFailed", "412", "ConditionalRequestConflict")
+#: The error codes of a request on an object that does not exist (any more).
+_MISSING = ("NoSuchKey", "404", "NotFound")
+
+
+def _code(error: Any) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))
 
 
 class S3Store(BucketStore):
     """Write oversized results as objects ``s3://<bucket>/<prefix>/ab/cd/<digest>.json``.
 
-    Writes are create-only (``If-None-Match: *``); when the object already exists its ``LastModified`` is
-    refreshed (a copy onto itself) so that lifecycle rules and :func:`dramatiq_ray.gc_blobs` keep it while a
-    result points to it. Payloads larger than ``multipart_threshold`` are uploaded in parts. Pointers naming
-    another bucket or prefix are refused before any request.
+    Writes are create-only (``If-None-Match: *``). When the object already exists it is checked first: its size
+    (from a ``HEAD``) and, only when the size matches, the SHA-256 of its bytes. An intact object has its
+    ``LastModified`` refreshed (a copy onto itself) so that lifecycle rules and :func:`dramatiq_ray.gc_blobs`
+    keep it while a result points to it; a corrupt one is overwritten on the condition that it is still the
+    object that was checked (``If-Match`` its ETag), with a WARNING. Payloads larger than
+    ``multipart_threshold`` are uploaded in parts. Pointers naming another bucket or prefix are refused before
+    any request.
 
     Parameters:
       bucket: The bucket name.
@@ -36,7 +48,8 @@ class S3Store(BucketStore):
 
     Raises:
       MissingDependencyError: boto3 is not installed (``pip install "dramatiq-ray[s3]"``).
-      ValueError: the bucket, prefix or sizes are invalid.
+      ConfigurationError: the bucket is empty, or the bucket, prefix or sizes are invalid (it is a
+        ``ValueError``).
     """
 
     scheme = "s3"
@@ -54,7 +67,7 @@ class S3Store(BucketStore):
     ) -> None:
         super().__init__(bucket, prefix)
         if part_size < 5 * _MIB or multipart_threshold < 5 * _MIB:
-            raise ValueError("S3Store part_size and multipart_threshold must be at least 5 MiB (an S3 limit).")
+            raise ConfigurationError("S3Store part_size and multipart_threshold must be at least 5 MiB (an S3 limit).")
         self.region = region
         self.endpoint_url = endpoint_url
         self.multipart_threshold = multipart_threshold
@@ -75,28 +88,77 @@ class S3Store(BucketStore):
     def put(self, digest: str, data: bytes) -> str:
         key = self._key(digest)
         try:
-            if not self._create(key, data):
-                self._client().copy_object(
-                    Bucket=self.bucket,
-                    Key=key,
-                    CopySource={"Bucket": self.bucket, "Key": key},
-                    MetadataDirective="REPLACE",
-                    Metadata={"dramatiq-ray-referenced": str(int(time.time()))},
-                    ContentType="application/octet-stream",
+            for _ in range(SETTLE_ATTEMPTS):
+                if self._settle(key, digest, data):
+                    break
+            else:
+                raise BlobWriteError(
+                    f"{self.describe()} could not write {key}: the object kept changing while being written "
+                    f"({SETTLE_ATTEMPTS} attempts). Storing the result again retries."
                 )
-        except MissingDependencyError:
+        except (MissingDependencyError, BlobWriteError):
             raise
         except Exception as error:
             raise BlobWriteError(f"{self.describe()} could not write {key}: {error}") from error
         return self._pointer(key, len(data))
 
-    def _create(self, key: str, data: bytes) -> bool:
+    def _settle(self, key: str, digest: str, data: bytes) -> bool:
+        """Create the object, or refresh it when intact, or replace it when corrupt. Return False when it changed
+        (or appeared, or vanished) between looking and writing: the caller looks again."""
+        from botocore.exceptions import ClientError
+
+        client = self._client()
+        try:
+            head = client.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as error:
+            if _code(error) not in _MISSING:
+                raise
+            return self._upload(key, data, IfNoneMatch="*")
+        etag = head["ETag"]
+        try:
+            problem = stored_blob_problem(
+                digest, len(data), int(head["ContentLength"]), lambda: self._sha256(key, etag)
+            )
+            if problem is None:
+                client.copy_object(
+                    Bucket=self.bucket,
+                    Key=key,
+                    CopySource={"Bucket": self.bucket, "Key": key},
+                    CopySourceIfMatch=etag,
+                    MetadataDirective="REPLACE",
+                    Metadata={"dramatiq-ray-referenced": str(int(time.time()))},
+                    ContentType="application/octet-stream",
+                )
+                return True
+        except ClientError as error:
+            if _code(error) in _CHANGED + _MISSING:
+                return False
+            raise
+        if not self._upload(key, data, IfMatch=etag):
+            return False
+        log_repair(self, key, problem)
+        return True
+
+    def _sha256(self, key: str, etag: str) -> str:
+        """The SHA-256 of the object's bytes, read in pieces, provided it still has ``etag``."""
+        body = self._client().get_object(Bucket=self.bucket, Key=key, IfMatch=etag)["Body"]
+        hasher = hashlib.sha256()
+        try:
+            for chunk in body.iter_chunks(HASH_CHUNK_BYTES):
+                hasher.update(chunk)
+        finally:
+            body.close()
+        return hasher.hexdigest()
+
+    def _upload(self, key: str, data: bytes, **condition: str) -> bool:
+        """Upload ``data`` under ``condition`` (``IfNoneMatch="*"`` to create, ``IfMatch=<etag>`` to replace);
+        return False when the condition did not hold or the object to replace no longer exists."""
         from botocore.exceptions import ClientError
 
         client = self._client()
         try:
             if len(data) <= self.multipart_threshold:
-                client.put_object(Bucket=self.bucket, Key=key, Body=data, IfNoneMatch="*")
+                client.put_object(Bucket=self.bucket, Key=key, Body=data, **condition)
                 return True
             upload = client.create_multipart_upload(Bucket=self.bucket, Key=key)
             try:
@@ -112,15 +174,14 @@ class S3Store(BucketStore):
                     Key=key,
                     UploadId=upload["UploadId"],
                     MultipartUpload={"Parts": parts},
-                    IfNoneMatch="*",
+                    **condition,
                 )
                 return True
             except BaseException:
                 client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload["UploadId"])
                 raise
         except ClientError as error:
-            code = error.response.get("Error", {}).get("Code")
-            if code in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+            if _code(error) in _CHANGED + _MISSING:
                 return False
             raise
 
