@@ -25,3 +25,7 @@ def count_then_wait(counter: str, release: str, result: str) -> str:
     while not Path(release).exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     return result
+
+
+def repeat(text: str, times: int) -> str:
+    return text * times

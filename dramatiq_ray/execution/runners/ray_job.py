@@ -269,6 +269,16 @@ class JobRunner:
         except Exception as error:
             logger.warning("Could not stop Ray job %s of actor %r: %s", sid, actor_name, error)
 
+    @staticmethod
+    def _forget(store: BlobStore, job_dir: str) -> None:
+        """Delete a collected job's spec (its arguments). The outcome stays for a concurrent delivery of the same
+        message that adopted the same job (a large result in it is a pointer, so it is small); ``gc`` collects it
+        by age."""
+        try:
+            store.delete_named(f"{job_dir}/spec.json")
+        except Exception as error:
+            logger.warning("Could not delete %s/spec.json from %s: %s", job_dir, store.describe(), error)
+
     def _collect(self, client: Any, store: BlobStore, sid: str, job_dir: str, status: str, actor_name: str) -> Any:
         raw = store.get_named(f"{job_dir}/outcome.json")
         if raw is None:
@@ -280,6 +290,7 @@ class JobRunner:
             raise RaySystemError(
                 f"Ray job {sid} of actor {actor_name!r} ended {status} without an outcome. Last log lines:\n{logs}"
             )
+        self._forget(store, job_dir)
         outcome = dramatiq.get_encoder().decode(raw)
         if outcome.get("ok"):
             result: Any = outcome.get("result")

@@ -95,6 +95,17 @@ class BlobStore(abc.ABC):
             f"{self.describe()} cannot hold named objects: use FilesystemStore, S3Store or GCSStore."
         )
 
+    def delete_named(self, name: str) -> None:
+        """Delete what :meth:`put_named` wrote under ``name``; nothing happens when nothing was.
+
+        Raises:
+          ConfigurationError: this store cannot hold named objects, or the name is invalid.
+          BlobWriteError: the store could not delete it.
+        """
+        raise ConfigurationError(
+            f"{self.describe()} cannot hold named objects: use FilesystemStore, S3Store or GCSStore."
+        )
+
     def list_blobs(self) -> Iterator[BlobInfo]:
         """Every blob this store holds under its root or prefix."""
         return iter(())

@@ -112,6 +112,17 @@ class FilesystemStore(BlobStore):
         except OSError as error:
             raise BlobWriteError(f"{self.describe()} could not write {name}: {error}") from error
 
+    def delete_named(self, name: str) -> None:
+        final = os.path.join(self.path, NAMED_DIR, check_name(name))
+        try:
+            os.remove(final)
+        except FileNotFoundError:
+            return
+        except OSError as error:
+            raise BlobWriteError(f"{self.describe()} could not delete {name}: {error}") from error
+        with contextlib.suppress(OSError):  # the job's directory, once empty
+            os.rmdir(os.path.dirname(final))
+
     def get_named(self, name: str) -> bytes | None:
         try:
             with open(os.path.join(self.path, NAMED_DIR, check_name(name)), "rb") as file:
@@ -229,10 +240,13 @@ class FilesystemStore(BlobStore):
     # --- lifecycle -------------------------------------------------------------------------------------------
 
     def list_blobs(self) -> Iterator[BlobInfo]:
+        named = os.path.join(self.path, NAMED_DIR)
         for directory, subdirectories, files in os.walk(self.path):
             subdirectories.sort()
+            in_named = directory == named or directory.startswith(named + os.sep)
             for name in sorted(files):
-                if _BLOB_FILE.fullmatch(name) or ".json.tmp-" in name:
+                # Blobs, a dead writer's leftovers, and named objects (ray_job outcomes): all collected by age.
+                if in_named or _BLOB_FILE.fullmatch(name) or ".json.tmp-" in name:
                     path = os.path.join(directory, name)
                     with contextlib.suppress(FileNotFoundError):
                         stat = os.lstat(path)

@@ -175,6 +175,17 @@ class GCSStore(BucketStore):
         except Exception as error:
             raise BlobWriteError(f"{self.describe()} could not write {key}: {error}") from error
 
+    def delete_named(self, name: str) -> None:
+        from google.api_core.exceptions import NotFound
+
+        key = self._named_key(name)
+        try:
+            self._blob(key).delete(retry=self._retry())
+        except NotFound:
+            return
+        except Exception as error:
+            raise BlobWriteError(f"{self.describe()} could not delete {key}: {error}") from error
+
     def get_named(self, name: str) -> bytes | None:
         from google.api_core.exceptions import NotFound
 

@@ -208,6 +208,15 @@ class S3Store(BucketStore):
         except Exception as error:
             raise BlobWriteError(f"{self.describe()} could not write {key}: {error}") from error
 
+    def delete_named(self, name: str) -> None:
+        key = self._named_key(name)
+        try:
+            self._client().delete_object(Bucket=self.bucket, Key=key)  # deleting a missing key succeeds
+        except MissingDependencyError:
+            raise
+        except Exception as error:
+            raise BlobWriteError(f"{self.describe()} could not delete {key}: {error}") from error
+
     def get_named(self, name: str) -> bytes | None:
         key = self._named_key(name)
         from botocore.exceptions import ClientError
