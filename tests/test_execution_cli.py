@@ -87,6 +87,8 @@ def assert_shared_head_ran_and_is_gone(cli: Any, found: list[dict[str, Any]]) ->
     assert cli.stop() == 0, cli.output()
     wait_until(lambda: not processes_naming(head_dir), timeout=60, what="the shared Ray head to stop")
     assert not [pid for pid in worker_pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
+    # and its directory (Ray's temp dir, the published address) is removed
+    assert not shared_head_dir(cli.proc.pid).exists()
 
 
 def test_cli_worker_processes_share_one_embedded_ray_head_over_redis(

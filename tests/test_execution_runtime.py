@@ -3,11 +3,23 @@ process did not start."""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
 import pytest
 
-from dramatiq_ray import ConfigurationError, RayExecutionMiddleware
+from dramatiq_ray import ConfigurationError, RayExecutionMiddleware, RayUnavailableError
 from dramatiq_ray.execution.connection import RayRuntime
-from dramatiq_ray.execution.local_head import run_shared_head, wait_for_shared_head
+from dramatiq_ray.execution.local_head import LocalHead, run_shared_head, wait_for_shared_head
+from tests._services import wait_until
 
 
 def test_explicit_address_wins_over_ray_address(monkeypatch) -> None:
@@ -98,9 +110,6 @@ print(started_here, ray.is_initialized())
 
 
 def test_in_process_worker_starts_a_private_ray_and_shuts_it_down_at_worker_stop(python_subprocess_env) -> None:
-    import subprocess
-    import sys
-
     env = {key: value for key, value in python_subprocess_env.items() if key != "RAY_ADDRESS"}
     result = subprocess.run(
         [sys.executable, "-c", IN_PROCESS_WORKER], env=env, capture_output=True, text=True, timeout=240
@@ -140,3 +149,260 @@ def test_ray_compat_auth_reload_on_an_unchecked_ray_only_warns(ray_local, caplog
 
     assert reload_auth_config(version=(9, 0)) is False
     assert "outside the versions" in caplog.text
+
+
+# --- stopping a local head: every process and the temp dir, with nothing beyond the standard library -----------
+
+#: A Ray driver attached to a head, as a dramatiq worker process is while its head stops: it runs tasks (so the
+#: head has Ray worker processes, which put themselves in process groups of their own and do not name the temp
+#: dir), prints their pids, and stays attached until its stdin closes.
+DRIVER = """
+import os, sys
+from dramatiq_ray.execution.connection import RayRuntime
+RayRuntime(address=sys.argv[1]).attach()
+import ray
+
+@ray.remote
+def pid():
+    return os.getpid()
+
+print(*sorted(set(ray.get([pid.remote() for _ in range(4)]))), flush=True)
+sys.stdin.read()
+"""
+
+#: Start and stop a head in a process where psutil cannot be imported, as in an install without the test extra
+#: (Ray ships its own psutil, on sys.path only once Ray is imported, which the process running the head never
+#: does). Prints the pids of the head's processes and of its Ray workers, seen while it ran.
+HEAD_WITHOUT_PSUTIL = """
+import sys
+sys.modules["psutil"] = None
+import json, subprocess
+from dramatiq_ray.execution.local_head import LocalHead
+
+head = LocalHead(temp_dir=sys.argv[1], num_cpus=2)
+head.start()
+driver = subprocess.Popen(
+    [sys.executable, "-c", sys.argv[2], head.address], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+)
+workers = [int(pid) for pid in driver.stdout.readline().split()]
+running = sorted(head.pids())
+head.stop()
+driver.stdin.close()
+driver.wait(timeout=120)
+print(json.dumps({"workers": workers, "running": running, "after": sorted(head.pids())}))
+print("psutil importable:", sys.modules["psutil"] is not None)
+"""
+
+#: Run the shared head as the dramatiq CLI runs a fork function: SIGTERM raises SystemExit (again on a second
+#: SIGTERM, which the CLI's main process sends when it exits), SIGINT is ignored; psutil cannot be imported.
+SHARED_HEAD_AS_A_FORK = """
+import signal, sys
+sys.modules["psutil"] = None
+from dramatiq_ray.execution.local_head import run_shared_head
+
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+sys.exit(run_shared_head())
+"""
+
+
+def processes_naming(marker: str) -> list[int]:
+    """The live processes whose command line names ``marker``, read from /proc."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        if proc.info["status"] != psutil.STATUS_ZOMBIE and any(marker in part for part in proc.info["cmdline"] or ()):
+            found.append(proc.pid)
+    return found
+
+
+def alive(pids: Iterable[int]) -> list[int]:
+    import psutil
+
+    found = []
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                found.append(pid)
+    return found
+
+
+@pytest.fixture
+def head_dir() -> Iterator[Path]:
+    """A short temp dir for a head (Ray's unix sockets go under it), removed afterwards."""
+    path = Path(tempfile.mkdtemp(prefix="drh-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def attach_driver(address: str, env: dict[str, str]) -> tuple[subprocess.Popen[str], list[int]]:
+    driver = subprocess.Popen(
+        [sys.executable, "-c", DRIVER, address], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+    )
+    assert driver.stdout is not None
+    workers = [int(pid) for pid in driver.stdout.readline().split()]
+    assert workers, "the driver ran no Ray task"
+    return driver, workers
+
+
+def test_local_head_stop_leaves_no_process_of_the_head(head_dir, python_subprocess_env) -> None:
+    # Given a head with Ray worker processes and a driver still attached
+    head = LocalHead(temp_dir=head_dir, num_cpus=2)
+    head.start()
+    driver, workers = attach_driver(head.address, python_subprocess_env)
+    try:
+        running = head.pids()
+        assert head.proc is not None and head.proc.pid in running
+        assert set(workers) <= running, "the head's Ray workers are not counted among its processes"
+
+        # When it stops
+        head.stop()
+
+        # Then none of its processes is left, Ray workers included
+        assert not alive(running)
+        assert not processes_naming(str(head_dir))
+        assert head.pids() == set()
+    finally:
+        assert driver.stdin is not None
+        driver.stdin.close()
+        driver.wait(timeout=120)
+        head.stop()
+
+
+def test_local_head_stop_kills_a_head_that_ignores_sigterm(head_dir, python_subprocess_env) -> None:
+    # Given a head whose `ray start` does not answer SIGTERM (stopped), with Ray workers and a driver attached
+    head = LocalHead(temp_dir=head_dir, num_cpus=2)
+    head.start()
+    driver, workers = attach_driver(head.address, python_subprocess_env)
+    try:
+        running = head.pids()
+        assert head.proc is not None and set(workers) <= running
+        os.kill(head.proc.pid, signal.SIGSTOP)
+
+        # When it stops, waiting a short while for SIGTERM
+        head.stop(timeout=3)
+
+        # Then everything of it was killed, the Ray workers in their own process groups too
+        assert not alive(running)
+        assert not processes_naming(str(head_dir))
+    finally:
+        assert driver.stdin is not None
+        driver.stdin.close()
+        driver.wait(timeout=120)
+        head.stop()
+
+
+def test_local_head_starts_and_stops_without_psutil(head_dir, python_subprocess_env) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", HEAD_WITHOUT_PSUTIL, str(head_dir), DRIVER],
+        env=python_subprocess_env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "psutil importable: False" in result.stdout
+    seen = json.loads(result.stdout.splitlines()[0])
+    assert set(seen["workers"]) <= set(seen["running"])
+    assert seen["after"] == []
+    assert not alive(seen["running"])
+    assert not processes_naming(str(head_dir))
+
+
+def test_local_head_that_fails_to_start_raises_with_its_output_and_leaves_nothing(head_dir) -> None:
+    head = LocalHead(temp_dir=head_dir, num_cpus=-3)
+
+    with pytest.raises(RayUnavailableError, match=r"(?s)did not start.*Resource quantities must be nonnegative"):
+        head.start()
+
+    assert not processes_naming(str(head_dir))
+    assert head.pids() == set()
+
+
+def test_local_head_that_does_not_come_up_in_time_is_stopped_with_its_output(head_dir) -> None:
+    head = LocalHead(temp_dir=head_dir, num_cpus=1)
+
+    with pytest.raises(RayUnavailableError, match="did not start"):
+        head.start(timeout=1.5)
+
+    assert not processes_naming(str(head_dir))
+    assert head.pids() == set()
+
+
+def test_local_head_start_failure_is_not_hidden_by_a_failing_cleanup(head_dir, caplog) -> None:
+    class CleanupFails(LocalHead):
+        def stop(self, timeout: float = 30) -> None:
+            super().stop(timeout)
+            raise OSError("cleanup failed")
+
+    head = CleanupFails(temp_dir=head_dir, num_cpus=-3)
+
+    with pytest.raises(RayUnavailableError, match="Resource quantities must be nonnegative"):
+        head.start()
+
+    assert "cleanup failed" in caplog.text
+    assert not processes_naming(str(head_dir))
+
+
+@pytest.fixture
+def shared_head_env(python_subprocess_env) -> Iterator[tuple[dict[str, str], Path]]:
+    """An environment whose temp dir is private and short (Ray's unix sockets go under the shared head's dir), and
+    the directory a shared head run from this process (its parent) uses there."""
+    temp = Path(tempfile.mkdtemp(prefix="drs-"))
+    yield {**python_subprocess_env, "TMPDIR": str(temp)}, temp / f"dramatiq-ray-{os.getpid()}"
+    shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_shared_head_stopped_like_a_fork_process_leaves_no_process_and_no_temp_dir(shared_head_env) -> None:
+    # Given the shared head running as the CLI runs its fork functions, without psutil
+    env, directory = shared_head_env
+    fork = subprocess.Popen(
+        [sys.executable, "-c", SHARED_HEAD_AS_A_FORK], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        wait_until(lambda: (directory / "address").exists() or fork.poll() is not None, timeout=180, what="the head")
+        assert fork.poll() is None, fork.communicate()[0].decode(errors="replace")[-3000:]
+        running = processes_naming(str(directory))
+        assert running
+
+        # When the CLI stops it: SIGTERM, and another one while it is stopping the head
+        fork.send_signal(signal.SIGTERM)
+        wait_until(lambda: len(alive(running)) < len(running) or fork.poll() is not None, timeout=60, what="a stop")
+        if fork.poll() is None:
+            fork.send_signal(signal.SIGTERM)
+        output = fork.communicate(timeout=120)[0].decode(errors="replace")
+
+        # Then it exits cleanly, leaving no process of the head and no directory
+        assert fork.returncode == 0, output[-3000:]
+        assert not alive(running)
+        assert not processes_naming(str(directory))
+        assert not directory.exists()
+    finally:
+        if fork.poll() is None:
+            fork.kill()
+            fork.wait()
+
+
+def test_shared_head_that_fails_to_start_raises_and_leaves_no_temp_dir(shared_head_env) -> None:
+    # Given a temp dir so long that Ray's unix socket paths under it would be too long: the head cannot start
+    env, _ = shared_head_env
+    long_temp = Path(env["TMPDIR"]) / ("x" * 90)
+    long_temp.mkdir()
+    directory = long_temp / f"dramatiq-ray-{os.getpid()}"
+
+    result = subprocess.run(
+        [sys.executable, "-c", SHARED_HEAD_AS_A_FORK],
+        env={**env, "TMPDIR": str(long_temp)},
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+
+    assert result.returncode != 0
+    assert "RayUnavailableError: The local Ray head did not start" in result.stderr
+    assert "AF_UNIX path length" in result.stderr
+    assert "ModuleNotFoundError" not in result.stderr
+    assert not directory.exists()
+    assert not processes_naming(str(directory))

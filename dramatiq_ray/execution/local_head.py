@@ -265,7 +265,7 @@ class LocalHead:
         return self._leader
 
     def _members(self, table: dict[int, _Process]) -> dict[int, _Process]:
-        # The temp dir as a whole path or a path's parent: "/tmp/drh-1" must not match "/tmp/drh-12".
+        # The temp dir as a whole path or as a parent: a head in "drh-1" must not claim what names "drh-12".
         names_temp_dir = re.compile(re.escape(str(self.temp_dir)) + r"(?![\w.-])").search
         session = self._session(table)
         children: dict[int, list[_Process]] = {}

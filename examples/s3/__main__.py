@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import sys
 
-import boto3
-
 from .._workers import dramatiq_workers, redis_answers, say
-from . import send
-from .tasks import REDIS_URL, S3_BUCKET, S3_ENDPOINT_URL, S3_PREFIX
+from . import BOTO3_MISSING
 
 
 def main() -> int:
+    try:
+        import boto3
+    except ImportError:
+        say(BOTO3_MISSING)
+        return 2
+    # Only now: the broker module builds its S3Store, which needs boto3.
+    from . import send
+    from .tasks import REDIS_URL, S3_BUCKET, S3_ENDPOINT_URL, S3_PREFIX
+
     if not redis_answers(REDIS_URL):
         return 2
     where = S3_ENDPOINT_URL or "AWS S3"
