@@ -12,7 +12,7 @@ import dramatiq
 import psutil
 import pytest
 
-from dramatiq_ray.execution.local_head import shared_head_dir
+from dramatiq_ray.execution.shared_head import shared_head_dir
 from tests import _services
 from tests._services import wait_until
 

@@ -18,7 +18,8 @@ import pytest
 
 from dramatiq_ray import ConfigurationError, RayExecutionMiddleware, RayUnavailableError
 from dramatiq_ray.execution.connection import RayRuntime
-from dramatiq_ray.execution.local_head import LocalHead, run_shared_head, wait_for_shared_head
+from dramatiq_ray.execution.local_head import LocalHead
+from dramatiq_ray.execution.shared_head import run_shared_head, wait_for_shared_head
 from tests._services import wait_until
 
 
@@ -44,6 +45,15 @@ def test_embedded_default_contributes_the_shared_head_fork(monkeypatch) -> None:
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
 
     assert RayExecutionMiddleware().forks == [run_shared_head]
+
+
+def test_embedded_default_of_the_ray_job_runner_runs_the_shared_head_with_its_dashboard(monkeypatch) -> None:
+    from dramatiq_ray.execution.shared_head import run_shared_head_with_dashboard
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+
+    assert RayExecutionMiddleware(runner="ray_job").forks == [run_shared_head_with_dashboard]
+    assert RayExecutionMiddleware(runner="ray_job", job_address="http://head:8265").forks == []
 
 
 def test_explicit_address_contributes_no_fork(monkeypatch) -> None:
@@ -198,7 +208,7 @@ print("psutil importable:", sys.modules["psutil"] is not None)
 SHARED_HEAD_AS_A_FORK = """
 import signal, sys
 sys.modules["psutil"] = None
-from dramatiq_ray.execution.local_head import run_shared_head
+from dramatiq_ray.execution.shared_head import run_shared_head
 
 signal.signal(signal.SIGINT, signal.SIG_IGN)
 signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))

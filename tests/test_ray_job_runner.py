@@ -391,3 +391,40 @@ def test_ray_job_runner_killed_worker_is_replaced_and_the_job_adopted(
     assert [job.submission_id for job in jobs] == [submission_id(message)]
     assert second.stop() == 0, second.output()
     producer.close()
+
+
+@pytest.mark.cli
+def test_ray_job_runner_runs_on_the_embedded_default_head_of_the_cli(
+    tmp_path: Path, dramatiq_cli: Any, rabbitmq_url: str, redis_url: str, redis_namespace: str, queue_name: str
+) -> None:
+    import os
+
+    from dramatiq.brokers.rabbitmq import RabbitmqBroker
+    from dramatiq.results.backends import RedisBackend
+
+    # Given a CLI worker with the ray_job runner and no Ray or Jobs API address anywhere
+    env = {
+        "JOBS_APP_RABBITMQ_URL": rabbitmq_url,
+        "JOBS_APP_REDIS_URL": redis_url,
+        "JOBS_APP_REDIS_NAMESPACE": redis_namespace,
+        "JOBS_APP_STORE": str(tmp_path / "store"),
+        "JOBS_APP_QUEUE": queue_name,
+    }
+    assert "RAY_ADDRESS" not in os.environ
+    cli = dramatiq_cli("tests.apps.ray_jobs_cli", "--processes", "1", "--threads", "1", env=env)
+    cli.wait_ready(processes=1)
+    producer = RabbitmqBroker(url=rabbitmq_url)
+    message: dramatiq.Message[Any] = dramatiq.Message(
+        queue_name=queue_name, actor_name="add", args=(20, 22), kwargs={}, options={}
+    )
+    try:
+        producer.enqueue(message)
+        # Then the CLI's shared head runs its dashboard, and the message runs as a Ray job there
+        backend = SpillingBackend(
+            RedisBackend(url=redis_url, namespace=redis_namespace), store=FilesystemStore(tmp_path / "store")
+        )
+        assert message.get_result(backend=backend, block=True, timeout=RESULT_TIMEOUT_MS) == 42
+        assert "runs as Ray job" in cli.output()
+    finally:
+        producer.close()
+    assert cli.stop() == 0, cli.output()

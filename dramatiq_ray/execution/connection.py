@@ -5,7 +5,7 @@ Ray is imported only inside functions here: a process that imports ``dramatiq_ra
 
 Where the address comes from: the middleware's explicit ``address``, else ``RAY_ADDRESS``, else the embedded
 default. Under the ``dramatiq`` CLI the embedded default is one Ray head shared by every worker process of that
-CLI, started by :func:`~.local_head.run_shared_head` (a fork function of the middleware) and stopped with the
+CLI, started by :func:`~.shared_head.run_shared_head` (a fork function of the middleware) and stopped with the
 workers; an in-process ``Worker`` starts a private local Ray instead.
 """
 
@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RayUnavailableError
-from .local_head import wait_for_shared_head
 from .ray_compat import reload_auth_config
+from .shared_head import wait_for_shared_head
 
 logger = logging.getLogger(__name__)
 

@@ -20,11 +20,11 @@ from ..errors import ConfigurationError, RayOptionsError
 from . import callpath
 from .callpath import Runner
 from .connection import RayRuntime, keep_dramatiq_signal_handling
-from .local_head import run_shared_head
 from .options import check_options, merge_runtime_envs
 from .runners import RUNNERS
 from .runners.ray_job import JobRunner
 from .runners.ray_task import RayTaskRunner
+from .shared_head import run_shared_head, run_shared_head_with_dashboard
 
 __all__ = ["RayExecutionMiddleware", "merge_runtime_envs"]
 
@@ -142,7 +142,12 @@ class RayExecutionMiddleware(Middleware):
     @property
     def forks(self) -> list[Callable[[], int]]:
         # Under the dramatiq CLI, the embedded default is one head for all worker processes, run beside them.
-        return [run_shared_head] if self.runtime.resolved_address() is None and self.runner == "ray_core" else []
+        if self.runtime.resolved_address() is not None:
+            return []
+        if self.runner == "ray_job":
+            # The embedded default runs ray_job too: the shared head then serves the Jobs API, unless one is given.
+            return [] if self._runner.job_address else [run_shared_head_with_dashboard]  # type: ignore[attr-defined]
+        return [run_shared_head]
 
     def runner_for(self, actor: dramatiq.Actor[Any, Any], message: MessageProxy) -> Runner | None:
         """The runner of this message's body, or ``None`` when it runs in the worker (option ``ray=False``)."""
@@ -190,6 +195,7 @@ class RayExecutionMiddleware(Middleware):
         backend = find_spilling_backend(broker)
         runner = self._runner
         assert isinstance(runner, JobRunner)
+        runner.under_cli = self.runtime.under_cli
         try:
             store = backend.store if backend is not None else None
             if store is None or not store.persistent:

@@ -21,8 +21,8 @@ backend = SpillingBackend(
     store=FilesystemStore(env["JOBS_APP_STORE"]),
 )
 broker.add_middleware(Results(backend=backend, store_results=True))
-broker.add_middleware(
-    RayExecutionMiddleware(
+if "JOBS_APP_RAY_ADDRESS" in env:
+    execution = RayExecutionMiddleware(
         runner="ray_job",
         address=env["JOBS_APP_RAY_ADDRESS"],
         job_address=env["JOBS_APP_JOBS_ADDRESS"],
@@ -30,7 +30,10 @@ broker.add_middleware(
         runtime_env={"env_vars": {"PYTHONPATH": env["JOBS_APP_PYTHONPATH"]}},
         wait_slice=0.2,
     )
-)
+else:  # the embedded default: the CLI's shared head, with its dashboard
+    execution = RayExecutionMiddleware(runner="ray_job", wait_slice=0.2)
+broker.add_middleware(execution)
 dramatiq.set_broker(broker)
 
 count_then_wait = dramatiq.actor(ray_jobs.count_then_wait, queue_name=env["JOBS_APP_QUEUE"], max_retries=0)
+add = dramatiq.actor(ray_jobs.add, queue_name=env["JOBS_APP_QUEUE"], max_retries=0)

@@ -95,6 +95,19 @@ class JobRunner:
         self.wait_slice = wait_slice
         self._client: tuple[int, Any] | None = None
         self._lock = threading.Lock()
+        #: Set at worker boot under the ``dramatiq`` CLI, where the embedded default is the CLI's shared head.
+        self.under_cli = False
+
+    def _embedded(self) -> bool:
+        """Whether the Jobs API is the dashboard of this CLI's shared head (no address configured anywhere)."""
+        import multiprocessing
+
+        return (
+            self.job_address is None
+            and self._ray_address() is None
+            and self.under_cli
+            and multiprocessing.parent_process() is not None
+        )
 
     def address(self) -> str:
         """The Jobs API address in use.
@@ -102,6 +115,10 @@ class JobRunner:
         Raises:
           ConfigurationError: none was given and none can be derived from the Ray address.
         """
+        if self._embedded():
+            from ..shared_head import shared_head_dashboard
+
+            return shared_head_dashboard(os.getppid())
         address = self.job_address or job_address_for(self._ray_address())
         if address is None:
             raise ConfigurationError(
@@ -127,6 +144,8 @@ class JobRunner:
         """
         from ..connection import check_reachable
 
+        if self._embedded():
+            return  # the shared head starts after every worker has booted: the first message waits for it
         address = self.address()
         try:
             check_reachable(address.split("://", 1)[-1].rstrip("/"))
@@ -177,6 +196,10 @@ class JobRunner:
                 "runner='ray_core'."
             )
         runtime_env = merge_runtime_envs(
+            # On this CLI's own head, jobs import the application as the workers do: from their directory.
+            {"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))}}
+            if self._embedded()
+            else None,
             self.runtime_env,
             check_options(actor.options.get("ray_options"), actor_name=actor.actor_name, where="actor").get(
                 "runtime_env"
