@@ -3,9 +3,9 @@ that name another bucket or prefix before any request is made."""
 
 from __future__ import annotations
 
-from ...errors import BlobNotFoundError, ConfigurationError
+from ...errors import BlobNotFoundError, BlobWriteError, ConfigurationError, MissingDependencyError
 from ..pointers import Pointer, blob_name, object_pointer, parse_pointer
-from .base import BlobStore, check_name
+from .base import SETTLE_ATTEMPTS, BlobStore, check_name
 
 __all__ = ["BucketStore"]
 
@@ -47,6 +47,28 @@ class BucketStore(BlobStore):
 
     def _key(self, digest: str) -> str:
         return f"{self.prefix}/{blob_name(digest)}" if self.prefix else blob_name(digest)
+
+    def put(self, digest: str, data: bytes) -> str:
+        key = self._key(digest)
+        try:
+            for _ in range(SETTLE_ATTEMPTS):
+                if self._settle(key, digest, data):
+                    break
+            else:
+                raise BlobWriteError(
+                    f"{self.describe()} could not write {key}: the object kept changing while being written "
+                    f"({SETTLE_ATTEMPTS} attempts). Storing the result again retries."
+                )
+        except (MissingDependencyError, BlobWriteError):
+            raise
+        except Exception as error:
+            raise BlobWriteError(f"{self.describe()} could not write {key}: {error}") from error
+        return self._pointer(key, len(data))
+
+    def _settle(self, key: str, digest: str, data: bytes) -> bool:
+        """Create the object, or refresh it when intact, or replace it when corrupt. Return False when it changed
+        (or appeared, or vanished) between looking and writing: :meth:`put` looks again."""
+        raise NotImplementedError
 
     def _named_key(self, name: str) -> str:
         return "/".join(part for part in (self.prefix, "named", check_name(name)) if part)

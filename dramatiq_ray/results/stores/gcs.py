@@ -11,7 +11,7 @@ from typing import Any
 from ...errors import BlobReadError, BlobWriteError, MissingDependencyError
 from ..pointers import Pointer
 from ._bucket import BucketStore
-from .base import SETTLE_ATTEMPTS, BlobInfo, log_repair, stored_blob_problem
+from .base import BlobInfo, log_repair, stored_blob_problem
 
 __all__ = ["GCSStore"]
 
@@ -91,23 +91,6 @@ class GCSStore(BucketStore):
 
     def _blob(self, key: str) -> Any:
         return self._client().bucket(self.bucket).blob(key)
-
-    def put(self, digest: str, data: bytes) -> str:
-        key = self._key(digest)
-        try:
-            for _ in range(SETTLE_ATTEMPTS):
-                if self._settle(key, digest, data):
-                    break
-            else:
-                raise BlobWriteError(
-                    f"{self.describe()} could not write {key}: the object kept changing while being written "
-                    f"({SETTLE_ATTEMPTS} attempts). Storing the result again retries."
-                )
-        except (MissingDependencyError, BlobWriteError):
-            raise
-        except Exception as error:
-            raise BlobWriteError(f"{self.describe()} could not write {key}: {error}") from error
-        return self._pointer(key, len(data))
 
     def _settle(self, key: str, digest: str, data: bytes) -> bool:
         """Create the object, or refresh it when intact, or replace it when corrupt. Return False when it changed

@@ -10,7 +10,7 @@ from typing import Any
 from ...errors import BlobReadError, BlobWriteError, ConfigurationError, MissingDependencyError
 from ..pointers import Pointer
 from ._bucket import BucketStore
-from .base import HASH_CHUNK_BYTES, SETTLE_ATTEMPTS, BlobInfo, log_repair, stored_blob_problem
+from .base import HASH_CHUNK_BYTES, BlobInfo, log_repair, stored_blob_problem
 
 __all__ = ["S3Store"]
 
@@ -84,23 +84,6 @@ class S3Store(BucketStore):
                 raise MissingDependencyError("S3Store", "s3", "boto3") from None
             self._cached_client = boto3.client("s3", region_name=self.region, endpoint_url=self.endpoint_url)
         return self._cached_client
-
-    def put(self, digest: str, data: bytes) -> str:
-        key = self._key(digest)
-        try:
-            for _ in range(SETTLE_ATTEMPTS):
-                if self._settle(key, digest, data):
-                    break
-            else:
-                raise BlobWriteError(
-                    f"{self.describe()} could not write {key}: the object kept changing while being written "
-                    f"({SETTLE_ATTEMPTS} attempts). Storing the result again retries."
-                )
-        except (MissingDependencyError, BlobWriteError):
-            raise
-        except Exception as error:
-            raise BlobWriteError(f"{self.describe()} could not write {key}: {error}") from error
-        return self._pointer(key, len(data))
 
     def _settle(self, key: str, digest: str, data: bytes) -> bool:
         """Create the object, or refresh it when intact, or replace it when corrupt. Return False when it changed
