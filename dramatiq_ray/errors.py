@@ -19,11 +19,13 @@ __all__ = [
     "BlobStoreError",
     "BlobWriteError",
     "ConfigurationError",
+    "DecryptionError",
     "DigestOnlyResultError",
     "DramatiqRayError",
     "ForeignPointerError",
     "InvalidPointerError",
     "MissingDependencyError",
+    "PickleNotAllowedError",
     "RayExecutionError",
     "RayJobStuckError",
     "RayNodeDiedError",
@@ -38,6 +40,7 @@ __all__ = [
     "RetryOptionsError",
     "SpilledResultError",
     "StoreUnavailableError",
+    "UnsupportedResultError",
 ]
 
 
@@ -217,3 +220,27 @@ class RetryOptionsError(ConfigurationError, MiddlewareError):
     It is a ``MiddlewareError`` so that Dramatiq lets it through its hooks: the ``@actor(...)`` declaration or
     the ``send_with_options(...)`` call with the bad option raises it, and nothing is declared or enqueued.
     """
+
+
+# --- result codecs, compression and encryption ---------------------------------------------------------------
+
+
+class UnsupportedResultError(DramatiqRayError, TypeError):
+    """An actor returned a value that no result codec can store (and pickling was not allowed)."""
+
+    def __init__(self, message: str, *, type_name: str) -> None:
+        self.type_name = type_name
+        super().__init__(message)
+
+
+class PickleNotAllowedError(SpilledResultError):
+    """A stored result is a pickle and the reader did not set ``allow_pickle=True``: it is never unpickled."""
+
+
+class DecryptionError(SpilledResultError):
+    """An encrypted result could not be decrypted: its key id is not configured, or authentication failed (the
+    blob was altered, truncated, or encrypted with another key). Nothing decrypted is ever returned."""
+
+    def __init__(self, message: str, *, key_id: str) -> None:
+        self.key_id = key_id
+        super().__init__(message)

@@ -15,7 +15,7 @@ from tests._services import REPO_ROOT, free_port
 
 pytestmark = pytest.mark.cli
 
-EXAMPLES = ("basic", "s3", "cluster", "pipelines")
+EXAMPLES = ("basic", "s3", "cluster", "pipelines", "arrays")
 #: The examples start Ray and dramatiq workers: generous, because a timeout here is a failure, not a bound.
 RUN_TIMEOUT = 540
 
@@ -142,3 +142,13 @@ def test_example_readme_gives_its_one_command_and_its_settings(name: str) -> Non
     assert f"python -m examples.{name}" in readme
     for variable in re.findall(r'^[A-Z_]+ = os\.environ\.get\("([A-Z0-9_]+)"', tasks, re.MULTILINE):
         assert variable in readme, f"examples/{name}/README.md does not mention {variable}"
+
+
+@pytest.mark.timeout(RUN_TIMEOUT + 60)
+def test_arrays_example_returns_numpy_arrays_computed_on_ray(example_env: Any, tmp_path: Path) -> None:
+    out = succeeded(run_example("arrays", example_env))
+
+    assert "All results were as expected." in out
+    assert "simulate(512) = ndarray float64 (512, 512)" in out and "codec=npy" in out
+    assert "'shape': [256, 256], 'dtype': 'float64'" in out
+    assert "thumbnail(16) = ndarray uint8 (16, 16)" in out

@@ -27,7 +27,7 @@ from dramatiq.broker import MessageProxy
 from dramatiq.results import Results as DramatiqResults
 
 from ..results.backend import SpillingBackend
-from ..results.plan import MAX_INLINE_BYTES_OPTION, SpillPlan, check_threshold
+from ..results.plan import CODEC_OPTIONS, MAX_INLINE_BYTES_OPTION, SpillPlan, check_threshold
 from .body import WRAPPED_ATTR, run_body
 
 if TYPE_CHECKING:
@@ -134,10 +134,11 @@ def spill_plan(broker: dramatiq.Broker, actor: dramatiq.Actor[Any, Any], message
         or message.options.get("pipe_target") is not None
         or _lookup(options, "on_success", None)
     )
+    codec_options = {name: _lookup(options, name, getattr(backend, name)) for name in CODEC_OPTIONS}
     if not forwarded:
-        return backend.plan(None)
+        return backend.plan(None, **codec_options)
     threshold = _lookup(options, MAX_INLINE_BYTES_OPTION, backend.max_inline_bytes)
-    return backend.plan(check_threshold(threshold, f"Actor {actor.actor_name!r}:"))
+    return backend.plan(check_threshold(threshold, f"Actor {actor.actor_name!r}:"), **codec_options)
 
 
 def _lookup(options: tuple[dict[str, Any], ...], name: str, default: Any) -> Any:

@@ -205,6 +205,11 @@ class RayExecutionMiddleware(Middleware):
                     "dramatiq_ray.Results with a FilesystemStore, S3Store or GCSStore reachable from the Ray head "
                     "(RESULT_STORAGE_BACKEND), or use runner='ray_core'."
                 )
+            if backend is not None and backend.encryption is not None:
+                raise ConfigurationError(
+                    "The ray_job runner keeps each job's input and outcome in the blob store unencrypted, so it "
+                    "cannot run with Results(encryption=...): use runner='ray_core' for encrypted results."
+                )
             runner.check()
         except ConfigurationError as error:
             logger.error("This worker does not start: %s", error.message)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .access import find_spilling_backend, get_pointer
 from .backend import SpillingBackend
+from .encryption import EncryptionKeys
 from .gc import GCReport, gc_blobs
 from .marker import SpilledResult
 from .middleware import Results
@@ -16,6 +17,7 @@ __all__ = [
     "BlobInfo",
     "BlobStore",
     "DigestStore",
+    "EncryptionKeys",
     "FilesystemStore",
     "GCReport",
     "GCSStore",

@@ -15,16 +15,18 @@ from dramatiq.results.backend import DEFAULT_TIMEOUT
 
 from .. import metrics
 from ..errors import BlobWriteError, ConfigurationError, InvalidPointerError, SpilledResultError
-from .marker import LITERAL_KEY, SpilledResult
+from .encryption import EncryptionKeys
+from .marker import LITERAL_KEY, InlineValue, SpilledResult, is_inline_shape
 from .plan import (
     DEFAULT_MAX_INLINE_BYTES,
     MAX_INLINE_BYTES_OPTION,
     SpillPlan,
+    check_codec_options,
     check_on_store_error,
     check_threshold,
-    read_value,
 )
 from .pointers import Pointer, digest_of, looks_like_pointer, parse_pointer
+from .reading import read_inline, read_value
 from .stores.base import BlobInfo, BlobStore, verify_blob
 
 __all__ = ["AnyMessage", "SpillingBackend"]
@@ -83,6 +85,10 @@ class SpillingBackend(ResultBackend):
         store: BlobStore | None = None,
         max_inline_bytes: int = DEFAULT_MAX_INLINE_BYTES,
         on_store_error: str = "fail",
+        allow_pickle: bool = False,
+        compression: str | None = None,
+        compression_level: int | None = None,
+        encryption: EncryptionKeys | None = None,
     ) -> None:
         if isinstance(backend, SpillingBackend) or not isinstance(backend, ResultBackend):
             raise ConfigurationError(
@@ -95,6 +101,12 @@ class SpillingBackend(ResultBackend):
             )
         check_threshold(max_inline_bytes, "SpillingBackend")
         check_on_store_error(on_store_error, "SpillingBackend")
+        check_codec_options(
+            {"allow_pickle": allow_pickle, "compression": compression, "compression_level": compression_level},
+            "SpillingBackend",
+        )
+        if encryption is not None and not isinstance(encryption, EncryptionKeys):
+            raise ConfigurationError(f"encryption must be an EncryptionKeys or None, got {type(encryption).__name__}.")
         super().__init__(
             namespace=backend.namespace,
             encoder=backend.encoder,
@@ -104,6 +116,10 @@ class SpillingBackend(ResultBackend):
         self.store = store
         self.max_inline_bytes = max_inline_bytes
         self.on_store_error = on_store_error
+        self.allow_pickle = allow_pickle
+        self.compression = compression
+        self.compression_level = compression_level
+        self.encryption = encryption
         # The wrapped backend's own unwrapping (its class's), then ours: reading through it returns values too.
         self._unwrap_stored = type(backend).unwrap_result.__get__(backend)
         backend.unwrap_result = self.unwrap_result  # type: ignore[method-assign]
@@ -114,9 +130,19 @@ class SpillingBackend(ResultBackend):
             f"on_store_error={self.on_store_error!r})"
         )
 
-    def plan(self, max_inline_bytes: int | None) -> SpillPlan:
-        """The spill plan for a result with this threshold (``None``: the result is not forwarded anywhere)."""
-        return SpillPlan(self.store, self.encoder, max_inline_bytes, self.on_store_error)
+    def plan(self, max_inline_bytes: int | None, **options: Any) -> SpillPlan:
+        """The spill plan for a result with this threshold (``None``: the result is not forwarded anywhere), with
+        this backend's ``allow_pickle``, ``compression`` and ``compression_level`` unless ``options`` give them."""
+        return SpillPlan(
+            self.store,
+            self.encoder,
+            max_inline_bytes,
+            self.on_store_error,
+            allow_pickle=options.get("allow_pickle", self.allow_pickle),
+            compression=options.get("compression", self.compression),
+            compression_level=options.get("compression_level", self.compression_level),
+            encryption=self.encryption,
+        )
 
     # --- storing ---------------------------------------------------------------------------------------------
 
@@ -145,6 +171,9 @@ class SpillingBackend(ResultBackend):
 
     def store_outcome(self, message: AnyMessage, outcome: Any, ttl: int) -> None:
         """Store what a :class:`SpillPlan` made of a result: a marker's pointer, or the value itself."""
+        if isinstance(outcome, InlineValue):
+            self.backend.store_result(message, outcome, ttl)
+            return
         if isinstance(outcome, SpilledResult):
             try:
                 pointer = parse_pointer(outcome.pointer)
@@ -164,8 +193,9 @@ class SpillingBackend(ResultBackend):
                 raise
             failure = TypeError(
                 f"The result of actor {message.actor_name!r} cannot be encoded by {type(self.encoder).__name__} "
-                f"({unencodable}); return a value the encoder accepts (JSON: dicts, lists, strings, numbers, "
-                "booleans, None)."
+                f"({unencodable}); return bytes, a numpy array, an Arrow table or a DataFrame, or a value the "
+                "encoder accepts (JSON: dicts, lists, strings, numbers, booleans, None); or set allow_pickle=True "
+                "on Results, the actor or the message."
             )
             logger.error("%s", failure)
             self.backend.store_exception(message, failure, ttl)
@@ -251,6 +281,8 @@ class SpillingBackend(ResultBackend):
             return stored
         if isinstance(stored, dict) and len(stored) == 1 and LITERAL_KEY in stored:
             return stored[LITERAL_KEY]
+        if is_inline_shape(stored):
+            return read_inline(stored, self.encoder, allow_pickle=self.allow_pickle)
         if looks_like_pointer(stored):
             return self.read_pointer(stored)
         return stored
@@ -262,7 +294,9 @@ class SpillingBackend(ResultBackend):
           DigestOnlyResultError, BlobReadError (and subclasses), InvalidPointerError, ForeignPointerError.
         """
         try:
-            value = read_value(self.store, self.encoder, pointer)
+            value = read_value(
+                self.store, self.encoder, pointer, allow_pickle=self.allow_pickle, encryption=self.encryption
+            )
         except SpilledResultError as error:
             metrics.record_hydration_failure(self._store_label(), error)
             raise
@@ -282,7 +316,11 @@ class SpillingBackend(ResultBackend):
 
 
 def _escape(result: Any) -> Any:
-    if looks_like_pointer(result) or (isinstance(result, dict) and len(result) == 1 and LITERAL_KEY in result):
+    if (
+        looks_like_pointer(result)
+        or (isinstance(result, dict) and len(result) == 1 and LITERAL_KEY in result)
+        or is_inline_shape(result)
+    ):
         return {LITERAL_KEY: result}
     return result
 

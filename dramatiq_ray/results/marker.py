@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["LITERAL_KEY", "SPILLED_KEY", "SpilledResult", "is_spilled_shape"]
+__all__ = [
+    "LITERAL_KEY",
+    "SPILLED_KEY",
+    "VALUE_KEY",
+    "InlineValue",
+    "SpilledResult",
+    "is_inline_shape",
+    "is_spilled_shape",
+]
 
 #: The single key of a spilled-value marker: ``{"__dramatiq_ray_spilled__": "<pointer>"}``.
 SPILLED_KEY = "__dramatiq_ray_spilled__"
@@ -39,3 +47,29 @@ class SpilledResult(dict[str, str]):
 def is_spilled_shape(value: object) -> bool:
     """True for a ``SpilledResult`` or a plain dict of the same shape (what a broker message delivers)."""
     return isinstance(value, dict) and len(value) == 1 and isinstance(value.get(SPILLED_KEY), str)
+
+
+#: The single key of an inline value the result backend's encoder cannot carry (bytes, an array, a table):
+#: ``{"__dramatiq_ray_value__": {"codec": "raw", "data": "<base64>"}}``.
+VALUE_KEY = "__dramatiq_ray_value__"
+
+
+class InlineValue(dict[str, dict[str, str]]):
+    """A small value serialized by a codec other than JSON (``raw``, ``npy``, ``arrow``, ``pickle``), carried
+    inline as base64 in a JSON object, so that the result backend, a pipeline's next message or an ``on_success``
+    callback can hold it; readers turn it back into the value."""
+
+    def __init__(self, codec: str, data: str) -> None:
+        super().__init__({VALUE_KEY: {"codec": codec, "data": data}})
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        inner = self[VALUE_KEY]
+        return (InlineValue, (inner["codec"], inner["data"]))
+
+
+def is_inline_shape(value: object) -> bool:
+    """True for an :class:`InlineValue` or a plain dict of the same shape."""
+    if not (isinstance(value, dict) and len(value) == 1 and isinstance(value.get(VALUE_KEY), dict)):
+        return False
+    inner = value[VALUE_KEY]
+    return set(inner) == {"codec", "data"} and isinstance(inner["codec"], str) and isinstance(inner["data"], str)

@@ -13,7 +13,14 @@ from dramatiq.results.backend import Missing
 
 from ..errors import ConfigurationError, StoreUnavailableError
 from .backend import SpillingBackend
-from .plan import DEFAULT_MAX_INLINE_BYTES, MAX_INLINE_BYTES_OPTION, check_threshold
+from .encryption import EncryptionKeys
+from .plan import (
+    CODEC_OPTIONS,
+    DEFAULT_MAX_INLINE_BYTES,
+    MAX_INLINE_BYTES_OPTION,
+    check_codec_options,
+    check_threshold,
+)
 from .stores.base import BlobStore
 
 __all__ = ["Results"]
@@ -68,18 +75,34 @@ class Results(DramatiqResults):
         store: BlobStore | None = None,
         max_inline_bytes: int | None = None,
         on_store_error: str | None = None,
+        allow_pickle: bool | None = None,
+        compression: str | None = None,
+        compression_level: int | None = None,
+        encryption: EncryptionKeys | None = None,
     ) -> None:
+        spilling = {
+            "store": store,
+            "max_inline_bytes": max_inline_bytes,
+            "on_store_error": on_store_error,
+            "allow_pickle": allow_pickle,
+            "compression": compression,
+            "compression_level": compression_level,
+            "encryption": encryption,
+        }
         if isinstance(backend, SpillingBackend):
-            if store is not None or max_inline_bytes is not None or on_store_error is not None:
-                raise ConfigurationError(
-                    "Pass store, max_inline_bytes and on_store_error either to SpillingBackend or to Results, not both."
-                )
+            given = [name for name, value in spilling.items() if value is not None]
+            if given:
+                raise ConfigurationError(f"Pass {', '.join(given)} either to SpillingBackend or to Results, not both.")
         else:
             backend = SpillingBackend(
                 backend,
                 store=store,
                 max_inline_bytes=DEFAULT_MAX_INLINE_BYTES if max_inline_bytes is None else max_inline_bytes,
                 on_store_error=on_store_error or "fail",
+                allow_pickle=bool(allow_pickle),
+                compression=compression,
+                compression_level=compression_level,
+                encryption=encryption,
             )
         super().__init__(  # type: ignore[no-untyped-call]
             backend=backend, store_results=store_results, result_ttl=result_ttl
@@ -88,7 +111,7 @@ class Results(DramatiqResults):
 
     @property
     def actor_options(self) -> set[str]:
-        return set(super().actor_options) | {MAX_INLINE_BYTES_OPTION}
+        return set(super().actor_options) | {MAX_INLINE_BYTES_OPTION, *CODEC_OPTIONS}
 
     def before_declare_actor(self, broker: dramatiq.Broker, actor: dramatiq.Actor[Any, Any]) -> None:
         _stand_beside(broker, self)
@@ -150,6 +173,7 @@ def _check_option(options: dict[str, Any], where: str) -> None:
     # A ConfigurationError is a MiddlewareError: it fails the declaration or the send where it is written.
     if MAX_INLINE_BYTES_OPTION in options:
         check_threshold(options[MAX_INLINE_BYTES_OPTION], where)
+    check_codec_options(options, where)
 
 
 class _NullBackend(ResultBackend):

@@ -9,6 +9,7 @@ pipeline's next message or an ``on_success`` callback, and into the result backe
 
 from __future__ import annotations
 
+import base64
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -16,22 +17,23 @@ from typing import Any
 from dramatiq.encoder import Encoder
 
 from ..errors import (
-    BlobReadError,
     BlobWriteError,
     ConfigurationError,
-    DigestOnlyResultError,
-    ForeignPointerError,
-    SpilledResultError,
 )
-from .marker import SpilledResult, is_spilled_shape
-from .pointers import Pointer, digest_of, digest_pointer, parse_pointer
-from .stores.base import BlobStore, verify_blob
+from .codecs import encode_value
+from .compression import check_compression, compress
+from .marker import InlineValue, SpilledResult, is_inline_shape, is_spilled_shape
+from .pointers import Pointer, digest_of, digest_pointer, with_reading
+from .reading import read_inline, read_value
+from .stores.base import BlobStore
 
 __all__ = [
+    "CODEC_OPTIONS",
     "DEFAULT_MAX_INLINE_BYTES",
     "MAX_INLINE_BYTES_OPTION",
     "ON_STORE_ERROR",
     "SpillPlan",
+    "check_codec_options",
     "check_on_store_error",
     "check_threshold",
     "read_value",
@@ -61,6 +63,22 @@ def check_on_store_error(value: object, where: str) -> str:
     return str(value)
 
 
+#: The actor and message options of the codec layer (looked up message, then actor, then the backend's default).
+CODEC_OPTIONS = ("allow_pickle", "compression", "compression_level")
+
+
+def check_codec_options(options: dict[str, Any], where: str) -> None:
+    """Check ``allow_pickle``, ``compression`` and ``compression_level`` among ``options`` (absent ones pass).
+
+    Raises:
+      ConfigurationError: one is invalid.
+    """
+    if "allow_pickle" in options and not isinstance(options["allow_pickle"], bool):
+        raise ConfigurationError(f"{where} allow_pickle must be True or False, got {options['allow_pickle']!r}.")
+    if "compression" in options or "compression_level" in options:
+        check_compression(options.get("compression"), options.get("compression_level"), where)
+
+
 def check_threshold(value: object, where: str) -> int:
     """Return ``value`` when it is a valid threshold (an ``int`` >= 0).
 
@@ -78,65 +96,88 @@ def check_threshold(value: object, where: str) -> int:
 class SpillPlan:
     """How one message's values are spilled and read back, in any process.
 
+    Serialize (the codec: JSON through ``encoder``, or raw bytes, ``.npy``, Arrow IPC, opt-in pickle), then, for
+    a value that goes to the store, compress and encrypt; the pointer names each step, so a reader needs no
+    configuration beyond keys and permission to unpickle.
+
     Parameters:
       store: where oversized values go and spilled ones are read from (``None``: nowhere; nothing spills, and a
         spilled input cannot be read).
-      encoder: turns values into bytes and back (the result backend's encoder).
-      max_inline_bytes: the largest encoded result that stays inline, in bytes; ``None`` when the result is not
-        forwarded anywhere (not stored, not piped, no ``on_success``), so it is never spilled.
+      encoder: turns JSON values into bytes and back (the result backend's encoder).
+      max_inline_bytes: the largest serialized result that stays inline, in bytes; ``None`` when the result is
+        not forwarded anywhere (not stored, not piped, no ``on_success``), so it is left as it is.
       on_store_error: what a store that cannot take an oversized result does: ``"fail"`` raises
         :class:`~dramatiq_ray.BlobWriteError` (the message fails, and the retry policy decides), ``"digest"``
         keeps only the digest, with a WARNING.
+      allow_pickle: whether a value no other codec takes is pickled, and whether a pickled value may be read.
+      compression: ``"zstd"``, ``"gzip"``, ``"lzma"`` or ``None``, for values that go to the store.
+      compression_level: the compressor's level (``None``: its default).
+      encryption: an :class:`~dramatiq_ray.EncryptionKeys` for values that go to the store, or ``None``.
     """
 
     store: BlobStore | None
     encoder: Encoder
     max_inline_bytes: int | None
     on_store_error: str = "fail"
+    allow_pickle: bool = False
+    compression: str | None = None
+    compression_level: int | None = None
+    encryption: Any = None
 
     def apply(self, value: Any) -> Any:
-        """Return ``value``, or a :class:`SpilledResult` marker when its encoded size is over the threshold.
+        """Return ``value`` (JSON, small enough), an :class:`InlineValue` (another codec, small enough, or no
+        store), or a :class:`SpilledResult` marker once it is in the store.
 
-        A value that does not encode is returned unchanged (the result backend then stores the failure).
+        A value no codec takes is returned unchanged: the result backend then stores the failure, naming
+        ``allow_pickle``.
 
         Raises:
           BlobWriteError: the store cannot be written and ``on_store_error`` is ``"fail"``.
         """
-        if self.max_inline_bytes is None or self.store is None or value is None or isinstance(value, SpilledResult):
+        if self.max_inline_bytes is None or value is None or isinstance(value, SpilledResult | InlineValue):
             return value
         try:
-            data = self.encoder.encode(value)
+            codec, payload = encode_value(value, self.encoder, allow_pickle=self.allow_pickle)
         except Exception:
             return value
-        if len(data) <= self.max_inline_bytes:
-            return value
-        digest = digest_of(data)
+        if len(payload) <= self.max_inline_bytes or self.store is None:
+            return value if codec == "json" else InlineValue(codec, base64.b64encode(payload).decode("ascii"))
+        return self._spill(self.store, codec, payload)
+
+    def _spill(self, store: BlobStore, codec: str, payload: bytes | memoryview) -> SpilledResult:
+        compression, data = compress(payload, self.compression, self.compression_level)
+        key_id = None
+        if self.encryption is not None:
+            key_id, data = self.encryption.encrypt(data)
+        digest = digest_of(data)  # of the bytes as stored: checked before anything is decrypted or decoded
+        size = len(data)
         try:
-            return SpilledResult(self.store.put(digest, data))
+            pointer = store.put(digest, data if isinstance(data, bytes) else bytes(data))
         except Exception as error:
             if self.on_store_error != "digest":
                 raise BlobWriteError(
-                    f"{self.store.describe()} could not store a {len(data)}-byte result ({type(error).__name__}: "
+                    f"{store.describe()} could not store a {size}-byte result ({type(error).__name__}: "
                     f"{error}); the message failed and the retry policy decides. Fix the store, or set "
                     "on_store_error='digest' to keep only the digest of results the store cannot take."
                 ) from error
             logger.warning(
                 "%s could not store a %d-byte result (%s: %s); the result backend will keep only its digest "
                 "(on_store_error='digest').",
-                self.store.describe(),
-                len(data),
+                store.describe(),
+                size,
                 type(error).__name__,
                 error,
             )
-            return SpilledResult(digest_pointer(digest, len(data)))
+            pointer = digest_pointer(digest, size)
+        return SpilledResult(with_reading(pointer, codec=codec, compression=compression, key_id=key_id))
 
     def read(self, pointer: Pointer | str) -> Any:
         """Read, verify and decode the value a pointer names (see :func:`read_value`)."""
-        return read_value(self.store, self.encoder, pointer)
+        return read_value(self.store, self.encoder, pointer, allow_pickle=self.allow_pickle, encryption=self.encryption)
 
     def read_inputs(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        """Replace spilled-value markers among an actor's arguments with their values."""
-        if not any(map(is_spilled_shape, args)) and not any(map(is_spilled_shape, kwargs.values())):
+        """Replace spilled-value markers and inline values among an actor's arguments with their values."""
+        if not any(map(_carried, args)) and not any(map(_carried, kwargs.values())):
             return args, kwargs
         return (
             tuple(self._input(value) for value in args),
@@ -144,53 +185,12 @@ class SpillPlan:
         )
 
     def _input(self, value: Any) -> Any:
-        return self.read(next(iter(value.values()))) if is_spilled_shape(value) else value
+        if is_spilled_shape(value):
+            return self.read(next(iter(value.values())))
+        if is_inline_shape(value):
+            return read_inline(value, self.encoder, allow_pickle=self.allow_pickle)
+        return value
 
 
-def read_value(store: BlobStore | None, encoder: Encoder, pointer: Pointer | str) -> Any:
-    """Read the bytes a pointer names from ``store``, check their size and SHA-256, and decode them.
-
-    Raises:
-      InvalidPointerError: the pointer is malformed.
-      DigestOnlyResultError: only the digest was kept.
-      ForeignPointerError: ``store`` cannot read it (another store, or none).
-      BlobNotFoundError, BlobIntegrityError, BlobReadError: the blob is missing, corrupt or unreadable.
-    """
-    if isinstance(pointer, str):
-        pointer = parse_pointer(pointer)
-    if pointer.scheme == "oversize":
-        why = (
-            f"{store.describe()} could not take it when it was produced and on_store_error='digest' kept only its "
-            "digest: the value is lost; run the message again to produce it"
-            if store is not None and store.persistent
-            else "only its digest was kept (a DigestStore). Configure a FilesystemStore, S3Store or GCSStore to "
-            "keep large results"
-        )
-        raise DigestOnlyResultError(
-            f"The result ({pointer.size} bytes, SHA-256 {pointer.digest}) was larger than max_inline_bytes, and {why}.",
-            digest=pointer.digest,
-            size=pointer.size,
-            pointer=pointer.raw,
-        )
-    if store is None or not store.persistent:
-        raise ForeignPointerError(
-            f"The result was spilled to {pointer.raw!r} but this backend has no store that can read it; "
-            "configure the store that wrote it."
-        )
-    try:
-        data = store.get(pointer)
-    except SpilledResultError:
-        raise
-    except Exception as error:
-        raise BlobReadError(
-            f"{store.describe()} could not read {pointer.raw!r}: {error}", pointer=pointer.raw
-        ) from error
-    data = verify_blob(pointer, data)
-    try:
-        return encoder.decode(data)
-    except Exception as error:
-        raise BlobReadError(
-            f"The blob for {pointer.raw!r} is intact but {type(encoder).__name__} cannot decode it ({error}); read it "
-            "with the encoder that wrote it.",
-            pointer=pointer.raw,
-        ) from error
+def _carried(value: Any) -> bool:
+    return is_spilled_shape(value) or is_inline_shape(value)

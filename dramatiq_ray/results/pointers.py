@@ -7,9 +7,18 @@ The formats are those of django-ray 0.7, so tools can read both::
     s3://<bucket>/<prefix>/<hex[0:2]>/<hex[2:4]>/<hex>.json?bytes=<n>
     gs://<bucket>/<prefix>/<hex[0:2]>/<hex[2:4]>/<hex>.json?bytes=<n>
 
-``<hex>`` is the lowercase SHA-256 of the encoded payload and ``<n>`` its size in bytes. The parser is strict:
-anything else, including ``..`` segments, absolute paths, percent-escapes or extra query parameters, is refused
-with ``InvalidPointerError``. This module knows nothing of store clients.
+``<hex>`` is the lowercase SHA-256 of the stored bytes and ``<n>`` their size. After ``bytes=<n>``, a pointer
+names how to read those bytes, in this order and each at most once::
+
+    &codec=raw|npy|arrow|pickle     how the value was serialized (absent: JSON, the result backend's encoder)
+    &z=zstd|gzip|lzma               how the serialized bytes were compressed (absent: not compressed)
+    &k=<key id>                     the id of the AES-256-GCM key they were encrypted with (absent: not encrypted)
+
+so a pointer without them (every django-ray pointer) means JSON, as before. The digest and size are those of the
+bytes as stored (after compression and encryption): integrity is checked before anything is decrypted,
+decompressed or decoded. The parser is strict: anything else, including ``..`` segments, absolute paths,
+percent-escapes, unknown parameters or values, is refused with ``InvalidPointerError``. This module knows
+nothing of store clients, codecs or keys.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ __all__ = [
     "object_pointer",
     "parse_pointer",
     "resultfs_pointer",
+    "with_reading",
 ]
 
 #: Every scheme a pointer may start with.
@@ -51,6 +61,15 @@ _OBJECT = re.compile(
 )
 
 
+#: The codecs a pointer may name (JSON, the default, is named by no parameter).
+POINTER_CODECS = ("raw", "npy", "arrow", "pickle")
+#: The compressions a pointer may name.
+POINTER_COMPRESSIONS = ("zstd", "gzip", "lzma")
+_KEY_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_WITH_PARAMS = re.compile(r"(?P<base>.*?bytes=[0-9]+)(?P<params>(?:&[^&]*)*)", re.DOTALL)
+_PARAM_ORDER = ("codec", "z", "k")
+
+
 @dataclass(frozen=True)
 class Pointer:
     """A parsed pointer.
@@ -67,6 +86,12 @@ class Pointer:
     location: str = ""
     bucket: str = ""
     prefix: str = ""
+    #: How the value was serialized: ``json`` (no parameter), ``raw``, ``npy``, ``arrow`` or ``pickle``.
+    codec: str = "json"
+    #: How the serialized bytes were compressed, or ``None``.
+    compression: str | None = None
+    #: The id of the encryption key, or ``None`` when not encrypted.
+    key_id: str | None = None
 
 
 def blob_name(digest: str) -> str:
@@ -89,7 +114,15 @@ def object_pointer(scheme: str, bucket: str, key: str, size: int) -> str:
     return f"{scheme}://{bucket}/{key}?bytes={size}"
 
 
-def digest_of(data: bytes) -> str:
+def with_reading(
+    pointer: str, *, codec: str = "json", compression: str | None = None, key_id: str | None = None
+) -> str:
+    """``pointer`` with the parameters that say how to read it (none for plain JSON)."""
+    params = [("codec", None if codec == "json" else codec), ("z", compression), ("k", key_id)]
+    return pointer + "".join(f"&{name}={value}" for name, value in params if value is not None)
+
+
+def digest_of(data: bytes | memoryview) -> str:
     """The lowercase hex SHA-256 of ``data``."""
     return hashlib.sha256(data).hexdigest()
 
@@ -107,11 +140,13 @@ def parse_pointer(raw: str) -> Pointer:
     """
     if not isinstance(raw, str) or len(raw) > 2048:
         raise InvalidPointerError(f"Not a result pointer: {_shorten(raw)}. Pointers are short strings.")
-    if match := _OVERSIZE.fullmatch(raw):
-        return Pointer(raw, "oversize", match["digest"], int(match["size"]))
-    if (match := _RESULTFS.fullmatch(raw)) and match["rel"] == blob_name(match["digest"]):
-        return Pointer(raw, "resultfs", match["digest"], int(match["size"]), location=match["rel"])
-    if (match := _OBJECT.fullmatch(raw)) and match["d0"] + match["d1"] == match["digest"][:4]:
+    split = _WITH_PARAMS.fullmatch(raw)
+    base, reading = (split["base"], _reading(raw, split["params"])) if split else (raw, {})
+    if match := _OVERSIZE.fullmatch(base):
+        return Pointer(raw, "oversize", match["digest"], int(match["size"]), **reading)
+    if (match := _RESULTFS.fullmatch(base)) and match["rel"] == blob_name(match["digest"]):
+        return Pointer(raw, "resultfs", match["digest"], int(match["size"]), location=match["rel"], **reading)
+    if (match := _OBJECT.fullmatch(base)) and match["d0"] + match["d1"] == match["digest"][:4]:
         return Pointer(
             raw,
             match["scheme"],
@@ -120,12 +155,48 @@ def parse_pointer(raw: str) -> Pointer:
             location=match["key"],
             bucket=match["bucket"],
             prefix=match["prefix"].rstrip("/"),
+            **reading,
         )
     raise InvalidPointerError(
         f"Not a valid result pointer: {_shorten(raw)}. Expected one of oversize://sha256/<hex>?bytes=<n>, "
         "resultfs://sha256/<hex>?rel=<aa>/<bb>/<hex>.json&bytes=<n>, s3://<bucket>/<key>?bytes=<n> or "
         "gs://<bucket>/<key>?bytes=<n>, with <key> ending in <aa>/<bb>/<hex>.json."
     )
+
+
+def _reading(raw: str, params: str) -> dict[str, str]:
+    """The ``codec``, ``compression`` and ``key_id`` a pointer's trailing parameters name.
+
+    Raises:
+      InvalidPointerError: a parameter is unknown, repeated, out of order, or has a value this reader does not know.
+    """
+    found: dict[str, str] = {}
+    last = -1
+    for part in filter(None, params.split("&")):
+        name, sep, value = part.partition("=")
+        if not sep or name not in _PARAM_ORDER:
+            raise InvalidPointerError(
+                f"Not a valid result pointer: {_shorten(raw)}: unknown parameter {name!r} (known: codec, z, k)."
+            )
+        if _PARAM_ORDER.index(name) <= last:
+            raise InvalidPointerError(
+                f"Not a valid result pointer: {_shorten(raw)}: parameters must appear once, in the order codec, z, k."
+            )
+        last = _PARAM_ORDER.index(name)
+        if name == "codec" and value not in POINTER_CODECS:
+            raise InvalidPointerError(
+                f"The result pointer {_shorten(raw)} names codec {value!r}, which this reader does not know "
+                f"(known: json, {', '.join(POINTER_CODECS)}); read it with the dramatiq-ray version that wrote it."
+            )
+        if name == "z" and value not in POINTER_COMPRESSIONS:
+            raise InvalidPointerError(
+                f"The result pointer {_shorten(raw)} names compression {value!r}, which this reader does not know "
+                f"(known: {', '.join(POINTER_COMPRESSIONS)})."
+            )
+        if name == "k" and not _KEY_ID.fullmatch(value):
+            raise InvalidPointerError(f"The result pointer {_shorten(raw)} names an invalid key id {value!r}.")
+        found[{"codec": "codec", "z": "compression", "k": "key_id"}[name]] = value
+    return found
 
 
 def _shorten(value: object) -> str:

@@ -45,7 +45,18 @@ def run(spec: dict[str, Any], store: BlobStore | None = None) -> dict[str, Any]:
     return its outcome document."""
     encoder = dramatiq.get_encoder()
     message: dramatiq.Message[Any] = dramatiq.Message(**spec["message"])
-    plan = SpillPlan(store, encoder, spec.get("max_inline_bytes")) if store is not None else None
+    plan = (
+        SpillPlan(
+            store,
+            encoder,
+            spec.get("max_inline_bytes"),
+            allow_pickle=bool(spec.get("allow_pickle")),
+            compression=spec.get("compression"),
+            compression_level=spec.get("compression_level"),
+        )
+        if store is not None
+        else None
+    )
     try:
         fn = Target(spec["actor"], module=spec["module"], qualname=spec["qualname"]).resolve()
         result = run_body(fn, tuple(spec["args"]), dict(spec["kwargs"]), message, plan)

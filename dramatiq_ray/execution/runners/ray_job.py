@@ -33,7 +33,14 @@ from ...errors import (
     RayUnavailableError,
     RemoteExceptionError,
 )
-from ...results.marker import SPILLED_KEY, SpilledResult, is_spilled_shape
+from ...results.marker import (
+    SPILLED_KEY,
+    VALUE_KEY,
+    InlineValue,
+    SpilledResult,
+    is_inline_shape,
+    is_spilled_shape,
+)
 from ...results.stores.base import BlobStore
 from ..body import rebuild_exception, target_for
 from ..callpath import Call
@@ -220,6 +227,9 @@ class JobRunner:
             "args": list(call.args),
             "kwargs": dict(call.kwargs),
             "max_inline_bytes": call.plan.max_inline_bytes if call.plan is not None else None,
+            "allow_pickle": call.plan.allow_pickle if call.plan is not None else False,
+            "compression": call.plan.compression if call.plan is not None else None,
+            "compression_level": call.plan.compression_level if call.plan is not None else None,
             "message": message._message.asdict(),
         }
         store.put_named(f"{job_dir}/spec.json", encoder.encode(spec))
@@ -317,6 +327,8 @@ class JobRunner:
         outcome = dramatiq.get_encoder().decode(raw)
         if outcome.get("ok"):
             result: Any = outcome.get("result")
+            if is_inline_shape(result):
+                return InlineValue(result[VALUE_KEY]["codec"], result[VALUE_KEY]["data"])
             return SpilledResult(result[SPILLED_KEY]) if is_spilled_shape(result) else result
         raise _rebuild(outcome, actor_name)
 

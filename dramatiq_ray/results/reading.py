@@ -1,0 +1,106 @@
+"""Reading values back: from a pointer (read, verify, decrypt, decompress, decode) or from an inline value."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from dramatiq.encoder import Encoder
+
+from ..errors import (
+    BlobReadError,
+    DecryptionError,
+    DigestOnlyResultError,
+    ForeignPointerError,
+    PickleNotAllowedError,
+    SpilledResultError,
+)
+from .codecs import decode_value
+from .compression import decompress
+from .marker import VALUE_KEY
+from .pointers import Pointer, parse_pointer
+from .stores.base import BlobStore, verify_blob
+
+__all__ = ["read_inline", "read_value"]
+
+
+def read_value(
+    store: BlobStore | None,
+    encoder: Encoder,
+    pointer: Pointer | str,
+    *,
+    allow_pickle: bool = False,
+    encryption: Any = None,
+) -> Any:
+    """Read the bytes a pointer names from ``store``, check their size and SHA-256, then decrypt, decompress and
+    decode them as the pointer says.
+
+    Raises:
+      InvalidPointerError: the pointer is malformed.
+      DigestOnlyResultError: only the digest was kept.
+      ForeignPointerError: ``store`` cannot read it (another store, or none).
+      BlobNotFoundError, BlobIntegrityError, BlobReadError: the blob is missing, corrupt or unreadable.
+      DecryptionError: it is encrypted and the key is missing or wrong.
+      PickleNotAllowedError: it was pickled and ``allow_pickle`` is false.
+    """
+    if isinstance(pointer, str):
+        pointer = parse_pointer(pointer)
+    if pointer.scheme == "oversize":
+        why = (
+            f"{store.describe()} could not take it when it was produced and on_store_error='digest' kept only its "
+            "digest: the value is lost; run the message again to produce it"
+            if store is not None and store.persistent
+            else "only its digest was kept (a DigestStore). Configure a FilesystemStore, S3Store or GCSStore to "
+            "keep large results"
+        )
+        raise DigestOnlyResultError(
+            f"The result ({pointer.size} bytes, SHA-256 {pointer.digest}) was larger than max_inline_bytes, and {why}.",
+            digest=pointer.digest,
+            size=pointer.size,
+            pointer=pointer.raw,
+        )
+    if store is None or not store.persistent:
+        raise ForeignPointerError(
+            f"The result was spilled to {pointer.raw!r} but this backend has no store that can read it; "
+            "configure the store that wrote it."
+        )
+    try:
+        data = store.get(pointer)
+    except SpilledResultError:
+        raise
+    except Exception as error:
+        raise BlobReadError(
+            f"{store.describe()} could not read {pointer.raw!r}: {error}", pointer=pointer.raw
+        ) from error
+    data = verify_blob(pointer, data)
+    if pointer.key_id is not None:
+        if encryption is None:
+            raise DecryptionError(
+                f"The result {pointer.raw!r} is encrypted with key {pointer.key_id!r} and no encryption keys are "
+                "configured here: pass encryption=EncryptionKeys(...) to Results (or the SpillingBackend).",
+                key_id=pointer.key_id,
+            )
+        data = encryption.decrypt(pointer.key_id, data)
+    if pointer.compression is not None:
+        data = decompress(pointer.compression, data, pointer=pointer.raw)
+    try:
+        return decode_value(pointer.codec, data, encoder, allow_pickle=allow_pickle, pointer=pointer.raw)
+    except (PickleNotAllowedError, SpilledResultError):
+        raise
+    except Exception as error:
+        raise BlobReadError(
+            f"The blob for {pointer.raw!r} is intact but cannot be decoded as {pointer.codec} ({error}); read it "
+            "with the encoder and libraries that wrote it.",
+            pointer=pointer.raw,
+        ) from error
+
+
+def read_inline(value: Any, encoder: Encoder, *, allow_pickle: bool = False) -> Any:
+    """The value an inline envelope (``{"__dramatiq_ray_value__": {"codec": ..., "data": <base64>}}``) carries.
+
+    Raises:
+      PickleNotAllowedError: it was pickled and ``allow_pickle`` is false.
+      InvalidPointerError: it names an unknown codec.
+    """
+    inner = value[VALUE_KEY]
+    return decode_value(inner["codec"], base64.b64decode(inner["data"]), encoder, allow_pickle=allow_pickle)

@@ -1,0 +1,1 @@
+"""Numpy arrays computed on Ray, returned as arrays: see README.md."""
