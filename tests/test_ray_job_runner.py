@@ -428,3 +428,16 @@ def test_ray_job_runner_runs_on_the_embedded_default_head_of_the_cli(
     finally:
         producer.close()
     assert cli.stop() == 0, cli.output()
+
+
+def test_ray_job_runner_returns_bytes_spilled_raw_inside_the_job(
+    jobs_head: Any, tmp_path: Path, start_worker: Any
+) -> None:
+    broker = make_broker(jobs_head, tmp_path / "store")
+    raw = declare(broker, ray_jobs.raw_bytes)
+    start_worker(broker, threads=1)
+
+    message = raw.send(3 * 1024 * 1024)
+
+    assert message.get_result(block=True, timeout=RESULT_TIMEOUT_MS) == b"\x07" * (3 * 1024 * 1024)
+    assert "codec=raw" in str(get_pointer(message))

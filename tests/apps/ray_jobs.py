@@ -29,3 +29,7 @@ def count_then_wait(counter: str, release: str, result: str) -> str:
 
 def repeat(text: str, times: int) -> str:
     return text * times
+
+
+def raw_bytes(size: int) -> bytes:
+    return b"\x07" * size

@@ -228,3 +228,31 @@ def test_invalid_codec_options_are_refused_at_declaration(stub_broker, store) ->
 
         @dramatiq.actor(allow_pickle="yes")
         def pickled() -> None: ...
+
+
+def test_dataframe_and_arrow_table_results_come_back_as_themselves(stub_broker, ray_local, store, start_worker) -> None:
+    import pandas as pd
+    import pyarrow as pa
+
+    on_ray(stub_broker, store=store, max_inline_bytes=256)
+
+    @dramatiq.actor(store_results=True)
+    def frame(n: int) -> Any:
+        import pandas
+
+        return pandas.DataFrame(
+            {"x": range(n), "y": [float(i) / 2 for i in range(n)]}, index=[f"r{i}" for i in range(n)]
+        )
+
+    @dramatiq.actor(store_results=True)
+    def table(n: int) -> Any:
+        import pyarrow
+
+        return pyarrow.table({"id": list(range(n))})
+
+    start_worker(stub_broker)
+    df, tb = frame.send(1000), table.send(1000)
+    expected = pd.DataFrame({"x": range(1000), "y": [i / 2 for i in range(1000)]}, index=[f"r{i}" for i in range(1000)])
+    pd.testing.assert_frame_equal(df.get_result(block=True, timeout=RESULT_TIMEOUT_MS), expected)
+    assert tb.get_result(block=True, timeout=RESULT_TIMEOUT_MS).equals(pa.table({"id": list(range(1000))}))
+    assert parse_pointer(get_pointer(df)).codec == parse_pointer(get_pointer(tb)).codec == "arrow"
