@@ -186,8 +186,8 @@ def _spill_in_worker() -> type[Any]:
         """Spills nothing where the body runs: a result from Ray comes back through ``ray.get`` and is spilled
         here, in the worker, when it is stored."""
 
-        def plan(self, max_inline_bytes: int | None) -> Any:
-            return super().plan(None)
+        def plan(self, max_inline_bytes: int | None, **options: Any) -> Any:
+            return super().plan(None, **options)
 
         def store_outcome(self, message: Any, outcome: Any, ttl: int) -> None:
             super().store_outcome(message, super().plan(self.max_inline_bytes).apply(outcome), ttl)

@@ -1,18 +1,33 @@
 """Target 3, spill: results of 1 KiB to 64 MiB kept inline by Dramatiq's Redis backend, or spilled by ours to the
-filesystem, S3 (moto's server) and GCS (the emulator).
+filesystem, S3 (moto's server) and GCS (the emulator); and ``bytes`` and numpy results of 1 to 256 MiB spilled by
+ours with the codec layer.
 
-Per store and size:
+Per store and size, for JSON results (a ``str`` payload, the rows named by store and size only):
   - store + get: ``backend.store_result`` then ``backend.get_result`` in the producer, against the raw client
-    doing the same put + get of the same encoded bytes (Redis SET + GET, a file write + read, S3 put_object +
-    get_object, GCS upload + download);
+    doing the same put + get of the same encoded bytes plus the same JSON encode + decode of the value (Redis
+    SET + GET, a file write + read, S3 put_object + get_object, GCS upload + download);
   - Redis growth per result: ``MEMORY USAGE`` of each result's key, and ``INFO memory`` ``used_memory`` before and
     after a worker stored ``n`` results (results kept; server-wide, so other clients add noise);
   - worker peak RSS growth: sampled in the worker process while it produces and stores those results, after one
     result of the same size warmed it up (clients built, imports done), as in a long-lived worker.
+
+Per spilling store and size, for ``bytes`` and numpy float64 results (rows named "bytes" and "numpy"):
+  - store + get through ``SpillingBackend(max_inline_bytes=0)`` (codecs raw and npy), against the raw client's
+    put + get of the same bytes (for numpy: ``np.save`` to a BytesIO before the put, ``np.load`` after the get);
+  - peak RSS growth of the producer process (not a worker: the benchmarks' worker actors return strings) during
+    ``store_result`` alone (what a worker does with a result) and during ``get_result`` alone (what a caller does;
+    it includes the returned value itself), each over the RSS just before it, freed heap memory returned to the
+    system first. A size whose measurement would take more than about a minute on a store is skipped, and the
+    report says so.
+
+Compression (zstd, gzip) and AES-GCM encryption throughput are information rows (see ``benchmarks.codecs``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import gc
 import os
 import statistics
 import time
@@ -25,6 +40,7 @@ from ._app import App, build, payload
 from ._harness import KIB, MIB, CaseReport, NotAvailable, PeakRSS, Target, measure_variant, redis_used_memory
 from ._run import Run
 from ._services import unique
+from .codecs import add_codec_rows
 
 STORES = ("inline", "fs", "s3", "gcs")
 STORE_NAMES = {"inline": "Dramatiq Redis (inline)", "fs": "ours: filesystem", "s3": "ours: S3", "gcs": "ours: GCS"}
@@ -46,29 +62,59 @@ def _timed(operation: Callable[[Any], Any], repeats: int, prepare: Callable[[], 
     return statistics.median(times)
 
 
+class RawClient:
+    """The raw client of ``store`` doing a put + get of bytes under one key of its own, as the store would."""
+
+    def __init__(self, run: Run, store: str) -> None:
+        self.run = run
+        self.store = store
+        self.key = f"{run.redis.namespace}:raw:{unique('blob')}"
+        if store == "fs":
+            self.path = os.path.join(run.work_dir, unique("raw"))
+        elif store == "s3":
+            self.client, self.bucket = run.s3.client(), run.s3.bucket
+        elif store == "gcs":
+            self.blob = run.gcs.client().bucket(run.gcs.bucket).blob(self.key)
+
+    def put_get(self, data: bytes) -> bytes:
+        """Put ``data``, then get it back."""
+        if self.store == "inline":
+            self.run.redis.client.set(self.key, data)
+            read = self.run.redis.client.get(self.key)
+            if not isinstance(read, bytes):
+                raise AssertionError("Redis lost the raw key")
+            return read
+        if self.store == "fs":
+            with open(self.path, "wb") as file:
+                file.write(data)
+            with open(self.path, "rb") as file:
+                return file.read()
+        if self.store == "s3":
+            self.client.put_object(Bucket=self.bucket, Key=self.key, Body=data)
+            body: bytes = self.client.get_object(Bucket=self.bucket, Key=self.key)["Body"].read()
+            return body
+        self.blob.upload_from_string(data)
+        downloaded: bytes = self.blob.download_as_bytes()
+        return downloaded
+
+    def delete(self) -> None:
+        """Delete the key, so the servers (moto, the emulator) let go of its bytes."""
+        if self.store == "inline":
+            self.run.redis.client.delete(self.key)
+        elif self.store == "fs":
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+        elif self.store == "s3":
+            self.client.delete_object(Bucket=self.bucket, Key=self.key)
+        else:
+            with contextlib.suppress(Exception):
+                self.blob.delete()
+
+
 def raw_put_get(run: Run, store: str, data: bytes) -> Callable[[], Any]:
     """The raw client doing one put + get of ``data`` the way ``store`` would; returns ``(_, data read)``."""
-    key = f"{run.redis.namespace}:raw:{unique('blob')}"
-    if store == "inline":
-        return lambda: (run.redis.client.set(key, data), run.redis.client.get(key))
-    if store == "fs":
-        path = os.path.join(run.work_dir, unique("raw"))
-
-        def file_put_get() -> tuple[None, bytes]:
-            with open(path, "wb") as file:
-                file.write(data)
-            with open(path, "rb") as file:
-                return None, file.read()
-
-        return file_put_get
-    if store == "s3":
-        client, bucket = run.s3.client(), run.s3.bucket
-        return lambda: (
-            client.put_object(Bucket=bucket, Key=key, Body=data),
-            client.get_object(Bucket=bucket, Key=key)["Body"].read(),
-        )
-    blob = run.gcs.client().bucket(run.gcs.bucket).blob(key)
-    return lambda: (blob.upload_from_string(data), blob.download_as_bytes())
+    client = RawClient(run, store)
+    return lambda: (None, client.put_get(data))
 
 
 def _ignoring_argument(operation: Callable[[], Any]) -> Callable[[Any], Any]:
@@ -160,9 +206,15 @@ def run_case(run: Run) -> CaseReport:
         name="spill",
         title="Spill",
         description=(
-            "Results of " + ", ".join(size_label(size) for size in sizes) + ": store + get_result in the producer "
-            "against the raw client's put + get of the same bytes; Redis INFO used_memory growth per result and "
-            "worker peak RSS growth while one worker process produces results of that size."
+            "JSON results of " + ", ".join(size_label(size) for size in sizes) + " (rows named by store and size): "
+            "store + get_result in the producer against the raw client's put + get of the same bytes plus the same "
+            "JSON encode + decode; Redis INFO used_memory growth per result and worker peak RSS growth while one "
+            "worker process produces results of that size. bytes and numpy float64 results of "
+            + ", ".join(size_label(size) for size in codec_sizes(run.quick))
+            + " spilled by SpillingBackend(max_inline_bytes=0): store + get_result against the raw client's put + "
+            "get (numpy: np.save + put + get + np.load), and the peak RSS growth of a producer process of its own "
+            "during store_result and get_result (not a worker's). zstd, gzip and AES-GCM throughput are "
+            "information rows."
         ),
         chart_metrics=("store_get_ms", "raw_put_get_ms", "raw_put_get_with_codec_ms", "peak_growth_mib"),
     )
@@ -178,6 +230,9 @@ def run_case(run: Run) -> CaseReport:
         if store != "inline":
             for size in sizes:
                 _spill_targets(report, store, size)
+    for store in CODEC_STORES:
+        measure_codec_store(run, store, report, codec_sizes(run.quick))
+    add_codec_rows(report, quick=run.quick)
     return report
 
 
@@ -206,13 +261,13 @@ def _spill_targets(report: CaseReport, store: str, size: int) -> None:
     )
     report.targets.append(
         Target(
-            name=f"{name}: store + hydrate vs raw client",
+            name=f"{name}: store + hydrate vs raw client + JSON codec",
             measured=numbers["store_get_ms"] if numbers else None,
-            baseline=numbers["raw_put_get_ms"] if numbers else None,
+            baseline=numbers["raw_put_get_with_codec_ms"] if numbers else None,
             goal=1.5,
             unit="ms",
             higher_is_better=False,
-            note="within 1.5x of the raw client's put + get of the same bytes",
+            note="within 1.5x of the raw client's put + get of the same bytes plus the same JSON encode + decode",
         )
     )
     report.targets.append(
@@ -224,5 +279,299 @@ def _spill_targets(report: CaseReport, store: str, size: int) -> None:
             unit="MiB",
             higher_is_better=False,
             note="worker peak RSS growth under 3x the payload",
+        )
+    )
+
+
+# --- bytes and numpy results through the codec layer --------------------------------------------------------
+
+CODEC_STORES = ("fs", "s3", "gcs")
+CODEC_KINDS = ("bytes", "numpy")
+#: Goal of store + get against the raw client, per kind.
+CODEC_GOALS = {"bytes": 1.2, "numpy": 1.3}
+#: A size whose measurement of one variant would take longer than this (seconds) is skipped for that store.
+VARIANT_BUDGET_S = 60.0
+RESULT_TTL_MS = 600_000
+
+
+def codec_sizes(quick: bool) -> list[int]:
+    return [64 * KIB, MIB] if quick else [MIB, 16 * MIB, 64 * MIB, 256 * MIB]
+
+
+def codec_repeats(size: int, quick: bool) -> int:
+    if quick or size >= 64 * MIB:
+        return 3
+    return 5 if size >= 16 * MIB else 7
+
+
+def spilling_backend(config: Any) -> tuple[Any, Any]:
+    """Our backend over Redis and the store ``config`` names, spilling every result; and that store."""
+    from dramatiq.results.backends.redis import RedisBackend
+
+    from ._app import build_store
+
+    store = build_store(config)
+    try:
+        from dramatiq_ray.results.backend import SpillingBackend
+    except Exception as error:
+        raise NotAvailable(f"dramatiq_ray.results.backend does not import: {error}") from error
+    redis_backend = RedisBackend(url=config.redis_url, namespace=f"{config.namespace}-results")  # type: ignore[no-untyped-call]
+    return SpillingBackend(redis_backend, store=store, max_inline_bytes=0), store
+
+
+class Values:
+    """Fresh values of one kind and size (each distinct, so each is a new blob), made outside any timing."""
+
+    def __init__(self, kind: str, size: int) -> None:
+        import numpy
+
+        self.kind = kind
+        generator = numpy.random.default_rng(size)
+        self.base: Any = generator.bytes(size) if kind == "bytes" else generator.standard_normal(size // 8)
+        self.count = 0
+
+    def __call__(self) -> Any:
+        self.count += 1
+        if self.kind == "bytes":
+            tag = unique("result").encode()
+            return tag + self.base[len(tag) :]
+        array = self.base.copy()
+        array[0] = self.count
+        return array
+
+    def check(self, value: Any, result: Any) -> None:
+        import numpy
+
+        same = value == result if self.kind == "bytes" else numpy.array_equal(value, result)
+        if not same or type(result) is not type(value):
+            raise AssertionError(f"the {self.kind} result read back differs from the result stored")
+
+
+def _message() -> dramatiq.Message[Any]:
+    return dramatiq.Message(queue_name="bench", actor_name="payload", args=(), kwargs={}, options={})
+
+
+def ours_store_get(backend: Any) -> Callable[[Any], Any]:
+    def operation(value: Any) -> Any:
+        message = _message()
+        backend.store_result(message, value, RESULT_TTL_MS)
+        return backend.get_result(message)
+
+    return operation
+
+
+def raw_baseline(raw: RawClient, kind: str) -> Callable[[Any], Any]:
+    """The raw client's put + get; for numpy, ``np.save`` to a BytesIO before and ``np.load`` after."""
+    if kind == "bytes":
+        return raw.put_get
+    import io
+
+    import numpy
+
+    def operation(array: Any) -> Any:
+        buffer = io.BytesIO()
+        numpy.save(buffer, array, allow_pickle=False)
+        data = raw.put_get(buffer.getvalue())
+        return numpy.load(io.BytesIO(data), allow_pickle=False)
+
+    return operation
+
+
+def timed_repeats(operation: Callable[[Any], Any], values: Values, repeats: int) -> float:
+    """The median time of ``operation(value)`` over fresh values, in milliseconds; results are checked outside
+    the timing. Stops early (at least one repeat done) once the repeats took longer than the variant budget."""
+    times = []
+    spent = 0.0
+    for _ in range(repeats):
+        value = values()
+        started = time.perf_counter()
+        result = operation(value)
+        elapsed = time.perf_counter() - started
+        values.check(value, result)
+        del value, result
+        times.append(elapsed * 1000)
+        spent += elapsed
+        if spent > VARIANT_BUDGET_S:
+            break
+    return statistics.median(times)
+
+
+def release_memory() -> None:
+    """Collect garbage and hand freed heap memory back to the system, so RSS growth counts new memory only."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise OSError(f"no {field} in /proc/self/status")
+
+
+def peak_growth_mib(operation: Callable[[], Any]) -> tuple[float, Any]:
+    """Run ``operation`` and return (this process's peak RSS growth over its RSS just before, in MiB; its result).
+
+    The peak is the kernel's (``VmHWM``, reset through ``/proc/self/clear_refs``), so short peaks are not missed;
+    where that cannot be reset, RSS is sampled in a thread instead."""
+    release_memory()
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
+        before = _status_kib("VmRSS")
+        result = operation()
+        return (_status_kib("VmHWM") - before) / KIB, result
+    except OSError:
+        sampler = PeakRSS(os.getpid(), interval=0.002)
+        try:
+            with sampler.phase() as memory:
+                result = operation()
+        finally:
+            sampler.close()
+        return memory["peak_growth_mib"], result
+
+
+def measure_rss_here(config: Any, kind: str, size: int) -> dict[str, float]:
+    """In this process: one warm-up round trip of ``size``, then the peak RSS growth of ``store_result`` alone
+    and of ``get_result`` alone for a fresh value."""
+    backend, _ = spilling_backend(config)
+    values = Values(kind, size)
+    warm = values()
+    values.check(warm, ours_store_get(backend)(warm))
+    del warm
+    value = values()
+    message = _message()
+    store_growth, _ = peak_growth_mib(lambda: backend.store_result(message, value, RESULT_TTL_MS))
+    get_growth, result = peak_growth_mib(lambda: backend.get_result(message))
+    values.check(value, result)
+    return {"store_peak_growth_mib": store_growth, "get_peak_growth_mib": get_growth}
+
+
+def rss_child() -> None:
+    """The entry point of the process :func:`measure_rss` starts: prints its numbers as one JSON line."""
+    import json
+    import sys
+
+    from ._app import AppConfig
+
+    config = AppConfig.from_env()
+    numbers = measure_rss_here(config, sys.argv[1], int(sys.argv[2]))
+    print(json.dumps(numbers), flush=True)
+
+
+def measure_rss(config: Any, kind: str, size: int) -> dict[str, float]:
+    """:func:`measure_rss_here` in a process of its own: the S3 and GCS servers run in the harness's process, so
+    its RSS would count the servers' copies of the blob too."""
+    import json
+    import subprocess
+    import sys
+
+    from ._services import subprocess_env
+
+    env = subprocess_env(**{f"BENCH_{name.upper()}": value for name, value in config.as_env().items()})
+    result = subprocess.run(
+        [sys.executable, "-c", "import sys; from benchmarks.spill import rss_child; rss_child()", kind, str(size)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"the RSS measurement of {kind} {size_label(size)} failed:\n{result.stderr[-4000:]}")
+    return {key: float(value) for key, value in json.loads(result.stdout.strip().splitlines()[-1]).items()}
+
+
+def measure_codec_store(run: Run, store: str, report: CaseReport, sizes: list[int]) -> None:
+    """The ``bytes`` and numpy rows and targets of one store, for every size it can do within the budget."""
+    names = {
+        (kind, size): f"{STORE_NAMES[store]}, {kind}, {size_label(size)}" for kind in CODEC_KINDS for size in sizes
+    }
+    try:
+        config = run.config(**run.store_config(store))
+        backend, blob_store = spilling_backend(config)
+        raw = RawClient(run, store)
+    except NotAvailable as error:
+        report.unavailable.update({name: str(error) for name in names.values()})
+        return
+    last: tuple[int, float] | None = None  # (size, seconds of the slowest single store + get at that size)
+    for size in sizes:
+        repeats = codec_repeats(size, run.quick)
+        if last is not None:
+            projected = last[1] * size / last[0] * repeats
+            if projected > VARIANT_BUDGET_S:
+                reason = (
+                    f"skipped: at {size_label(last[0])} one store + get took {last[1]:.1f} s on this store, so "
+                    f"{repeats} at {size_label(size)} would take about {projected:.0f} s per variant, over the "
+                    f"{VARIANT_BUDGET_S:.0f} s budget"
+                )
+                for kind in CODEC_KINDS:
+                    report.unavailable[names[kind, size]] = reason
+                    print(f"  {names[kind, size]}: {reason}", flush=True)
+                continue
+        slowest = 0.0
+        for kind in CODEC_KINDS:
+            values = Values(kind, size)
+            ours_ms = timed_repeats(ours_store_get(backend), values, repeats)
+            raw_ms = timed_repeats(raw_baseline(raw, kind), values, repeats)
+            del values
+            rss = measure_rss(config, kind, size)
+            baseline_key = "raw_put_get_ms" if kind == "bytes" else "raw_put_get_with_codec_ms"
+            numbers = {
+                "payload_bytes": float(size),
+                "store_get_ms": ours_ms,
+                baseline_key: raw_ms,
+                **rss,
+                "peak_growth_mib": max(rss.values()),
+            }
+            measure_variant(report, names[kind, size], _known(numbers))
+            slowest = max(slowest, ours_ms / 1000, raw_ms / 1000)
+            _clean_up(run, blob_store, raw)
+        last = (size, slowest)
+    for kind in CODEC_KINDS:
+        for size in sizes:
+            _codec_targets(report, names[kind, size], kind, size)
+
+
+def _clean_up(run: Run, blob_store: Any, raw: RawClient) -> None:
+    """Delete the blobs and keys written so far, so the servers (moto, the emulator) and Redis let go of them."""
+    cutoff = time.time() + 3600
+    for info in list(blob_store.list_blobs()):
+        blob_store.delete_blob(info, cutoff=cutoff)
+    raw.delete()
+    run.redis.flush()
+    release_memory()
+
+
+def _codec_targets(report: CaseReport, name: str, kind: str, size: int) -> None:
+    numbers = report.variants.get(name)
+    baseline_key = "raw_put_get_ms" if kind == "bytes" else "raw_put_get_with_codec_ms"
+    baseline_what = "put + get of the same bytes" if kind == "bytes" else "np.save + put + get + np.load"
+    goal = CODEC_GOALS[kind]
+    report.targets.append(
+        Target(
+            name=f"{name}: store + get vs raw client",
+            measured=numbers["store_get_ms"] if numbers else None,
+            baseline=numbers[baseline_key] if numbers else None,
+            goal=goal,
+            unit="ms",
+            higher_is_better=False,
+            note=f"{kind} results of {size_label(size)}: within {goal}x of the raw client's {baseline_what}",
+        )
+    )
+    report.targets.append(
+        Target(
+            name=f"{name}: producer peak RSS growth (store or get) vs payload",
+            measured=numbers["peak_growth_mib"] if numbers else None,
+            baseline=size / MIB,
+            goal=1.5,
+            unit="MiB",
+            higher_is_better=False,
+            note=(
+                f"{kind} results of {size_label(size)}: peak RSS growth under 1.5x the payload, measured in a "
+                "producer process of its own (not a worker) during store_result or get_result, whichever grew "
+                "more; get_result's growth includes the returned value"
+            ),
         )
     )
