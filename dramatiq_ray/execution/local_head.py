@@ -22,6 +22,10 @@ from .processes import KILL, Process, exited, free_port, processes, send_signal,
 logger = logging.getLogger(__name__)
 
 
+#: What Ray's own startup says when one of its components did not come up in time (transient under load).
+_STARTUP_TIMEOUT = "timed out during startup"
+
+
 class LocalHead:
     """``ray start --head --block`` on free loopback ports with its own temp dir, stopped by pid.
 
@@ -112,10 +116,22 @@ class LocalHead:
     def start(self, timeout: float = 120) -> str:
         """Start the head and wait until it is up; return its address.
 
+        A head whose own components time out while it starts (Ray's "timed out during startup", seen on a busy
+        machine) is stopped and started once more before giving up.
+
         Raises:
           RayUnavailableError: when the head does not come up within ``timeout`` seconds; its message ends with
             the head's output. Whatever the head had started is stopped first.
         """
+        try:
+            return self._start(timeout)
+        except RayUnavailableError as error:
+            if _STARTUP_TIMEOUT not in str(error):
+                raise
+            logger.warning("The local Ray head timed out while starting; starting it once more.")
+            return self._start(timeout)
+
+    def _start(self, timeout: float) -> str:
         self.temp_dir.mkdir(parents=True, exist_ok=True)
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as log:
