@@ -168,16 +168,6 @@ def type_name(exception: BaseException) -> str:
 # --- looking options up: message, then actor, then the middleware's default ------------------------------------
 
 
-def lookup_option(
-    message_options: dict[str, Any], actor_options: dict[str, Any], names: tuple[str, ...], default: Any
-) -> Any:
-    for options in (message_options, actor_options):
-        for name in names:
-            if name in options:
-                return options[name]
-    return default
-
-
 def lookup_max_retries(
     message_options: dict[str, Any], actor_options: dict[str, Any], default: int | None
 ) -> int | None:

@@ -24,6 +24,7 @@ from dramatiq.middleware import Retries as StockRetries
 from dramatiq.middleware.retries import DEFAULT_MAX_BACKOFF, DEFAULT_MIN_BACKOFF
 
 from . import metrics
+from ._lookup import lookup_option
 from ._retry_rules import (
     UNSET,
     Unset,
@@ -32,7 +33,6 @@ from ._retry_rules import (
     check_jitter,
     check_retry_options,
     lookup_max_retries,
-    lookup_option,
     normalize_denylist,
     option_denylist,
     original_exception,

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
-import time
-import uuid
 from collections.abc import Callable, Iterator
 from typing import IO, Any
 
@@ -91,18 +88,13 @@ def _check_backend(sources: Sources, row: _Row) -> str:
 
 
 def _check_store(sources: Sources, row: _Row) -> str:
-    from ..results import BlobInfo, parse_pointer
-    from ..results.pointers import digest_of
-    from ..results.stores.base import verify_blob
+    from ..results.stores.base import probe
 
     store, source = sources.store()
     row.subject = f"{store.describe()} ({source})"
     if not store.persistent:
         return "keeps digests only (large results cannot be read back)"
-    data = json.dumps({"dramatiq-ray-check": uuid.uuid4().hex}).encode()
-    pointer = parse_pointer(store.put(digest_of(data), data))
-    verify_blob(pointer, store.get(pointer))
-    store.delete_blob(BlobInfo(pointer.location, pointer.size, 0.0), cutoff=time.time() + 3600)
+    probe(store)
     return "wrote, read and deleted a probe blob"
 
 

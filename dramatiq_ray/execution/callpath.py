@@ -26,6 +26,7 @@ import dramatiq
 from dramatiq.broker import MessageProxy
 from dramatiq.results import Results as DramatiqResults
 
+from .._lookup import lookup_option
 from ..results.backend import SpillingBackend
 from ..results.plan import CODEC_OPTIONS, MAX_INLINE_BYTES_OPTION, SpillPlan, check_threshold
 from .body import WRAPPED_ATTR, run_body
@@ -128,21 +129,15 @@ def spill_plan(broker: dramatiq.Broker, actor: dramatiq.Actor[Any, Any], message
     if results is None or not isinstance(results.backend, SpillingBackend):
         return None
     backend = results.backend
-    options = (message.options, actor.options)
     forwarded = (
-        _lookup(options, "store_results", results.store_results)
+        lookup_option(message.options, actor.options, ("store_results",), results.store_results)
         or message.options.get("pipe_target") is not None
-        or _lookup(options, "on_success", None)
+        or lookup_option(message.options, actor.options, ("on_success",), None)
     )
-    codec_options = {name: _lookup(options, name, getattr(backend, name)) for name in CODEC_OPTIONS}
+    codec_options = {
+        name: lookup_option(message.options, actor.options, (name,), getattr(backend, name)) for name in CODEC_OPTIONS
+    }
     if not forwarded:
         return backend.plan(None, **codec_options)
-    threshold = _lookup(options, MAX_INLINE_BYTES_OPTION, backend.max_inline_bytes)
+    threshold = lookup_option(message.options, actor.options, (MAX_INLINE_BYTES_OPTION,), backend.max_inline_bytes)
     return backend.plan(check_threshold(threshold, f"Actor {actor.actor_name!r}:"), **codec_options)
-
-
-def _lookup(options: tuple[dict[str, Any], ...], name: str, default: Any) -> Any:
-    for level in options:
-        if name in level:
-            return level[name]
-    return default

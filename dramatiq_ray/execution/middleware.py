@@ -121,7 +121,7 @@ class RayExecutionMiddleware(Middleware):
             self._runner = JobRunner(
                 runtime_env=merge_runtime_envs(self.runtime_env, self.default_options.get("runtime_env")),
                 job_address=job_address,
-                ray_address=self.runtime.resolved_address,
+                runtime=self.runtime,
                 python=job_python,
                 stuck_timeout=float(stuck_timeout),
                 wait_slice=self.wait_slice,
@@ -195,7 +195,6 @@ class RayExecutionMiddleware(Middleware):
         backend = find_spilling_backend(broker)
         runner = self._runner
         assert isinstance(runner, JobRunner)
-        runner.under_cli = self.runtime.under_cli
         try:
             store = backend.store if backend is not None else None
             if store is None or not store.persistent:

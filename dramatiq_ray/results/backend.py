@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from contextvars import ContextVar
 from typing import Any
 
@@ -16,7 +15,7 @@ from dramatiq.results.backend import DEFAULT_TIMEOUT
 from .. import metrics
 from ..errors import BlobWriteError, ConfigurationError, InvalidPointerError, SpilledResultError
 from .encryption import EncryptionKeys
-from .marker import LITERAL_KEY, InlineValue, SpilledResult, is_inline_shape
+from .marker import LITERAL_KEY, InlineValue, SpilledResult, is_inline_shape, is_literal_shape
 from .plan import (
     DEFAULT_MAX_INLINE_BYTES,
     MAX_INLINE_BYTES_OPTION,
@@ -25,9 +24,9 @@ from .plan import (
     check_on_store_error,
     check_threshold,
 )
-from .pointers import Pointer, digest_of, looks_like_pointer, parse_pointer
+from .pointers import Pointer, looks_like_pointer, parse_pointer
 from .reading import read_inline, read_value
-from .stores.base import BlobInfo, BlobStore, verify_blob
+from .stores.base import BlobStore, probe
 
 __all__ = ["AnyMessage", "SpillingBackend"]
 
@@ -229,10 +228,7 @@ class SpillingBackend(ResultBackend):
         store = self.store
         if store is None or not store.persistent:
             return f"{store.describe() if store else 'no store'}: nothing to probe (large results keep no payload)"
-        data = self.encoder.encode({"dramatiq-ray-probe": uuid.uuid4().hex})
-        pointer = parse_pointer(store.put(digest_of(data), data))
-        verify_blob(pointer, store.get(pointer))
-        store.delete_blob(BlobInfo(pointer.location, pointer.size, 0.0), cutoff=time.time() + 3600)
+        probe(store)
         return f"{store.describe()}: wrote, read and deleted a probe blob"
 
     # --- reading ---------------------------------------------------------------------------------------------
@@ -279,7 +275,7 @@ class SpillingBackend(ResultBackend):
         stored = self._unwrap_stored(res)
         if _RAW.get():
             return stored
-        if isinstance(stored, dict) and len(stored) == 1 and LITERAL_KEY in stored:
+        if is_literal_shape(stored):
             return stored[LITERAL_KEY]
         if is_inline_shape(stored):
             return read_inline(stored, self.encoder, allow_pickle=self.allow_pickle)
@@ -316,11 +312,7 @@ class SpillingBackend(ResultBackend):
 
 
 def _escape(result: Any) -> Any:
-    if (
-        looks_like_pointer(result)
-        or (isinstance(result, dict) and len(result) == 1 and LITERAL_KEY in result)
-        or is_inline_shape(result)
-    ):
+    if looks_like_pointer(result) or is_literal_shape(result) or is_inline_shape(result):
         return {LITERAL_KEY: result}
     return result
 

@@ -11,6 +11,7 @@ __all__ = [
     "InlineValue",
     "SpilledResult",
     "is_inline_shape",
+    "is_literal_shape",
     "is_spilled_shape",
 ]
 
@@ -73,3 +74,8 @@ def is_inline_shape(value: object) -> bool:
         return False
     inner = value[VALUE_KEY]
     return set(inner) == {"codec", "data"} and isinstance(inner["codec"], str) and isinstance(inner["data"], str)
+
+
+def is_literal_shape(value: object) -> bool:
+    """True for an escaped user value as stored: ``{"__dramatiq_ray_literal__": value}``."""
+    return isinstance(value, dict) and len(value) == 1 and LITERAL_KEY in value

@@ -44,6 +44,7 @@ from ...results.marker import (
 from ...results.stores.base import BlobStore
 from ..body import rebuild_exception, target_for
 from ..callpath import Call
+from ..connection import RayRuntime
 from ..options import check_options, merge_runtime_envs
 from .job_entry import STORE_ENV, encode_store
 
@@ -77,7 +78,8 @@ class JobRunner:
       runtime_env: the ``runtime_env`` of every job (the actor's and message's ``ray_options`` ones are merged
         over it).
       job_address: the Jobs API (dashboard) address, ``None`` to derive it from ``ray_address``.
-      ray_address: a callable returning the Ray address in use (``None``: none configured).
+      runtime: the worker process's connection to Ray, which says the Ray address in use (``None``: none
+        configured) and whether this is a ``dramatiq`` CLI worker (whose embedded default is the CLI's shared head).
       python: the Python executable the job's entrypoint runs with (on the head node); ``None``: this worker's
         own interpreter (``sys.executable``) when the Jobs API is on this host, else ``python``.
       stuck_timeout: seconds without progress after which a job is stopped and failed (retryably).
@@ -89,32 +91,23 @@ class JobRunner:
         *,
         runtime_env: dict[str, Any],
         job_address: str | None,
-        ray_address: Any,
+        runtime: RayRuntime,
         python: str | None,
         stuck_timeout: float,
         wait_slice: float,
     ) -> None:
         self.runtime_env = runtime_env
         self.job_address = job_address
-        self._ray_address = ray_address
+        self.runtime = runtime
         self.python = python
         self.stuck_timeout = stuck_timeout
         self.wait_slice = wait_slice
         self._client: tuple[int, Any] | None = None
         self._lock = threading.Lock()
-        #: Set at worker boot under the ``dramatiq`` CLI, where the embedded default is the CLI's shared head.
-        self.under_cli = False
 
     def _embedded(self) -> bool:
         """Whether the Jobs API is the dashboard of this CLI's shared head (no address configured anywhere)."""
-        import multiprocessing
-
-        return (
-            self.job_address is None
-            and self._ray_address() is None
-            and self.under_cli
-            and multiprocessing.parent_process() is not None
-        )
+        return self.job_address is None and self.runtime.resolved_address() is None and self.runtime.in_cli_worker()
 
     def address(self) -> str:
         """The Jobs API address in use.
@@ -126,7 +119,7 @@ class JobRunner:
             from ..shared_head import shared_head_dashboard
 
             return shared_head_dashboard(os.getppid())
-        address = self.job_address or job_address_for(self._ray_address())
+        address = self.job_address or job_address_for(self.runtime.resolved_address())
         if address is None:
             raise ConfigurationError(
                 "The ray_job runner needs the Ray Jobs API (dashboard) address: pass job_address= to "
@@ -171,7 +164,7 @@ class JobRunner:
             from ..connection import prepare_auth
 
             address = self.address()
-            prepare_auth(self._ray_address() or address)
+            prepare_auth(self.runtime.resolved_address() or address)
             try:
                 client = JobSubmissionClient(address)
             except (ConnectionError, RuntimeError, OSError) as error:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import abc
 import logging
 import re
+import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -169,6 +171,21 @@ def log_repair(store: BlobStore, name: str, problem: str) -> None:
         name,
         problem,
     )
+
+
+def probe(store: BlobStore) -> None:
+    """Write a small, unique probe blob to ``store``, read it back (checking size and SHA-256) and delete it.
+
+    Raises:
+      Exception: whatever the store raised (``BlobWriteError``, ``BlobReadError``, a client error), or
+        ``BlobIntegrityError`` when what came back is not what was written.
+    """
+    from ..pointers import parse_pointer
+
+    data = b'{"dramatiq-ray-probe":"' + uuid.uuid4().hex.encode() + b'"}'
+    pointer = parse_pointer(store.put(digest_of(data), data))
+    verify_blob(pointer, store.get(pointer))
+    store.delete_blob(BlobInfo(pointer.location, pointer.size, 0.0), cutoff=time.time() + 3600)
 
 
 def verify_blob(pointer: Pointer, data: bytes) -> bytes:
