@@ -70,6 +70,11 @@ from tests import _services
 MODE_VARIABLE = "DRAMATIQ_RAY_CONFORMANCE_RAY"
 CPUS_VARIABLE = "DRAMATIQ_RAY_CONFORMANCE_RAY_CPUS"
 REPORT_VARIABLE = "DRAMATIQ_RAY_CONFORMANCE_REPORT"
+#: Which result backends the tests' ``result_backend`` fixture gives: Dramatiq's Redis and Stub backends (the
+#: default), or dramatiq-ray's SQLBackend on an SQLite file of the test's own (``sqlite``) or on PostgreSQL with a
+#: table prefix of the test's own (``postgres``, the server ``tests._services.postgres_server`` finds).
+BACKEND_VARIABLE = "DRAMATIQ_RAY_CONFORMANCE_BACKEND"
+BACKEND_PARAMS = {"default": ["redis", "stub"], "sqlite": ["sql_sqlite"], "postgres": ["sql_postgres"]}
 MODES = ("off", "before", "after")
 DEFAULT_RAY_CPUS = 2
 
@@ -121,6 +126,8 @@ class Report:
     blobs_spilled: int = 0
     ray_tasks_executed: int | None = None
     ray_tasks_note: str = ""
+    backend: str = "default"
+    sql_backends_built: int = 0
 
 
 _REPORT = pytest.StashKey[Report]()
@@ -155,6 +162,7 @@ def pytest_configure(config: pytest.Config) -> None:
         dramatiq_path=str(Path(dramatiq.__file__).parent),
         ray_cpus=cpus,
         keep_all=bool(config.getoption("conformance_keep_all")),
+        backend=_backend_choice(),
     )
 
 
@@ -542,7 +550,50 @@ def stub_result_backend() -> result_backends.StubBackend:
     return result_backends.StubBackend()
 
 
-@pytest.fixture(params=["redis", "stub"])
+def _backend_choice() -> str:
+    choice = os.environ.get(BACKEND_VARIABLE, "default").strip().lower() or "default"
+    if choice not in BACKEND_PARAMS:
+        raise pytest.UsageError(f"{BACKEND_VARIABLE} must be one of {', '.join(BACKEND_PARAMS)}, not {choice!r}")
+    return choice
+
+
+#: Table prefixes of the session's PostgreSQL backends: their tables are dropped when the session ends, after
+#: every worker has stopped (a worker still storing after its test's teardown would create them again).
+_POSTGRES_PREFIXES: list[str] = []
+
+
+@pytest.fixture(scope="session")
+def conformance_postgres_url() -> Iterator[str]:
+    import psycopg
+
+    with _services.postgres_server() as url:
+        yield url
+        with psycopg.connect(url, autocommit=True) as connection:
+            for prefix in _POSTGRES_PREFIXES:
+                connection.execute(f'DROP TABLE IF EXISTS "{prefix}results", "{prefix}schema_version"')
+
+
+@pytest.fixture
+def sql_sqlite_result_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dramatiq_ray.SQLBackend]:
+    backend = dramatiq_ray.SQLBackend(url=f"sqlite:///{tmp_path / 'results.db'}")
+    _report(request.config).sql_backends_built += 1
+    yield backend
+    backend.close()
+
+
+@pytest.fixture
+def sql_postgres_result_backend(
+    request: pytest.FixtureRequest, conformance_postgres_url: str
+) -> Iterator[dramatiq_ray.SQLBackend]:
+    prefix = f"c{uuid.uuid4().hex[:10]}_"
+    _POSTGRES_PREFIXES.append(prefix)
+    backend = dramatiq_ray.SQLBackend(url=conformance_postgres_url, table_prefix=prefix)
+    _report(request.config).sql_backends_built += 1
+    yield backend
+    backend.close()
+
+
+@pytest.fixture(params=BACKEND_PARAMS[_backend_choice()])
 def result_backend(request: pytest.FixtureRequest) -> Any:
     return request.getfixturevalue(f"{request.param}_result_backend")
 

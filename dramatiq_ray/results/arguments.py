@@ -1,0 +1,255 @@
+"""Big inputs by reference: arguments over ``max_inline_arg_bytes`` go to the store when a message is sent, are
+read where the body runs, and are deleted when the message is done for good.
+
+Where the offload happens, and why there. A Dramatiq ``Message`` cannot be changed once built, and its arguments
+are only turned into bytes by the broker's encoder (``Message.encode``, called by every broker's ``enqueue``).
+So the encoder is the one place every way of sending passes through: ``send``, ``send_with_options``, delays,
+groups, a pipeline's later messages (nested in the first one's ``pipe_target``), Retries' requeue, on the Redis,
+RabbitMQ and stub brokers alike. Wrapping ``Actor.message_with_options`` instead would mean replacing a method
+of Dramatiq's actor objects and would miss messages built by hand. The encoder is Dramatiq's documented
+extension point (``dramatiq.set_encoder``): :class:`ArgumentEncoder` wraps whichever encoder is in use, and
+changes nothing but the messages our ``Results.before_enqueue`` marked, in the same thread, just before
+``enqueue`` encodes them. Decoding is the wrapped encoder's own: the worker process never reads the blobs.
+
+Sharing and deletion: **reference counting** with one empty marker object per message and blob
+(``refs/<digest>/<message id>``, a named object of the ``args`` child store). A producer writes its marker
+before it writes (or refreshes) the blob; a message done for good deletes its marker, lists the blob's markers,
+and, when none is left, deletes the blob unless it was written again since it looked (the store's conditional
+delete: a rename aside on a filesystem, a metageneration check on GCS, a HEAD before DELETE on S3).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+import dramatiq
+from dramatiq.encoder import Encoder
+
+from ..errors import BlobNotFoundError, ConfigurationError, MissingArgumentError
+from .codecs import encode_value
+from .compression import compress
+from .marker import InlineValue, StoredArgument, is_argument_shape, is_inline_shape, is_spilled_shape
+from .pointers import digest_of, parse_pointer, with_reading
+from .stores.base import BlobInfo, BlobStore
+
+__all__ = [
+    "ARGUMENTS_CHILD",
+    "MAX_INLINE_ARG_BYTES_OPTION",
+    "REFERENCES_OPTION",
+    "ArgumentEncoder",
+    "ArgumentPlan",
+    "check_arg_threshold",
+    "offer",
+    "read_argument",
+    "release",
+]
+
+logger = logging.getLogger(__name__)
+
+#: The Results, actor and message option: arguments whose encoded size is over this many bytes are sent by
+#: reference (``None``, the default: never).
+MAX_INLINE_ARG_BYTES_OPTION = "max_inline_arg_bytes"
+#: The message option listing the pointers of the argument blobs a message holds a reference to.
+REFERENCES_OPTION = "dramatiq_ray_arguments"
+#: The child of the result store where argument blobs live (``<root>/args``, ``<prefix>/args``).
+ARGUMENTS_CHILD = "args"
+_REFS = "refs"
+
+
+def check_arg_threshold(value: object, where: str) -> int | None:
+    """Return ``value`` when it is ``None`` or an ``int`` >= 0.
+
+    Raises:
+      ConfigurationError: it is not.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigurationError(
+            f"{where} max_inline_arg_bytes must be None (send arguments inline) or an integer number of bytes >= 0 "
+            f"(arguments whose encoded size is over it are sent by reference), got {value!r}."
+        )
+    return value
+
+
+def _reference_name(digest: str, message_id: str) -> str:
+    return f"{_REFS}/{digest}/{message_id}"
+
+
+@dataclass(frozen=True)
+class ArgumentPlan:
+    """How one message's arguments are sent: over ``max_inline_arg_bytes``, serialized with the result codecs
+    (bytes, ``.npy``, Arrow IPC, JSON, opt-in pickle), compressed and encrypted as results are, and written to
+    ``store`` (the ``args`` child of the result store) under a reference held by the message.
+
+    Parameters:
+      store: where argument blobs go.
+      encoder: the broker's encoder, for JSON arguments.
+      max_inline_arg_bytes: the largest serialized argument sent inline, in bytes.
+      allow_pickle, compression, compression_level, encryption: as for results.
+    """
+
+    store: BlobStore
+    encoder: Encoder
+    max_inline_arg_bytes: int
+    allow_pickle: bool = False
+    compression: str | None = None
+    compression_level: int | None = None
+    encryption: Any = None
+
+    def offload(self, data: dict[str, Any]) -> dict[str, Any]:
+        """The message dict ``data`` (``Message.asdict()``) with its big arguments replaced by references.
+
+        Raises:
+          BlobWriteError: the store could not be written: the send fails and nothing is enqueued.
+        """
+        message_id = data["message_id"]
+        pointers: list[str] = []
+        args = [self._one(value, message_id, pointers) for value in data.get("args") or ()]
+        kwargs = {key: self._one(value, message_id, pointers) for key, value in (data.get("kwargs") or {}).items()}
+        if not pointers and args == list(data.get("args") or ()) and kwargs == (data.get("kwargs") or {}):
+            return data
+        options = dict(data.get("options") or {})
+        if pointers:
+            options[REFERENCES_OPTION] = sorted({*options.get(REFERENCES_OPTION, ()), *pointers})
+        return {**data, "args": args, "kwargs": kwargs, "options": options}
+
+    def _one(self, value: Any, message_id: str, pointers: list[str]) -> Any:
+        if value is None or is_argument_shape(value) or is_spilled_shape(value) or is_inline_shape(value):
+            return value
+        try:
+            codec, payload = encode_value(value, self.encoder, allow_pickle=self.allow_pickle)
+        except Exception:
+            return value  # the broker's encoder raises its own error, as it would without offloading
+        if len(payload) <= self.max_inline_arg_bytes:
+            return value if codec == "json" else InlineValue(codec, base64.b64encode(payload).decode("ascii"))
+        compression, data = compress(payload, self.compression, self.compression_level)
+        key_id = None
+        if self.encryption is not None:
+            key_id, data = self.encryption.encrypt(data)
+        digest = digest_of(data)
+        # The reference first: a message finishing meanwhile then sees it and leaves the blob in place.
+        self.store.put_named(_reference_name(digest, message_id), b"")
+        pointer = with_reading(
+            self.store.put(digest, data if isinstance(data, bytes) else bytes(data)),
+            codec=codec,
+            compression=compression,
+            key_id=key_id,
+        )
+        pointers.append(pointer)
+        return StoredArgument(pointer)
+
+
+def read_argument(store: BlobStore | None, value: Any, where: str, read: Callable[[BlobStore | None, str], Any]) -> Any:
+    """The value a :class:`StoredArgument` stands for, read with ``read(store, pointer)``.
+
+    Raises:
+      MissingArgumentError: its blob is gone (the message can never run; it names the argument).
+    """
+    pointer = value[next(iter(value))]
+    try:
+        return read(store, pointer)
+    except BlobNotFoundError as error:
+        raise MissingArgumentError(
+            f"Argument {where} of this message was sent by reference ({pointer!r}) and its blob is gone: it was "
+            "deleted (by hand, a lifecycle rule, or 'dramatiq-ray gc' with --older-than shorter than the time the "
+            "message waited). The message cannot run; send it again.",
+            pointer=pointer,
+            argument=where,
+        ) from error
+
+
+def release(store: BlobStore, message_id: str, pointers: list[str]) -> None:
+    """Drop ``message_id``'s references to its argument blobs, deleting each blob no other message refers to.
+
+    A failure is logged (WARNING) and left to ``dramatiq-ray gc``, which collects unreferenced blobs by age.
+    """
+    for raw in pointers:
+        try:
+            pointer = parse_pointer(raw)
+            store.delete_named(_reference_name(pointer.digest, message_id))
+            looked = time.time()
+            if store.list_named(f"{_REFS}/{pointer.digest}"):
+                continue  # another message still needs it
+            store.delete_blob(BlobInfo(pointer.location, pointer.size, 0.0), cutoff=looked)
+        except Exception as error:
+            logger.warning(
+                "Could not release argument blob %s of message %s (%s: %s); 'dramatiq-ray gc' collects it once "
+                "unreferenced and old.",
+                raw,
+                message_id,
+                type(error).__name__,
+                error,
+            )
+
+
+def collectable(store: BlobStore, cutoff: float) -> Iterator[tuple[BlobInfo, bool]]:
+    """The ``args`` child's entries, each with whether it may be collected at ``cutoff`` (a POSIX time).
+
+    A reference older than the cutoff is an orphan (a producer that failed after writing it, a message lost):
+    collectable. A blob is collectable when it is older than the cutoff and no younger reference names it.
+    """
+    entries = list(store.list_blobs())
+    references = [info for info in entries if _reference_digest(info.name) is not None]
+    held = {_reference_digest(info.name) for info in references if info.modified >= cutoff}
+    for info in entries:
+        if info in references:
+            yield info, info.modified < cutoff
+        else:
+            digest = info.name.rsplit("/", 1)[-1].partition(".")[0]
+            yield info, info.modified < cutoff and digest not in held
+
+
+def _reference_digest(name: str) -> str | None:
+    parts = name.split("/")
+    if len(parts) >= 3 and parts[-3] == _REFS:
+        return parts[-2]
+    return None
+
+
+# --- the encoder -------------------------------------------------------------------------------------------------
+
+# The message about to be encoded in this thread, and what to do to it: set by Results.before_enqueue (see offer).
+_offered: ContextVar[tuple[str, Callable[[dict[str, Any]], dict[str, Any]]] | None] = ContextVar(
+    "dramatiq_ray_offered", default=None
+)
+_install_lock = threading.Lock()
+
+
+def offer(message_id: str, offload: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+    """Have the next encoding of message ``message_id`` in this thread go through ``offload`` first, installing
+    :class:`ArgumentEncoder` around the global encoder if it is not there yet."""
+    if not isinstance(dramatiq.get_encoder(), ArgumentEncoder):
+        with _install_lock:
+            current = dramatiq.get_encoder()
+            if not isinstance(current, ArgumentEncoder):
+                dramatiq.set_encoder(ArgumentEncoder(current))
+    _offered.set((message_id, offload))
+
+
+class ArgumentEncoder(Encoder):
+    """Dramatiq's encoder, with big arguments of marked messages sent by reference (see the module docstring).
+
+    Installed by dramatiq-ray's ``Results`` the first time a message is sent with ``max_inline_arg_bytes`` set;
+    it wraps the encoder in use then (JSON by default), and encodes and decodes everything else as that one does.
+    """
+
+    def __init__(self, inner: Encoder) -> None:
+        self.inner = inner
+
+    def encode(self, data: Any) -> bytes:
+        offered = _offered.get()
+        if offered is not None and isinstance(data, dict) and data.get("message_id") == offered[0]:
+            _offered.set(None)
+            data = offered[1](data)
+        return self.inner.encode(data)
+
+    def decode(self, data: bytes) -> Any:
+        return self.inner.decode(data)

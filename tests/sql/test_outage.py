@@ -1,0 +1,83 @@
+"""The database goes down mid-run (a TCP proxy in front of the real PostgreSQL is cut, then restored): every
+message's outcome is either stored or the message runs again; none is acknowledged without its outcome."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import dramatiq
+import pytest
+from sqlalchemy import make_url
+
+from dramatiq_ray import Results, SQLBackend
+from tests._services import wait_until
+from tests.sql._proxy import CuttableProxy
+from tests.sql.conftest import Database
+
+WAIT_MS = 120_000
+
+
+@pytest.fixture
+def proxy(postgres_database: Database) -> Iterator[CuttableProxy]:
+    url = make_url(postgres_database.url)
+    found = CuttableProxy((url.host or "127.0.0.1", url.port or 5432))
+    yield found
+    found.close()
+
+
+def through(proxy: CuttableProxy, database: Database) -> str:
+    return make_url(database.url).set(port=proxy.port).render_as_string(hide_password=False)
+
+
+@pytest.mark.timeout(300)
+def test_outage_mid_run_stores_every_outcome_or_runs_the_message_again(
+    stub_broker: Any, start_worker: Callable[..., Any], postgres_database: Database, proxy: CuttableProxy
+) -> None:
+    # Given a worker whose result backend reaches PostgreSQL through the proxy, retrying a store for 200 ms
+    backend = SQLBackend(
+        url=through(proxy, postgres_database), table_prefix=postgres_database.prefix, store_timeout=200
+    )
+    direct = SQLBackend(url=postgres_database.url, table_prefix=postgres_database.prefix)
+    stub_broker.add_middleware(Results(backend=backend))
+    release = threading.Event()
+    attempts: list[int] = []
+
+    @dramatiq.actor(broker=stub_broker, store_results=True, max_retries=0)
+    def work(value: int) -> int:
+        attempts.append(value)
+        release.wait(60)
+        return value * 2
+
+    try:
+        direct.migrate()
+        messages = [work.send(value) for value in range(6)]
+        start_worker(stub_broker, threads=2)
+        wait_until(lambda: len(attempts) >= 2, timeout=60, what="two bodies to start")
+
+        # When the database goes down while two bodies run and four messages wait, and the bodies finish
+        proxy.cut()
+        release.set()
+        wait_until(
+            lambda: any(attempts.count(value) >= 2 for value in range(6)),
+            timeout=60,
+            what="a message whose outcome could not be stored to run again",
+        )
+        # ... and comes back
+        proxy.restore()
+
+        # Then every message has its result, stored once it could be
+        assert [direct.get_result(message, block=True, timeout=WAIT_MS) for message in messages] == [
+            value * 2 for value in range(6)
+        ]
+        assert proxy.cuts == 1
+        ran_again = {value for value in range(6) if attempts.count(value) >= 2}
+        assert ran_again, "no message ran again: the outage did not hit a store"
+        stub_broker.join(work.queue_name, timeout=WAIT_MS)
+        records = {record.message_id: record for record in direct.query(limit=100)}
+        assert all(records[message.message_id].status == "success" for message in messages)
+    finally:
+        release.set()
+        backend.close()
+        direct.close()
