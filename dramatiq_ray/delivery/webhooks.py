@@ -1,0 +1,413 @@
+"""Webhooks: POST a signed JSON payload when a message is done, from a delivery queue the workers consume.
+
+::
+
+    message done (acked, or failed after its last retry)
+      -> Webhooks enqueues a delivery message on its queue (the same workers consume it)
+      -> the delivery actor: settled? -> take the lease -> sign -> POST
+           2xx: settled (delivered)   410: settled (gone)   redirect elsewhere: given up
+           anything else: the next attempt is a delayed message (backoff with jitter), until attempts or age
+           run out (ERROR, counted)
+
+A worker thread never waits between attempts: a retry is a delayed message, like Dramatiq's own retries.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+import dramatiq
+from dramatiq.middleware import Middleware
+
+from .. import metrics
+from .._lookup import lookup_option
+from ..errors import ConfigurationError
+from .http import HttpSender, check_url
+from .ledger import Ledger, choose_ledger
+from .payload import completion_result, error_section, iso_time, message_fields, payload_body
+from .signing import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, check_secrets, signature_header
+
+__all__ = ["ATTEMPT_HEADER", "DELIVERY_ACTOR", "DELIVERY_QUEUE", "WEBHOOK_OPTION", "Webhooks"]
+
+logger = logging.getLogger(__name__)
+
+#: The actor and message option naming a message's webhook URL.
+WEBHOOK_OPTION = "webhook"
+#: The name of the actor that delivers webhooks, declared on the broker by every worker that has Webhooks.
+DELIVERY_ACTOR = "dramatiq_ray_deliver_webhook"
+#: The default queue of delivery messages.
+DELIVERY_QUEUE = "dramatiq_ray_webhooks"
+#: The header carrying the attempt number (1 for the first POST).
+ATTEMPT_HEADER = "Dramatiq-Ray-Attempt"
+#: Added to the longest POST to make the lease that keeps other workers from posting at the same time (ms): it
+#: covers building the body (a presign is local) and recording the answer.
+_LEASE_MARGIN_MS = 2_000
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _shown(url: str) -> str:
+    """The URL for logs: scheme, host and path only (query strings often carry tokens)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
+
+
+def _positive_int(name: str, value: object, *, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigurationError(f"Webhooks: {name} must be an integer >= {minimum}, got {value!r}.")
+    return value
+
+
+class Webhooks(Middleware):
+    """POST a signed JSON payload to a URL when a message is done: succeeded, or failed after its last retry.
+
+    The URL is the message's ``webhook`` option, else the actor's, else ``url``::
+
+        broker.add_middleware(Webhooks(secrets=[os.environ["WEBHOOK_SECRET"]]))
+
+        @dramatiq.actor(store_results=True, webhook="https://app.example.com/hooks/render")
+        def render(frame): ...
+
+        render.send_with_options(args=(1,), webhook="https://other.example.com/hook")
+
+    The body carries ``message_id``, ``actor``, ``queue``, ``status`` (``succeeded`` or ``failed``),
+    ``attempts``, ``enqueued_at``, ``started_at``, ``finished_at`` (ISO 8601, UTC), then ``result`` (the value
+    when it is JSON and at most ``max_value_bytes``; the pointer and a presigned URL when it was spilled to a
+    store that can sign) or ``error`` (type and message). Headers: ``Dramatiq-Ray-Signature: t=<unix
+    seconds>,v1=<HMAC-SHA256 of "<t>.<body>">`` (one ``v1`` per secret), ``Idempotency-Key: <message id>`` and
+    ``Dramatiq-Ray-Attempt``. Receivers check them with :func:`dramatiq_ray.webhooks.verify`.
+
+    Delivery is a message on ``queue_name``, run by the same workers (a ``dramatiq`` worker started with
+    ``--queues`` must list it). 2xx settles it; 410 stops it; a redirect to another origin is refused; anything
+    else (another status, a timeout, a refused connection) is retried after ``backoff * 2**(n-1)`` milliseconds
+    (capped at ``max_backoff``, less up to ``jitter`` of it at random) until ``max_attempts`` POSTs were made or
+    the next would start more than ``max_age`` after the message finished; then it is logged at ERROR and
+    counted in ``dramatiq_ray_webhook_deliveries_total{outcome="failed"}``.
+
+    Exactly-once: a ledger (Redis: the broker's own for a ``RedisBroker``, else a Redis result backend's, else
+    ``ledger=``) records each settled message id and leases the POST, so one POST at most is in flight per
+    message and none starts after a 2xx was recorded, even when the message, or its delivery, runs again after
+    a worker restart. A worker that dies after the receiver answered 2xx but before recording it leaves one
+    duplicate POST, with the same ``Idempotency-Key``: receivers that must act once deduplicate on it.
+
+    Parameters:
+      secrets: The HMAC secrets, as strings; every one signs (``v1=`` each), so receivers accept either while a
+        secret rotates.
+      url: The default webhook URL for messages whose actor and message name none (``None``: no webhook).
+      allow_http: Allow plain ``http://`` URLs (a trusted network, tests). Default: https only.
+      max_attempts: Most POSTs per message (>= 1).
+      backoff: Delay before the second POST, in milliseconds; doubles with each further attempt.
+      max_backoff: Cap of any delay, in milliseconds.
+      jitter: Share of each delay that may be taken off at random, in ``[0, 1]``.
+      max_age: No POST starts more than this many milliseconds after the message finished.
+      connect_timeout: Connect timeout of each POST, in milliseconds.
+      read_timeout: Read timeout of each POST, in milliseconds (the whole POST is bounded by connect + read).
+      max_value_bytes: The largest JSON-encoded value carried in the body, in bytes; a larger one is referred
+        to by its pointer when it was spilled, else omitted (``{"omitted": "too_large"}``).
+      presign_expires_in: How long the presigned URL of a spilled result stays valid, in seconds (as
+        :func:`dramatiq_ray.get_result_url`).
+      queue_name: The queue of delivery messages.
+      ledger: A ``redis.Redis`` client, a ``redis://`` URL, or ``None`` to choose as above (falling back to this
+        process's memory, with a WARNING, when the broker and result backend are not Redis).
+      rng: Random source for jitter.
+
+    Raises:
+      ConfigurationError: a secret, URL or number is invalid.
+    """
+
+    def __init__(
+        self,
+        *,
+        secrets: list[str],
+        url: str | None = None,
+        allow_http: bool = False,
+        max_attempts: int = 10,
+        backoff: int = 5_000,
+        max_backoff: int = 3_600_000,
+        jitter: float = 0.5,
+        max_age: int = 86_400_000,
+        connect_timeout: int = 5_000,
+        read_timeout: int = 30_000,
+        max_value_bytes: int = 64 * 1024,
+        presign_expires_in: int = 3600,
+        queue_name: str = DELIVERY_QUEUE,
+        ledger: Any = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.secrets = check_secrets(secrets, "Webhooks")
+        if not isinstance(allow_http, bool):
+            raise ConfigurationError(f"Webhooks: allow_http must be True or False, got {allow_http!r}.")
+        self.allow_http = allow_http
+        self.url = None if url is None else check_url(url, allow_http=allow_http, where="Webhooks(url=...)")
+        self.max_attempts = _positive_int("max_attempts", max_attempts)
+        self.backoff = _positive_int("backoff", backoff, minimum=0)
+        self.max_backoff = _positive_int("max_backoff", max_backoff, minimum=0)
+        if isinstance(jitter, bool) or not isinstance(jitter, int | float) or not 0 <= jitter <= 1:
+            raise ConfigurationError(f"Webhooks: jitter must be a number in [0, 1], got {jitter!r}.")
+        self.jitter = float(jitter)
+        self.max_age = _positive_int("max_age", max_age)
+        self.connect_timeout = _positive_int("connect_timeout", connect_timeout)
+        self.read_timeout = _positive_int("read_timeout", read_timeout)
+        self.max_value_bytes = _positive_int("max_value_bytes", max_value_bytes, minimum=0)
+        self.presign_expires_in = _positive_int("presign_expires_in", presign_expires_in)
+        if not isinstance(queue_name, str) or not queue_name:
+            raise ConfigurationError(f"Webhooks: queue_name must be a non-empty string, got {queue_name!r}.")
+        self.queue_name = queue_name
+        self._ledger_spec = ledger
+        self._ledger: Ledger | None = None
+        self._rng = rng or random.Random()
+        self._lock = threading.Lock()
+        self._sender = HttpSender(
+            connect_timeout=connect_timeout / 1000, read_timeout=read_timeout / 1000, allow_http=allow_http
+        )
+        self._actor: dramatiq.Actor[Any, Any] | None = None
+        # Per message id, between the hooks of one processing: (started ms, attempt) and (finished ms, result).
+        self._running: dict[str, tuple[int, int]] = {}
+        self._succeeded: dict[str, tuple[int, dict[str, Any]]] = {}
+
+    def __repr__(self) -> str:
+        shown = _shown(self.url) if self.url else None
+        return f"Webhooks(url={shown!r}, secrets=<{len(self.secrets)}>, queue_name={self.queue_name!r})"
+
+    @property
+    def actor_options(self) -> set[str]:
+        return {WEBHOOK_OPTION}
+
+    @property
+    def lease_ms(self) -> int:
+        """How long one attempt holds the message's lease, in milliseconds: its longest possible POST."""
+        return int(self._sender.request_bound * 1000) + _LEASE_MARGIN_MS
+
+    def compute_delay(self, attempt: int) -> int:
+        """The delay in milliseconds before the POST that follows failed attempt number ``attempt``."""
+        ceiling = min(self.backoff * 2 ** min(attempt - 1, 32), self.max_backoff)
+        with self._lock:
+            share = self._rng.random()
+        return int(ceiling - ceiling * self.jitter * share)
+
+    # --- declaring and sending -------------------------------------------------------------------------------
+
+    def before_declare_actor(self, broker: dramatiq.Broker, actor: dramatiq.Actor[Any, Any]) -> None:
+        if actor.options.get(WEBHOOK_OPTION) is not None:
+            check_url(actor.options[WEBHOOK_OPTION], allow_http=self.allow_http, where=f"Actor {actor.actor_name!r}")
+
+    def before_enqueue(self, broker: dramatiq.Broker, message: dramatiq.Message[Any], delay: int) -> None:
+        if message.options.get(WEBHOOK_OPTION) is not None:
+            where = f"The webhook option of a message to {message.actor_name!r}"
+            check_url(message.options[WEBHOOK_OPTION], allow_http=self.allow_http, where=where)
+
+    def after_process_boot(self, broker: dramatiq.Broker) -> None:
+        self.declare(broker)
+
+    def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        # Worker.start reads the declared queues after this hook: declaring here makes the worker consume ours.
+        self.declare(broker)
+        logger.debug("Webhooks deliver from queue %r with %r.", self.queue_name, self._ledger_for(broker))
+
+    def declare(self, broker: dramatiq.Broker) -> dramatiq.Actor[Any, Any]:
+        """Declare the delivery actor on ``broker`` (once), so that workers consume its queue; return it."""
+        with self._lock:
+            existing = broker.actors.get(DELIVERY_ACTOR)
+            if existing is None:
+                # ray=False: delivery runs in the worker thread even with RayExecutionMiddleware; its own retries
+                # are delayed messages, so Dramatiq's Retries only sees unexpected errors (a Redis outage).
+                existing = dramatiq.Actor(
+                    self.deliver,
+                    broker=broker,
+                    actor_name=DELIVERY_ACTOR,
+                    queue_name=self.queue_name,
+                    priority=0,
+                    options={"ray": False, "store_results": False, "max_retries": 3},
+                )
+            self._actor = existing
+            return existing
+
+    # --- noticing that a message is done ---------------------------------------------------------------------
+
+    def url_for(self, broker: dramatiq.Broker, message: dramatiq.Message[Any] | dramatiq.MessageProxy) -> str | None:
+        """The webhook URL of ``message``: its option, else its actor's, else the default."""
+        if message.actor_name == DELIVERY_ACTOR:
+            return None
+        actor = broker.actors.get(message.actor_name)
+        url = lookup_option(message.options, actor.options if actor else {}, (WEBHOOK_OPTION,), self.url)
+        return url if isinstance(url, str) and url else None
+
+    def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
+        if message.actor_name != DELIVERY_ACTOR:
+            self._running[message.message_id] = (_now_ms(), int(message.options.get("retries", 0)) + 1)
+
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: dramatiq.MessageProxy,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        if exception is None and not message.failed and self.url_for(broker, message):
+            self._succeeded[message.message_id] = (_now_ms(), completion_result(result, self.max_value_bytes))
+
+    def after_skip_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
+        if not message.failed:  # a failed one is reported by after_nack
+            self._running.pop(message.message_id, None)
+
+    def after_ack(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
+        # Acked, so every after_process_message hook (Results storing the result) has run.
+        running = self._running.pop(message.message_id, None)
+        succeeded = self._succeeded.pop(message.message_id, None)
+        url = self.url_for(broker, message)
+        if succeeded is not None and url:
+            finished, result = succeeded
+            self._enqueue(broker, message, url, running, finished, status="succeeded", result=result)
+
+    def after_nack(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
+        running = self._running.pop(message.message_id, None)
+        self._succeeded.pop(message.message_id, None)
+        url = self.url_for(broker, message)
+        if message.failed and url:
+            # As Dramatiq's Results does: the exception that failed the message is on the proxy until after nack.
+            error = error_section(getattr(message, "_exception", None))
+            self._enqueue(broker, message, url, running, _now_ms(), status="failed", error=error)
+
+    def _enqueue(
+        self,
+        broker: dramatiq.Broker,
+        message: dramatiq.MessageProxy,
+        url: str,
+        running: tuple[int, int] | None,
+        finished: int,
+        *,
+        status: str,
+        result: dict[str, Any] | None = None,
+        error: dict[str, str] | None = None,
+    ) -> None:
+        started, attempts = running if running else (None, int(message.options.get("retries", 0)) + 1)
+        event: dict[str, Any] = {
+            **message_fields(message),
+            "status": status,
+            "attempts": attempts,
+            "started_at": iso_time(started),
+            "finished_at": iso_time(finished),
+        }
+        if result is not None:
+            event["result"] = result
+        if error is not None:
+            event["error"] = error
+        delivery = {"event": event, "url": url, "created": finished, "attempt": 1}
+        try:
+            (self._actor or self.declare(broker)).send_with_options(args=(delivery,))
+        except Exception:
+            logger.error(
+                "Could not enqueue the webhook of message %r to %s: it is lost.",
+                message.message_id,
+                _shown(url),
+                exc_info=True,
+            )
+            metrics.record_webhook_outcome("failed")
+
+    # --- delivering --------------------------------------------------------------------------------------------
+
+    def deliver(self, delivery: dict[str, Any]) -> None:
+        """The delivery actor's body: one POST of one message's webhook, then settle, stop or schedule the next."""
+        broker = self._actor.broker if self._actor is not None else dramatiq.get_broker()
+        event, url, attempt = delivery["event"], delivery["url"], delivery["attempt"]
+        message_id = event["message_id"]
+        ledger = self._ledger_for(broker)
+        if ledger.settled(message_id):
+            logger.debug("The webhook of message %r is already settled; nothing to do.", message_id)
+            return
+        token = ledger.claim(message_id, self.lease_ms)
+        if token is None:
+            # Another worker is posting it now (or died doing so): look again when its lease ends.
+            self._schedule(delivery, max(ledger.lease_left(message_id), 50), url, "another POST is in flight")
+            return
+        try:
+            if ledger.settled(message_id):
+                ledger.release(message_id, token)
+                return
+            body = payload_body(broker, event, self.presign_expires_in)
+            answer = self._sender.post(url, body, self._headers(body, message_id, attempt))
+        except BaseException:
+            ledger.release(message_id, token)
+            raise
+        metrics.record_webhook_attempt(answer.label)
+        if answer.kind in ("delivered", "gone"):
+            ledger.settle(message_id, token, answer.kind)
+            metrics.record_webhook_outcome(answer.kind)
+            if answer.kind == "delivered":
+                logger.info("Delivered the webhook of message %r to %s (attempt %d).", message_id, _shown(url), attempt)
+            else:
+                logger.warning(
+                    "The receiver %s answered 410 Gone to the webhook of message %r: not retried.",
+                    _shown(url),
+                    message_id,
+                )
+            return
+        ledger.release(message_id, token)
+        if answer.kind == "refused":
+            logger.error(
+                "Gave up the webhook of message %r to %s: it %s. Point the webhook at its final URL.",
+                message_id,
+                _shown(url),
+                answer.detail,
+            )
+            metrics.record_webhook_outcome("refused")
+            return
+        if attempt >= self.max_attempts:
+            self._give_up(message_id, url, attempt, answer.detail, f"after {attempt} attempt(s)")
+            return
+        self._schedule({**delivery, "attempt": attempt + 1}, self.compute_delay(attempt), url, answer.detail)
+
+    def _schedule(self, delivery: dict[str, Any], delay: int, url: str, why: str) -> None:
+        message_id = delivery["event"]["message_id"]
+        if _now_ms() + delay - delivery["created"] > self.max_age:
+            self._give_up(message_id, url, delivery["attempt"], why, f"at max_age ({self.max_age} ms)")
+            return
+        logger.info(
+            "The webhook of message %r to %s: %s; next attempt (%d of %d) in %d ms.",
+            message_id,
+            _shown(url),
+            why,
+            delivery["attempt"],
+            self.max_attempts,
+            delay,
+        )
+        assert self._actor is not None
+        self._actor.send_with_options(args=(delivery,), delay=delay)
+
+    def _give_up(self, message_id: str, url: str, attempt: int, why: str, when: str) -> None:
+        logger.error(
+            "Gave up the webhook of message %r to %s %s; the last attempt (%d): %s.",
+            message_id,
+            _shown(url),
+            when,
+            attempt,
+            why,
+        )
+        metrics.record_webhook_outcome("failed")
+
+    def _headers(self, body: bytes, message_id: str, attempt: int) -> dict[str, str]:
+        from .. import __version__
+
+        return {
+            "Content-Type": "application/json",
+            "User-Agent": f"dramatiq-ray/{__version__}",
+            SIGNATURE_HEADER: signature_header(body, self.secrets, int(time.time())),
+            IDEMPOTENCY_HEADER: message_id,
+            ATTEMPT_HEADER: str(attempt),
+        }
+
+    # --- the ledger ----------------------------------------------------------------------------------------------
+
+    def _ledger_for(self, broker: dramatiq.Broker) -> Ledger:
+        with self._lock:
+            if self._ledger is None:
+                self._ledger = choose_ledger(self._ledger_spec, broker)
+            return self._ledger

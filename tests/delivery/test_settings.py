@@ -1,0 +1,92 @@
+"""Webhook settings: WEBHOOK_* names, read from a mapping or the environment, validated, and installed by setup()."""
+
+from __future__ import annotations
+
+import pytest
+
+import dramatiq_ray
+from dramatiq_ray import ConfigurationError, Webhooks
+from dramatiq_ray.settings import load_settings
+
+
+def problems_of(settings: dict[str, object], environ: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigurationError) as raised:
+        load_settings(settings, environ=environ or {})
+    return raised.value.problems
+
+
+def test_setup_installs_webhooks_when_secrets_are_set(stub_broker) -> None:
+    installed = dramatiq_ray.setup(
+        stub_broker,
+        {
+            "WEBHOOK_SECRETS": ["s1", "s2"],
+            "WEBHOOK_URL": "https://app.example.com/hooks",
+            "WEBHOOK_MAX_ATTEMPTS": 4,
+            "WEBHOOK_MAX_AGE_SECONDS": 600,
+        },
+    )
+
+    webhooks = installed.webhooks
+    assert isinstance(webhooks, Webhooks) and webhooks in stub_broker.middleware
+    assert (webhooks.url, webhooks.secrets, webhooks.max_attempts, webhooks.max_age) == (
+        "https://app.example.com/hooks",
+        (b"s1", b"s2"),
+        4,
+        600_000,
+    )
+    assert "webhook" in stub_broker.actor_options
+
+
+def test_setup_without_webhook_secrets_installs_no_webhooks(stub_broker) -> None:
+    installed = dramatiq_ray.setup(stub_broker, {})
+
+    assert installed.webhooks is None
+    assert not any(isinstance(m, Webhooks) for m in stub_broker.middleware)
+
+
+def test_webhook_settings_are_read_from_the_environment() -> None:
+    settings = load_settings(
+        {},
+        environ={
+            "DRAMATIQ_RAY_WEBHOOK_SECRETS": "old,new",
+            "DRAMATIQ_RAY_WEBHOOK_URL": "http://receiver.internal/hook",
+            "DRAMATIQ_RAY_WEBHOOK_ALLOW_HTTP": "true",
+            "DRAMATIQ_RAY_WEBHOOK_MAX_ATTEMPTS": "5",
+        },
+    )
+
+    assert settings.webhook_secrets == ["old", "new"]
+    assert (settings.webhook_url, settings.webhook_allow_http, settings.webhook_max_attempts) == (
+        "http://receiver.internal/hook",
+        True,
+        5,
+    )
+
+
+def test_webhook_url_without_secrets_or_over_plain_http_is_refused() -> None:
+    assert problems_of({"WEBHOOK_URL": "https://app.example.com/hook"}) == [
+        "WEBHOOK_URL is set but WEBHOOK_SECRETS is empty: webhooks are always signed; give a secret."
+    ]
+    assert problems_of({"WEBHOOK_URL": "http://app.example.com/hook", "WEBHOOK_SECRETS": ["s"]}) == [
+        "WEBHOOK_URL is plain http: use https, or set WEBHOOK_ALLOW_HTTP=true for a trusted network."
+    ]
+    assert problems_of({"WEBHOOK_SECRETS": "one-secret", "WEBHOOK_MAX_ATTEMPTS": 0}) == [
+        "WEBHOOK_SECRETS must be a list of non-empty strings (several while rotating).",
+        "WEBHOOK_MAX_ATTEMPTS must be an integer >= 1, not 0.",
+    ]
+
+
+def test_webhook_allow_http_that_is_not_a_boolean_is_refused_from_the_environment() -> None:
+    assert problems_of({}, {"DRAMATIQ_RAY_WEBHOOK_ALLOW_HTTP": "maybe"}) == [
+        "DRAMATIQ_RAY_WEBHOOK_ALLOW_HTTP='maybe' cannot be parsed: expected true or false"
+    ]
+
+
+def test_redacted_settings_mask_webhook_secrets_and_url_credentials() -> None:
+    settings = load_settings(
+        {"WEBHOOK_SECRETS": ["top-secret"], "WEBHOOK_URL": "https://user:pw@app.example.com/hook"}, validate=False
+    )
+
+    shown = repr(settings.redacted())
+    assert "top-secret" not in shown and "pw@" not in shown
+    assert settings.redacted()["WEBHOOK_SECRETS"] == ["…"]
