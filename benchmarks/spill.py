@@ -2,18 +2,24 @@
 filesystem, S3 (moto's server) and GCS (the emulator); and ``bytes`` and numpy results of 1 to 256 MiB spilled by
 ours with the codec layer.
 
+The raw client (the baseline) does the same requests as the store, each put under a key or file of its own (as
+each result is a new blob), kept until the size is done: Redis SET + GET, a file write (fsynced, as the filesystem
+store does by default) + read, S3 put_object (a multipart upload above the store's threshold) + get_object, GCS
+upload + download. See :class:`RawClient`.
+
 Per store and size, for JSON results (a ``str`` payload, the rows named by store and size only):
   - store + get: ``backend.store_result`` then ``backend.get_result`` in the producer, against the raw client
-    doing the same put + get of the same encoded bytes plus the same JSON encode + decode of the value (Redis
-    SET + GET, a file write + read, S3 put_object + get_object, GCS upload + download);
+    doing the same put + get of the same encoded bytes plus the same JSON encode + decode of the value;
   - Redis growth per result: ``MEMORY USAGE`` of each result's key, and ``INFO memory`` ``used_memory`` before and
     after a worker stored ``n`` results (results kept; server-wide, so other clients add noise);
   - worker peak RSS growth: sampled in the worker process while it produces and stores those results, after one
     result of the same size warmed it up (clients built, imports done), as in a long-lived worker.
 
-Per spilling store and size, for ``bytes`` and numpy float64 results (rows named "bytes" and "numpy"):
+Per spilling store and size, for ``bytes`` and numpy float64 results (rows named "bytes" and "numpy"), on the
+filesystem twice (the default ``fsync=True`` against fsynced raw writes, and ``fsync=False`` against plain ones):
   - store + get through ``SpillingBackend(max_inline_bytes=0)`` (codecs raw and npy), against the raw client's
-    put + get of the same bytes (for numpy: ``np.save`` to a BytesIO before the put, ``np.load`` after the get);
+    put + get of the same bytes (for numpy: ``np.save`` to a BytesIO before the put, ``np.load`` after the get),
+    taken in turns (ours, raw, ours, raw...) so that a busy moment lands on both;
   - peak RSS growth of the producer process (not a worker: the benchmarks' worker actors return strings) during
     ``store_result`` alone (what a worker does with a result) and during ``get_result`` alone (what a caller does;
     it includes the returned value itself), each over the RSS just before it, freed heap memory returned to the
@@ -43,7 +49,13 @@ from ._services import unique
 from .codecs import add_codec_rows
 
 STORES = ("inline", "fs", "s3", "gcs")
-STORE_NAMES = {"inline": "Dramatiq Redis (inline)", "fs": "ours: filesystem", "s3": "ours: S3", "gcs": "ours: GCS"}
+STORE_NAMES = {
+    "inline": "Dramatiq Redis (inline)",
+    "fs": "ours: filesystem",
+    "fs-nofsync": "ours: filesystem (fsync=False)",
+    "s3": "ours: S3",
+    "gcs": "ours: GCS",
+}
 WAIT_MS = 300_000
 
 
@@ -63,57 +75,105 @@ def _timed(operation: Callable[[Any], Any], repeats: int, prepare: Callable[[], 
 
 
 class RawClient:
-    """The raw client of ``store`` doing a put + get of bytes under one key of its own, as the store would."""
+    """The raw client of ``store`` doing a put + get of bytes with the same requests as our store, each put under
+    a key (a file) of its own, as a store writes each result as a new blob; the keys and files stay until
+    :meth:`delete`, as the store's blobs do.
 
-    def __init__(self, run: Run, store: str) -> None:
+    - Overwriting one key would be cheaper than what any store does: a file truncated and rewritten never reaches
+      the disk (its dirty pages are dropped), and moto and the emulator free the old object at once.
+    - Files are fsynced before they are closed when ``fsync`` is true, as the filesystem store does by default:
+      a durable write against a durable write. Without it, a file write costs memory speed until the kernel's
+      dirty-page limit is reached, and disk speed after.
+    - On S3, payloads over ``multipart_threshold`` go up in a multipart upload of ``part_size`` parts, as the
+      store sends them (moto's multipart completion costs about 1.8 s more than one PUT at 256 MiB).
+    """
+
+    def __init__(
+        self,
+        run: Run,
+        store: str,
+        *,
+        fsync: bool = True,
+        multipart_threshold: int = 64 * MIB,
+        part_size: int = 16 * MIB,
+    ) -> None:
         self.run = run
         self.store = store
-        self.key = f"{run.redis.namespace}:raw:{unique('blob')}"
+        self.fsync = fsync
+        self.multipart_threshold = multipart_threshold
+        self.part_size = part_size
+        self.prefix = f"{run.redis.namespace}:raw:{unique('blob')}"
+        self.keys: list[str] = []
         if store == "fs":
-            self.path = os.path.join(run.work_dir, unique("raw"))
+            self.directory = os.path.join(run.work_dir, unique("raw"))
+            os.makedirs(self.directory)
         elif store == "s3":
             self.client, self.bucket = run.s3.client(), run.s3.bucket
         elif store == "gcs":
-            self.blob = run.gcs.client().bucket(run.gcs.bucket).blob(self.key)
+            self.gcs_bucket = run.gcs.client().bucket(run.gcs.bucket)
 
     def put_get(self, data: bytes) -> bytes:
-        """Put ``data``, then get it back."""
+        """Put ``data`` under a new key, then get it back."""
+        key = f"{self.prefix}-{len(self.keys)}"
+        self.keys.append(key)
         if self.store == "inline":
-            self.run.redis.client.set(self.key, data)
-            read = self.run.redis.client.get(self.key)
+            self.run.redis.client.set(key, data)
+            read = self.run.redis.client.get(key)
             if not isinstance(read, bytes):
                 raise AssertionError("Redis lost the raw key")
             return read
         if self.store == "fs":
-            with open(self.path, "wb") as file:
+            path = os.path.join(self.directory, key.rsplit(":", 1)[-1])
+            with open(path, "wb") as file:
                 file.write(data)
-            with open(self.path, "rb") as file:
+                if self.fsync:
+                    file.flush()
+                    os.fsync(file.fileno())
+            with open(path, "rb") as file:
                 return file.read()
         if self.store == "s3":
-            self.client.put_object(Bucket=self.bucket, Key=self.key, Body=data)
-            body: bytes = self.client.get_object(Bucket=self.bucket, Key=self.key)["Body"].read()
+            self._s3_put(key, data)
+            body: bytes = self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
             return body
-        self.blob.upload_from_string(data)
-        downloaded: bytes = self.blob.download_as_bytes()
+        blob = self.gcs_bucket.blob(key)
+        blob.upload_from_string(data)
+        downloaded: bytes = blob.download_as_bytes()
         return downloaded
 
+    def _s3_put(self, key: str, data: bytes) -> None:
+        if len(data) <= self.multipart_threshold:
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=data)
+            return
+        upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=key)["UploadId"]
+        parts = []
+        for number, start in enumerate(range(0, len(data), self.part_size), start=1):
+            chunk = data[start : start + self.part_size]
+            answer = self.client.upload_part(
+                Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=chunk
+            )
+            parts.append({"PartNumber": number, "ETag": answer["ETag"]})
+        self.client.complete_multipart_upload(
+            Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+        )
+
     def delete(self) -> None:
-        """Delete the key, so the servers (moto, the emulator) let go of its bytes."""
-        if self.store == "inline":
-            self.run.redis.client.delete(self.key)
-        elif self.store == "fs":
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.path)
-        elif self.store == "s3":
-            self.client.delete_object(Bucket=self.bucket, Key=self.key)
-        else:
-            with contextlib.suppress(Exception):
-                self.blob.delete()
+        """Delete the keys and files written so far, so the servers (moto, the emulator) let go of their bytes."""
+        for key in self.keys:
+            if self.store == "inline":
+                self.run.redis.client.delete(key)
+            elif self.store == "fs":
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(self.directory, key.rsplit(":", 1)[-1]))
+            elif self.store == "s3":
+                self.client.delete_object(Bucket=self.bucket, Key=key)
+            else:
+                with contextlib.suppress(Exception):
+                    self.gcs_bucket.blob(key).delete()
+        self.keys.clear()
 
 
-def raw_put_get(run: Run, store: str, data: bytes) -> Callable[[], Any]:
-    """The raw client doing one put + get of ``data`` the way ``store`` would; returns ``(_, data read)``."""
-    client = RawClient(run, store)
+def raw_put_get(client: RawClient, data: bytes) -> Callable[[], Any]:
+    """The raw client doing one put + get of ``data`` the way its store would; returns ``(_, data read)``."""
     return lambda: (None, client.put_get(data))
 
 
@@ -165,9 +225,11 @@ def measure_store(
             repeats = 3 if size >= 16 * MIB else 7
             data = app.backend.encoder.encode(payload(size))  # type: ignore[arg-type]
             ours_ms = _timed(store_and_get(app, size), repeats, fresh_payloads(size))
-            raw = raw_put_get(run, store, data)
+            client = raw_client_for(run, store, getattr(app.backend, "store", None))
+            raw = raw_put_get(client, data)
             raw_ms = _timed(_ignoring_argument(raw), repeats)
             raw_codec_ms = _timed(with_codec(app, raw, size), repeats)
+            client.delete()
             count = results_per_size[size]
             produce = app.actors["payload"]
             # One result of this size first: clients, imports and allocator arenas are warm, as in a long-lived worker.
@@ -206,15 +268,18 @@ def run_case(run: Run) -> CaseReport:
         name="spill",
         title="Spill",
         description=(
+            "The raw client (the baseline) sends the same requests as the store, each result under a new key or "
+            "file: files fsynced as the filesystem store does by default, a multipart upload on S3 above 64 MiB. "
             "JSON results of " + ", ".join(size_label(size) for size in sizes) + " (rows named by store and size): "
             "store + get_result in the producer against the raw client's put + get of the same bytes plus the same "
             "JSON encode + decode; Redis INFO used_memory growth per result and worker peak RSS growth while one "
             "worker process produces results of that size. bytes and numpy float64 results of "
             + ", ".join(size_label(size) for size in codec_sizes(run.quick))
             + " spilled by SpillingBackend(max_inline_bytes=0): store + get_result against the raw client's put + "
-            "get (numpy: np.save + put + get + np.load), and the peak RSS growth of a producer process of its own "
-            "during store_result and get_result (not a worker's). zstd, gzip and AES-GCM throughput are "
-            "information rows."
+            "get (numpy: np.save + put + get + np.load), in turns, and the peak RSS growth of a producer process of "
+            "its own during store_result and get_result (not a worker's); the filesystem rows twice, with fsync "
+            "(the default, against fsynced raw writes) and with fsync=False (against plain writes). zstd, gzip and "
+            "AES-GCM throughput are information rows."
         ),
         chart_metrics=("store_get_ms", "raw_put_get_ms", "raw_put_get_with_codec_ms", "peak_growth_mib"),
     )
@@ -285,7 +350,8 @@ def _spill_targets(report: CaseReport, store: str, size: int) -> None:
 
 # --- bytes and numpy results through the codec layer --------------------------------------------------------
 
-CODEC_STORES = ("fs", "s3", "gcs")
+#: The stores of the bytes and numpy rows: the filesystem twice, durable (fsync, the default) and not.
+CODEC_STORES = ("fs", "fs-nofsync", "s3", "gcs")
 CODEC_KINDS = ("bytes", "numpy")
 #: Goal of store + get against the raw client, per kind.
 CODEC_GOALS = {"bytes": 1.2, "numpy": 1.3}
@@ -304,13 +370,19 @@ def codec_repeats(size: int, quick: bool) -> int:
     return 5 if size >= 16 * MIB else 7
 
 
-def spilling_backend(config: Any) -> tuple[Any, Any]:
-    """Our backend over Redis and the store ``config`` names, spilling every result; and that store."""
+def spilling_backend(config: Any, variant: str) -> tuple[Any, Any]:
+    """Our backend over Redis and the store ``config`` names (``variant`` ``fs-nofsync``: a filesystem store with
+    ``fsync=False``), spilling every result; and that store."""
     from dramatiq.results.backends.redis import RedisBackend
 
     from ._app import build_store
 
-    store = build_store(config)
+    if variant == "fs-nofsync":
+        from dramatiq_ray import FilesystemStore
+
+        store = FilesystemStore(config.store_location, fsync=False)
+    else:
+        store = build_store(config)
     try:
         from dramatiq_ray.results.backend import SpillingBackend
     except Exception as error:
@@ -377,23 +449,27 @@ def raw_baseline(raw: RawClient, kind: str) -> Callable[[Any], Any]:
     return operation
 
 
-def timed_repeats(operation: Callable[[Any], Any], values: Values, repeats: int) -> float:
-    """The median time of ``operation(value)`` over fresh values, in milliseconds; results are checked outside
-    the timing. Stops early (at least one repeat done) once the repeats took longer than the variant budget."""
-    times = []
+def timed_pair(
+    ours: Callable[[Any], Any], raw: Callable[[Any], Any], values: Values, repeats: int
+) -> tuple[float, float]:
+    """The median times of ``ours(value)`` and ``raw(value)`` over fresh values, in milliseconds, taken in turns
+    (ours, raw, ours, raw...) so that a busy moment on the machine lands on both; results are checked outside the
+    timing. Stops early (at least one pair done) once the pairs took longer than twice the variant budget."""
+    times: tuple[list[float], list[float]] = ([], [])
     spent = 0.0
     for _ in range(repeats):
-        value = values()
-        started = time.perf_counter()
-        result = operation(value)
-        elapsed = time.perf_counter() - started
-        values.check(value, result)
-        del value, result
-        times.append(elapsed * 1000)
-        spent += elapsed
-        if spent > VARIANT_BUDGET_S:
+        for operation, kept in zip((ours, raw), times, strict=True):
+            value = values()
+            started = time.perf_counter()
+            result = operation(value)
+            elapsed = time.perf_counter() - started
+            values.check(value, result)
+            del value, result
+            kept.append(elapsed * 1000)
+            spent += elapsed
+        if spent > 2 * VARIANT_BUDGET_S:
             break
-    return statistics.median(times)
+    return statistics.median(times[0]), statistics.median(times[1])
 
 
 def release_memory() -> None:
@@ -433,10 +509,10 @@ def peak_growth_mib(operation: Callable[[], Any]) -> tuple[float, Any]:
         return memory["peak_growth_mib"], result
 
 
-def measure_rss_here(config: Any, kind: str, size: int) -> dict[str, float]:
+def measure_rss_here(config: Any, variant: str, kind: str, size: int) -> dict[str, float]:
     """In this process: one warm-up round trip of ``size``, then the peak RSS growth of ``store_result`` alone
     and of ``get_result`` alone for a fresh value."""
-    backend, _ = spilling_backend(config)
+    backend, _ = spilling_backend(config, variant)
     values = Values(kind, size)
     warm = values()
     values.check(warm, ours_store_get(backend)(warm))
@@ -457,11 +533,11 @@ def rss_child() -> None:
     from ._app import AppConfig
 
     config = AppConfig.from_env()
-    numbers = measure_rss_here(config, sys.argv[1], int(sys.argv[2]))
+    numbers = measure_rss_here(config, sys.argv[1], sys.argv[2], int(sys.argv[3]))
     print(json.dumps(numbers), flush=True)
 
 
-def measure_rss(config: Any, kind: str, size: int) -> dict[str, float]:
+def measure_rss(config: Any, variant: str, kind: str, size: int) -> dict[str, float]:
     """:func:`measure_rss_here` in a process of its own: the S3 and GCS servers run in the harness's process, so
     its RSS would count the servers' copies of the blob too."""
     import json
@@ -472,7 +548,14 @@ def measure_rss(config: Any, kind: str, size: int) -> dict[str, float]:
 
     env = subprocess_env(**{f"BENCH_{name.upper()}": value for name, value in config.as_env().items()})
     result = subprocess.run(
-        [sys.executable, "-c", "import sys; from benchmarks.spill import rss_child; rss_child()", kind, str(size)],
+        [
+            sys.executable,
+            "-c",
+            "import sys; from benchmarks.spill import rss_child; rss_child()",
+            variant,
+            kind,
+            str(size),
+        ],
         env=env,
         capture_output=True,
         text=True,
@@ -489,9 +572,9 @@ def measure_codec_store(run: Run, store: str, report: CaseReport, sizes: list[in
         (kind, size): f"{STORE_NAMES[store]}, {kind}, {size_label(size)}" for kind in CODEC_KINDS for size in sizes
     }
     try:
-        config = run.config(**run.store_config(store))
-        backend, blob_store = spilling_backend(config)
-        raw = RawClient(run, store)
+        config = run.config(**run.store_config(store.split("-", 1)[0]))
+        backend, blob_store = spilling_backend(config, store)
+        raw = raw_client_for(run, store, blob_store)
     except NotAvailable as error:
         report.unavailable.update({name: str(error) for name in names.values()})
         return
@@ -513,10 +596,9 @@ def measure_codec_store(run: Run, store: str, report: CaseReport, sizes: list[in
         slowest = 0.0
         for kind in CODEC_KINDS:
             values = Values(kind, size)
-            ours_ms = timed_repeats(ours_store_get(backend), values, repeats)
-            raw_ms = timed_repeats(raw_baseline(raw, kind), values, repeats)
+            ours_ms, raw_ms = timed_pair(ours_store_get(backend), raw_baseline(raw, kind), values, repeats)
             del values
-            rss = measure_rss(config, kind, size)
+            rss = measure_rss(config, store, kind, size)
             baseline_key = "raw_put_get_ms" if kind == "bytes" else "raw_put_get_with_codec_ms"
             numbers = {
                 "payload_bytes": float(size),
@@ -532,6 +614,17 @@ def measure_codec_store(run: Run, store: str, report: CaseReport, sizes: list[in
     for kind in CODEC_KINDS:
         for size in sizes:
             _codec_targets(report, names[kind, size], kind, size)
+
+
+def raw_client_for(run: Run, store: str, blob_store: Any) -> RawClient:
+    """The raw client doing what ``blob_store`` does: the same fsync, the same multipart threshold and parts."""
+    return RawClient(
+        run,
+        store.split("-", 1)[0],
+        fsync=getattr(blob_store, "fsync", True),
+        multipart_threshold=getattr(blob_store, "multipart_threshold", 64 * MIB),
+        part_size=getattr(blob_store, "part_size", 16 * MIB),
+    )
 
 
 def _clean_up(run: Run, blob_store: Any, raw: RawClient) -> None:

@@ -3,12 +3,16 @@
 ``encode_value`` picks the first codec that fits the value, in this order:
 
 ``raw``
-    ``bytes``, ``bytearray`` and ``memoryview``. The payload is the bytes themselves (``bytes`` and contiguous
-    memoryviews are not copied). Decodes to ``bytes``.
+    ``bytes``, ``bytearray`` and ``memoryview``. The payload is the bytes themselves (contiguous ones are not
+    copied). Decodes to ``bytes``.
 ``npy``
     ``numpy.ndarray`` (and ``numpy.memmap``; other subclasses such as masked arrays go to pickle) without Python
-    objects in it, in the ``.npy`` format (header, then the values in C order).
-    Decodes to an independent, writable array of the same dtype, shape and values.
+    objects in it, in the ``.npy`` format: a header, then the array's own memory, as ``np.save`` writes it (C
+    order, or Fortran order for a Fortran-contiguous array). A contiguous array is not copied: the payload is
+    the header and a view of the array. Any other array is copied once, in C order.
+    Decodes to a writable array of the same dtype, shape and values. From a buffer the caller hands over
+    (``owned=True``, a ``bytearray`` just read from a store) the array uses that buffer as its memory; otherwise
+    it is an independent copy.
 ``arrow``
     ``pyarrow.Table`` and ``pandas.DataFrame`` as an Arrow IPC stream. A DataFrame is stored with its index and
     pandas metadata and decodes to a DataFrame; a Table decodes to a Table. Needs ``pip install
@@ -53,7 +57,7 @@ from ..errors import (
     UnsupportedResultError,
 )
 
-__all__ = ["CODECS", "decode_value", "encode_value"]
+__all__ = ["CODECS", "decode_value", "encode_parts", "encode_value"]
 
 CODECS: tuple[str, ...] = ("json", "raw", "npy", "arrow", "pickle")
 
@@ -118,7 +122,24 @@ def _corrupt(codec: str, problem: str, pointer: str) -> BlobIntegrityError:
 
 
 def encode_value(value: Any, encoder: Encoder, *, allow_pickle: bool = False) -> tuple[str, bytes | memoryview]:
-    """Pick the codec for ``value`` and return (codec name, payload).
+    """Pick the codec for ``value`` and return (codec name, payload) as one bytes-like object: the parts of
+    :func:`encode_parts` joined (a copy only when there are several, as for ``npy``).
+
+    Raises:
+      UnsupportedResultError: no codec fits and ``allow_pickle`` is false (it is a ``TypeError``); or the value is
+        a numpy array of Python objects and ``allow_pickle`` is false.
+      MissingDependencyError: the value is a DataFrame and pyarrow is not installed.
+    """
+    codec, parts = encode_parts(value, encoder, allow_pickle=allow_pickle)
+    return codec, parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def encode_parts(
+    value: Any, encoder: Encoder, *, allow_pickle: bool = False
+) -> tuple[str, tuple[bytes | memoryview, ...]]:
+    """Pick the codec for ``value`` and return (codec name, payload parts): the payload is the parts back to back,
+    and none of them is a copy of the value's memory when the value is ``bytes``, a contiguous ``bytearray`` or
+    ``memoryview``, or a contiguous numpy array. Hand the parts to a store as they are.
 
     Raises:
       UnsupportedResultError: no codec fits and ``allow_pickle`` is false (it is a ``TypeError``); or the value is
@@ -126,16 +147,17 @@ def encode_value(value: Any, encoder: Encoder, *, allow_pickle: bool = False) ->
       MissingDependencyError: the value is a DataFrame and pyarrow is not installed.
     """
     if isinstance(value, bytes):
-        return "raw", value
+        return "raw", (value,)
     if isinstance(value, bytearray):
-        return "raw", bytes(value)
+        # A view, not a copy: the value is stored before the actor's caller can change it.
+        return "raw", (memoryview(value),)
     if isinstance(value, memoryview):
         if value.c_contiguous:
             try:
-                return "raw", value if value.format == "B" and value.ndim == 1 else value.cast("B")
+                return "raw", (value if value.format == "B" and value.ndim == 1 else value.cast("B"),)
             except TypeError:
                 pass
-        return "raw", value.tobytes()
+        return "raw", (value.tobytes(),)
     if _is_ndarray(value):
         if not value.dtype.hasobject:
             return "npy", _encode_npy(value)
@@ -145,18 +167,18 @@ def encode_value(value: Any, encoder: Encoder, *, allow_pickle: bool = False) ->
                 f"{_ALLOW_PICKLE_HINT}.",
                 type_name="numpy.ndarray",
             )
-        return "pickle", _encode_pickle(value)
+        return "pickle", (_encode_pickle(value),)
     if _is_arrow_table(value):
-        return "arrow", _encode_arrow(value)
+        return "arrow", (_encode_arrow(value),)
     if _is_dataframe(value):
         pyarrow = _import_pyarrow("Storing a pandas DataFrame result")
-        return "arrow", _encode_arrow(pyarrow.Table.from_pandas(value, preserve_index=True))
+        return "arrow", (_encode_arrow(pyarrow.Table.from_pandas(value, preserve_index=True)),)
     try:
-        return "json", encoder.encode(value)
+        return "json", (encoder.encode(value),)
     except Exception as error:
         encoder_error: Exception = error
     if allow_pickle:
-        return "pickle", _encode_pickle(value)
+        return "pickle", (_encode_pickle(value),)
     type_name = f"{type(value).__module__}.{type(value).__qualname__}"
     raise UnsupportedResultError(
         f"A result of type {type_name} cannot be stored ({type(encoder).__name__} refused it: {encoder_error}): "
@@ -165,24 +187,24 @@ def encode_value(value: Any, encoder: Encoder, *, allow_pickle: bool = False) ->
     ) from encoder_error
 
 
-def _encode_npy(array: Any) -> memoryview:
+def _encode_npy(array: Any) -> tuple[bytes, memoryview]:
+    """The ``.npy`` header and the array's memory (a view of a contiguous array, else a C-order copy)."""
     import numpy
     import numpy.lib.format as npy_format
 
+    fortran = bool(array.flags.f_contiguous and not array.flags.c_contiguous)
+    if not (array.flags.c_contiguous or fortran):
+        array = numpy.ascontiguousarray(array)  # the one copy, straight into C order
     header = io.BytesIO()
-    fields = {"descr": npy_format.dtype_to_descr(array.dtype), "fortran_order": False, "shape": array.shape}
+    fields = {"descr": npy_format.dtype_to_descr(array.dtype), "fortran_order": fortran, "shape": array.shape}
     try:
         npy_format.write_array_header_1_0(header, fields)
     except ValueError:
         header = io.BytesIO()
         npy_format.write_array_header_2_0(header, fields)
-    head = header.getvalue()
-    payload = bytearray(len(head) + array.nbytes)
-    payload[: len(head)] = head
-    # One copy, straight from the array's memory (any layout) into the payload, in C order.
-    target = numpy.ndarray(array.shape, dtype=array.dtype, buffer=payload, offset=len(head), order="C")
-    target[...] = array
-    return memoryview(payload)
+    # The memory in its own order, as bytes: a C-order view of a Fortran array is its transpose.
+    flat = (array.T if fortran else array).reshape(-1).view(numpy.uint8)
+    return header.getvalue(), memoryview(flat)
 
 
 def _encode_arrow(table: Any) -> memoryview:
@@ -218,11 +240,19 @@ def _encode_pickle(value: Any) -> memoryview:
 
 
 def decode_value(
-    codec: str, data: bytes | memoryview, encoder: Encoder, *, allow_pickle: bool = False, pointer: str = ""
+    codec: str,
+    data: bytes | bytearray | memoryview,
+    encoder: Encoder,
+    *,
+    allow_pickle: bool = False,
+    pointer: str = "",
+    owned: bool = False,
 ) -> Any:
-    """Turn a payload written by ``encode_value`` back into the value.
+    """Turn a payload written by ``encode_value`` (or ``encode_parts``) back into the value.
 
-    ``pointer`` only names the blob in error messages.
+    ``pointer`` only names the blob in error messages. ``owned=True`` hands a writable ``data`` over to the value:
+    an ``npy`` array, or the arrays inside a pickle, then use it as their memory instead of a copy (the caller
+    must not use ``data`` afterwards). A read-only ``data`` is copied either way, so arrays are always writable.
 
     Raises:
       InvalidPointerError: ``codec`` is not one of ``CODECS``.
@@ -235,7 +265,7 @@ def decode_value(
     if codec == "json":
         return encoder.decode(bytes(data))
     if codec == "npy":
-        return _decode_npy(data, pointer)
+        return _decode_npy(data, pointer, owned)
     if codec == "arrow":
         return _decode_arrow(data, pointer)
     if codec == "pickle":
@@ -244,11 +274,11 @@ def decode_value(
                 "This result was stored as a pickle and unpickling is not allowed here: set allow_pickle=True on "
                 "Results, the actor or the message if you trust whoever wrote it."
             )
-        return _decode_pickle(data, pointer)
+        return _decode_pickle(data, pointer, owned)
     raise InvalidPointerError(f"Unknown result codec {codec!r}: expected one of {', '.join(CODECS)}.")
 
 
-def _decode_npy(data: bytes | memoryview, pointer: str) -> Any:
+def _decode_npy(data: bytes | bytearray | memoryview, pointer: str, owned: bool) -> Any:
     import numpy
     import numpy.lib.format as npy_format
 
@@ -283,10 +313,13 @@ def _decode_npy(data: bytes | memoryview, pointer: str) -> Any:
             "npy", f"{view.nbytes - header_end} data bytes for {count} values of {dtype.itemsize} bytes", pointer
         )
     values = numpy.frombuffer(view, dtype=dtype, count=count, offset=header_end)
-    return values.reshape(shape, order="F" if fortran_order else "C").copy(order="K")
+    array = values.reshape(shape, order="F" if fortran_order else "C")
+    # An owned, writable buffer becomes the array's memory; anything else is copied, so the array is writable
+    # and independent of what the caller keeps.
+    return array if owned and not view.readonly else array.copy(order="K")
 
 
-def _decode_arrow(data: bytes | memoryview, pointer: str) -> Any:
+def _decode_arrow(data: bytes | bytearray | memoryview, pointer: str) -> Any:
     pyarrow = _import_pyarrow("Reading an Arrow result")
     try:
         table = pyarrow.ipc.open_stream(pyarrow.py_buffer(data)).read_all()
@@ -303,7 +336,7 @@ def _decode_arrow(data: bytes | memoryview, pointer: str) -> Any:
     return table.to_pandas()
 
 
-def _decode_pickle(data: bytes | memoryview, pointer: str) -> Any:
+def _decode_pickle(data: bytes | bytearray | memoryview, pointer: str, owned: bool) -> Any:
     view = memoryview(data).cast("B") if isinstance(data, memoryview) else memoryview(data)
     if view.nbytes < _PICKLE_HEAD.size:
         raise _corrupt("pickle", "it is shorter than its frame header", pointer)
@@ -322,9 +355,12 @@ def _decode_pickle(data: bytes | memoryview, pointer: str) -> Any:
         raise _corrupt("pickle", f"its lengths add up to {lengths_end + sum(lengths)}, not {view.nbytes}", pointer)
     position = lengths_end + lengths[0]
     main = view[lengths_end:position]
-    buffers: list[bytearray] = []
+    adopt = owned and not view.readonly
+    buffers: list[bytearray | memoryview] = []
     for length in lengths[1:]:
-        # A writable copy per buffer: arrays rebuilt from it are writable and independent of the payload.
-        buffers.append(bytearray(view[position : position + length]))
+        # Arrays rebuilt from a buffer are writable only when it is: a slice of an owned, writable payload, or
+        # else a copy (independent of the payload).
+        piece = view[position : position + length]
+        buffers.append(piece if adopt else bytearray(piece))
         position += length
     return pickle.loads(main, buffers=buffers)

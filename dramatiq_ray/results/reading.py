@@ -23,6 +23,9 @@ from .stores.base import BlobStore, verify_blob
 
 __all__ = ["read_inline", "read_value"]
 
+#: The codecs whose values can use the payload's memory as their own.
+_ARRAY_CODECS = ("npy", "pickle")
+
 
 def read_value(
     store: BlobStore | None,
@@ -64,15 +67,19 @@ def read_value(
             f"The result was spilled to {pointer.raw!r} but this backend has no store that can read it; "
             "configure the store that wrote it."
         )
+    # A payload decoded straight from the blob into arrays (npy, pickle) is read into a buffer of its own, which
+    # the arrays then use as their memory: no copy after the read.
+    owned = store.zero_copy and pointer.codec in _ARRAY_CODECS and pointer.compression is None and not pointer.key_id
     try:
-        data = store.get(pointer)
+        stored = store.get(pointer, writable=True) if owned else store.get(pointer)  # type: ignore[call-arg]
     except SpilledResultError:
         raise
     except Exception as error:
         raise BlobReadError(
             f"{store.describe()} could not read {pointer.raw!r}: {error}", pointer=pointer.raw
         ) from error
-    data = verify_blob(pointer, data)
+    verify_blob(pointer, stored)
+    data: bytes | memoryview = stored if isinstance(stored, bytes) else memoryview(stored)
     if pointer.key_id is not None:
         if encryption is None:
             raise DecryptionError(
@@ -84,7 +91,7 @@ def read_value(
     if pointer.compression is not None:
         data = decompress(pointer.compression, data, pointer=pointer.raw)
     try:
-        return decode_value(pointer.codec, data, encoder, allow_pickle=allow_pickle, pointer=pointer.raw)
+        return decode_value(pointer.codec, data, encoder, allow_pickle=allow_pickle, pointer=pointer.raw, owned=owned)
     except (PickleNotAllowedError, SpilledResultError):
         raise
     except Exception as error:

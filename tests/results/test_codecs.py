@@ -22,9 +22,16 @@ from dramatiq_ray.errors import (
     SpilledResultError,
     UnsupportedResultError,
 )
-from dramatiq_ray.results.codecs import CODECS, decode_value, encode_value
+from dramatiq_ray.results.codecs import CODECS, decode_value, encode_parts, encode_value
 
 ENCODER = JSONEncoder()
+
+
+def npy_bytes(array: Any) -> bytes:
+    """What ``np.save`` writes for ``array``."""
+    buffer = io.BytesIO()
+    numpy.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
 
 
 def round_trip(value: Any, *, allow_pickle: bool = False) -> tuple[str, Any]:
@@ -57,6 +64,13 @@ def test_raw_codec_keeps_a_contiguous_memoryview_as_is() -> None:
     assert codec == "raw"
     assert payload is source
     assert decode_value(codec, payload, ENCODER) == b"0123456789"
+
+
+def test_raw_codec_keeps_a_bytearray_as_a_view_without_copying() -> None:
+    source = bytearray(b"0123456789")
+    codec, (payload,) = encode_parts(source, ENCODER)
+    assert codec == "raw"
+    assert isinstance(payload, memoryview) and payload.obj is source
 
 
 def test_raw_codec_round_trips_a_strided_memoryview() -> None:
@@ -110,6 +124,46 @@ def test_npy_codec_decodes_to_an_independent_writable_array() -> None:
     value[0] = 42.0
     assert value[0] == 42.0
     assert payload == original
+
+
+def test_npy_codec_encodes_a_contiguous_array_as_its_header_and_a_view_of_its_memory() -> None:
+    array = numpy.arange(1000, dtype=numpy.float64).reshape(10, 100)
+    codec, (header, body) = encode_parts(array, ENCODER)
+    assert codec == "npy"
+    assert numpy.shares_memory(numpy.asarray(body), array)  # no copy of the values
+    assert bytes(header) + bytes(body) == npy_bytes(array)
+
+
+def test_npy_codec_writes_a_fortran_array_from_its_memory_as_np_save_does() -> None:
+    array = numpy.asfortranarray(numpy.arange(12, dtype=numpy.int32).reshape(3, 4))
+    _, (header, body) = encode_parts(array, ENCODER)
+    assert numpy.shares_memory(numpy.asarray(body), array)
+    assert bytes(header) + bytes(body) == npy_bytes(array)
+    _, value = round_trip(array)
+    numpy.testing.assert_array_equal(value, array)
+    assert value.flags.writeable
+
+
+def test_npy_codec_copies_a_non_contiguous_array_once_in_c_order() -> None:
+    array = numpy.arange(200, dtype=numpy.int64).reshape(10, 20)[::2, ::3]
+    _, (header, body) = encode_parts(array, ENCODER)
+    assert not numpy.shares_memory(numpy.asarray(body), array)
+    assert bytes(header) + bytes(body) == npy_bytes(array)
+
+
+def test_npy_codec_decodes_an_owned_buffer_in_place_as_a_writable_array() -> None:
+    payload = bytearray(encode_value(numpy.arange(5.0), ENCODER)[1])
+    value = decode_value("npy", payload, ENCODER, owned=True)
+    assert numpy.shares_memory(value, numpy.frombuffer(payload, dtype=numpy.uint8))  # no copy
+    value[0] = 42.0
+    numpy.testing.assert_array_equal(value, [42.0, 1.0, 2.0, 3.0, 4.0])
+
+
+def test_npy_codec_copies_a_read_only_buffer_even_when_owned() -> None:
+    payload = bytes(encode_value(numpy.arange(5.0), ENCODER)[1])
+    value = decode_value("npy", payload, ENCODER, owned=True)
+    value[0] = 42.0
+    assert value[0] == 42.0
 
 
 def test_npy_codec_refuses_object_dtype_without_pickle() -> None:
@@ -234,6 +288,15 @@ def test_pickle_codec_carries_numpy_buffers_out_of_band() -> None:
     assert decoded["meta"] == Point(3, 4)
     decoded["weights"][0] = -1.0
     assert decoded["weights"].flags.writeable
+
+
+def test_pickle_codec_arrays_use_an_owned_payload_as_their_memory() -> None:
+    array = numpy.arange(10_000, dtype=numpy.float64)
+    payload = bytearray(encode_value({"weights": array}, ENCODER, allow_pickle=True)[1])
+    decoded = decode_value("pickle", payload, ENCODER, allow_pickle=True, owned=True)
+    assert numpy.shares_memory(decoded["weights"], numpy.frombuffer(payload, dtype=numpy.uint8))
+    decoded["weights"][0] = -1.0
+    assert decoded["weights"][0] == -1.0
 
 
 def test_pickle_codec_refuses_to_decode_without_allow_pickle() -> None:

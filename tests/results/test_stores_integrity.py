@@ -161,7 +161,8 @@ def test_filesystem_store_put_replaces_a_corrupt_blob_with_a_new_file_and_leaves
     fs_store.put(digest_of(DATA), DATA)
     # os.replace put a new file in place (readers never see a half-written one) and cleaned up after itself
     assert path.stat().st_ino != inode
-    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]
+    files = [p for p in Path(fs_store.path).rglob("*") if p.is_file()]
+    assert files == [path]
 
 
 def test_filesystem_store_put_replaces_a_symlink_at_a_blob_address_without_touching_its_target(
