@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import big_results, cpu_scaling, offload, spill
+from . import arguments, big_results, cpu_scaling, offload, spill, sql
 from ._harness import CaseReport, describe_machine
 from ._report import render_markdown, write_json
 from ._run import Run
@@ -24,12 +24,16 @@ CASES: dict[str, Callable[[Run], CaseReport]] = {
     "cpu_scaling": cpu_scaling.run_case,
     "spill": spill.run_case,
     "big_results": big_results.run_case,
+    "arguments": arguments.run_case,
+    "sql": sql.run_case,
 }
 TITLES = {
     "offload": "Offload overhead",
     "cpu_scaling": "CPU-bound scaling",
     "spill": "Spill",
     "big_results": "Big results from Ray",
+    "arguments": "Big inputs by reference",
+    "sql": "SQL result backend",
 }
 
 

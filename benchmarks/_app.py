@@ -41,6 +41,8 @@ class AppConfig:
     store_endpoint: str = ""
     max_inline_bytes: str = ""
     spill_in_task: str = "1"
+    #: Our Results' ``max_inline_arg_bytes`` (empty: arguments inline, as in plain Dramatiq).
+    max_inline_arg_bytes: str = ""
 
     def as_env(self) -> dict[str, str]:
         return asdict(self)
@@ -75,6 +77,11 @@ def payload(size: int, tag: str = "") -> str:
     A distinct tag per result makes a distinct blob: stores write it rather than finding it already there.
     """
     return (tag + "x" * size)[:size]
+
+
+def consume(data: str | bytes) -> int:
+    """The size of an argument: a base64 string (plain Dramatiq) or bytes (sent by reference)."""
+    return len(data)
 
 
 def calibrate_burn(target_ms: float = 50.0) -> int:
@@ -143,7 +150,8 @@ def _results_middleware(config: AppConfig, backend: ResultBackend) -> dramatiq.M
         return Results(backend=backend, store_results=True, result_ttl=RESULT_TTL_MS)  # type: ignore[no-untyped-call]
     from dramatiq_ray.results import Results as SpillingResults
 
-    return SpillingResults(backend=backend, store_results=True, result_ttl=RESULT_TTL_MS)
+    extra = {"max_inline_arg_bytes": int(config.max_inline_arg_bytes)} if config.max_inline_arg_bytes else {}
+    return SpillingResults(backend=backend, store_results=True, result_ttl=RESULT_TTL_MS, **extra)
 
 
 def _ray_middleware() -> dramatiq.Middleware:
@@ -171,7 +179,7 @@ def build(config: AppConfig) -> App:
     if config.execution == "ray":
         broker.add_middleware(_ray_middleware())
         options = {"ray": True}
-    bodies: tuple[Callable[..., Any], ...] = (noop, burn, payload)
+    bodies: tuple[Callable[..., Any], ...] = (noop, burn, payload, consume)
     actors = {
         fn.__name__: dramatiq.actor(broker=broker, queue_name=config.queue, max_retries=0, **options)(fn)
         for fn in bodies  # one decorator per actor: a Dramatiq decorator keeps the first actor's name

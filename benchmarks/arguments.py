@@ -3,7 +3,7 @@ base64 string argument, the only way JSON carries them) against ours (``max_inli
 filesystem store at send, the message carries a reference).
 
 - Round trip: send -> body (returns the argument's size) -> result, one message at a time, local execution.
-- Broker memory: Redis ``used_memory`` growth per queued message, with no worker running.
+- Broker memory: Redis ``MEMORY USAGE`` of the queue's keys per queued message, with no worker running.
 - Worker peak RSS growth for an actor on Ray (ours reads the argument inside the Ray task), against plain
   Dramatiq's local worker, which decodes the whole message.
 """
@@ -18,7 +18,7 @@ from typing import Any
 import redis
 
 from ._app import App, build
-from ._harness import MIB, CaseReport, PeakRSS, Target, latency_summary, measure_variant, redis_used_memory
+from ._harness import MIB, CaseReport, PeakRSS, Target, latency_summary, measure_variant
 from ._run import Run
 
 WAIT_MS = 600_000
@@ -67,18 +67,20 @@ def _wait(app: App, message: Any) -> Any:
 
 
 def broker_memory(run: Run, *, by_reference: bool, size: int, count: int) -> dict[str, float]:
+    """What the queued messages take in Redis: ``MEMORY USAGE`` of the queue's keys (the message hash and the
+    queue list), so other clients of the same server add no noise (``used_memory`` growth would count theirs)."""
     config = _config(run, by_reference=by_reference)
     app = build(config)
     client = redis.Redis.from_url(config.redis_url)
+    keys = (f"{config.namespace}:{config.queue}.msgs", f"{config.namespace}:{config.queue}")
     try:
         consume = app.actors["consume"]
-        before = redis_used_memory(client)
         for _ in range(count):
             consume.send(_argument(size, by_reference=by_reference))
-        after = redis_used_memory(client)
-        bodies = client.hvals(f"{config.namespace}:{config.queue}.msgs")
+        bodies = client.hvals(keys[0])
+        held = sum(client.memory_usage(key, samples=0) or 0 for key in keys)
         return {
-            "bytes_per_message": (after - before) / count,
+            "bytes_per_message": held / count,
             "message_bytes": max(len(body) for body in bodies),
             "payload_mib": size / MIB,
         }
@@ -97,8 +99,8 @@ def run_case(run: Run) -> CaseReport:
         description=(
             f"A bytes argument of {', '.join(f'{size // MIB} MiB' for size in sizes)} on the Redis broker, {count} "
             "messages one at a time: plain Dramatiq with the bytes as a base64 string, against ours with "
-            "max_inline_arg_bytes (the bytes go to a filesystem store at send). Broker memory is Redis used_memory "
-            "growth per queued message with no worker running."
+            "max_inline_arg_bytes (the bytes go to a filesystem store at send). Broker memory is Redis MEMORY USAGE "
+            "of the queue's keys per queued message, with no worker running."
         ),
         chart_metrics=("p50_ms", "peak_growth_mib"),
     )

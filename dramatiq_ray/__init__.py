@@ -19,8 +19,10 @@ from .errors import (
     DramatiqRayError,
     ForeignPointerError,
     InvalidPointerError,
+    MissingArgumentError,
     MissingDependencyError,
     PickleNotAllowedError,
+    PresignError,
     RayExecutionError,
     RayJobStuckError,
     RayNodeDiedError,
@@ -32,10 +34,13 @@ from .errors import (
     RayUnavailableError,
     RayWorkerCrashedError,
     RemoteExceptionError,
+    ResultBackendError,
     RetryOptionsError,
+    SchemaVersionError,
     SpilledResultError,
     StoreUnavailableError,
     UnsupportedResultError,
+    WebhookSignatureError,
 )
 
 # --- results that spill ---
@@ -55,6 +60,14 @@ from .results import (
     gc_blobs,
     get_pointer,
 )
+
+# --- results you can query: the SQL result backend ---
+# isort: split
+from .results.sql import ResultRecord, SQLBackend
+
+# --- result delivery: webhooks, download URLs, waiting from asyncio ---
+# isort: split
+from .delivery import Webhooks, get_result_async, get_result_url
 
 # --- running on Ray ---
 # isort: split
@@ -83,8 +96,10 @@ __all__ = [
     "DramatiqRayError",
     "ForeignPointerError",
     "InvalidPointerError",
+    "MissingArgumentError",
     "MissingDependencyError",
     "PickleNotAllowedError",
+    "PresignError",
     "RayExecutionError",
     "RayJobStuckError",
     "RayNodeDiedError",
@@ -96,10 +111,13 @@ __all__ = [
     "RayUnavailableError",
     "RayWorkerCrashedError",
     "RemoteExceptionError",
+    "ResultBackendError",
     "RetryOptionsError",
+    "SchemaVersionError",
     "SpilledResultError",
     "StoreUnavailableError",
     "UnsupportedResultError",
+    "WebhookSignatureError",
     # results that spill
     "BlobStore",
     "DigestStore",
@@ -115,6 +133,13 @@ __all__ = [
     "find_spilling_backend",
     "gc_blobs",
     "get_pointer",
+    # results you can query
+    "ResultRecord",
+    "SQLBackend",
+    # result delivery
+    "Webhooks",
+    "get_result_async",
+    "get_result_url",
     # running on Ray
     "RayExecutionMiddleware",
     "current_message",

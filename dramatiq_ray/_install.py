@@ -15,11 +15,12 @@ from .errors import ConfigurationError
 from .settings import Settings, load_settings
 
 if TYPE_CHECKING:
+    from .delivery import Webhooks
     from .execution import RayExecutionMiddleware
     from .results import BlobStore, Results
     from .retries import Retries
 
-__all__ = ["Installed", "build_store", "setup"]
+__all__ = ["Installed", "build_result_backend", "build_store", "setup"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +33,8 @@ class Installed:
     results: Results | None
     execution: RayExecutionMiddleware
     retries: Retries
+    #: Installed when ``WEBHOOK_SECRETS`` is set.
+    webhooks: Webhooks | None = None
 
 
 def build_store(settings: Settings) -> BlobStore:
@@ -66,6 +69,42 @@ def build_store(settings: Settings) -> BlobStore:
     raise ConfigurationError(f"RESULT_STORAGE_BACKEND must be one of digest, filesystem, s3, gcs, not {backend!r}.")
 
 
+def build_result_backend(settings: Settings, broker: dramatiq.Broker | None = None) -> ResultBackend | None:
+    """The result backend ``RESULT_BACKEND`` and ``RESULT_BACKEND_URL`` describe; ``None`` when
+    ``RESULT_BACKEND`` is unset (then :func:`setup` chooses from the broker).
+
+    ``redis`` without a URL shares a ``RedisBroker``'s connection; ``sql`` is an :class:`~dramatiq_ray.SQLBackend`.
+
+    Raises:
+      ConfigurationError: ``sql`` without a URL or with a bad one, ``redis`` without a URL on another broker.
+      MissingDependencyError: ``sql`` without the ``sql`` extra.
+    """
+    kind, url = settings.result_backend, settings.result_backend_url
+    if kind is None:
+        return None
+    if kind == "sql":
+        from .results.sql import SQLBackend
+
+        if not url:
+            raise ConfigurationError("RESULT_BACKEND='sql' needs RESULT_BACKEND_URL.")
+        sql_backend: ResultBackend = SQLBackend(url=url)
+        return sql_backend
+    if kind == "redis":
+        from dramatiq.results.backends import RedisBackend
+
+        if url:
+            redis_backend: ResultBackend = RedisBackend(url=url)
+            return redis_backend
+        found = _default_result_backend(broker) if broker is not None else None
+        if found is not None and type(found).__name__ == "RedisBackend":
+            return found
+        raise ConfigurationError(
+            "RESULT_BACKEND='redis' needs RESULT_BACKEND_URL (e.g. 'redis://localhost:6379/0') unless the broker "
+            "is a RedisBroker, whose connection it then shares."
+        )
+    raise ConfigurationError(f"RESULT_BACKEND must be None, 'redis' or 'sql', not {kind!r}.")
+
+
 def _default_result_backend(broker: dramatiq.Broker) -> ResultBackend | None:
     from dramatiq.brokers.stub import StubBroker
 
@@ -92,12 +131,15 @@ def setup(
 
     - **Retries** takes the place of Dramatiq's stock ``Retries`` (``MAX_TASK_ATTEMPTS``,
       ``RETRY_BACKOFF_SECONDS``, ``RETRY_MAX_BACKOFF_SECONDS``, ``RETRY_EXCEPTION_DENYLIST``).
-    - **Results** with a spilling backend (``MAX_RESULT_SIZE_BYTES``, ``RESULT_TTL_SECONDS``,
-      ``RESULT_STORAGE_*``). Its result backend is ``result_backend``, else Redis over the broker's own connection
+    - **Results** with a spilling backend (``MAX_RESULT_SIZE_BYTES``, ``MAX_ARG_SIZE_BYTES``, ``RESULT_TTL_SECONDS``,
+      ``RESULT_STORAGE_*``). Its result backend is ``result_backend``, else the one ``RESULT_BACKEND`` and
+      ``RESULT_BACKEND_URL`` describe (``sql``: an ``SQLBackend``), else Redis over the broker's own connection
       for a ``RedisBroker``, else a ``StubBackend`` for a ``StubBroker``. A broker that already has Dramatiq's
       Results middleware keeps it and its backend, which ours replaces in place.
     - **RayExecutionMiddleware** (``RAY_ADDRESS``, ``RAY_RUNTIME_ENV``, ``RUNNER``, ``STUCK_TASK_TIMEOUT_SECONDS``,
       ``DEFAULT_CONCURRENCY``).
+    - **Webhooks**, when ``WEBHOOK_SECRETS`` is set (``WEBHOOK_URL``, ``WEBHOOK_ALLOW_HTTP``,
+      ``WEBHOOK_MAX_ATTEMPTS``, ``WEBHOOK_MAX_AGE_SECONDS``).
 
     Call it before declaring actors: Dramatiq rejects actor options (``ray_options``, ``max_attempts``, ...) that
     no middleware on the broker declares.
@@ -123,6 +165,8 @@ def setup(
 
     existing_results = [m for m in broker.middleware if isinstance(m, DramatiqResults)]
     backend = result_backend
+    if backend is None:
+        backend = build_result_backend(loaded, broker)  # RESULT_BACKEND, RESULT_BACKEND_URL
     if backend is None and existing_results:
         backend = existing_results[0].backend
     if backend is None:
@@ -141,6 +185,7 @@ def setup(
         backend=backend,
         store=store,
         max_inline_bytes=loaded.max_result_size_bytes,
+        max_inline_arg_bytes=loaded.max_arg_size_bytes,
         on_store_error=loaded.result_on_store_error,
         result_ttl=int(loaded.result_ttl_seconds * 1000),
     )
@@ -159,10 +204,23 @@ def setup(
         job_python=loaded.ray_job_python,
         max_in_flight=loaded.default_concurrency,
     )
+    webhooks = None
+    if loaded.webhook_secrets:
+        from .delivery import Webhooks
+
+        webhooks = Webhooks(
+            secrets=list(loaded.webhook_secrets),
+            url=loaded.webhook_url,
+            allow_http=loaded.webhook_allow_http,
+            max_attempts=loaded.webhook_max_attempts,
+            max_age=int(loaded.webhook_max_age_seconds * 1000),
+        )
     for old in existing_results:
         broker.middleware.remove(old)
     broker.add_middleware(results)
     broker.add_middleware(retries)
     broker.add_middleware(execution)
+    if webhooks is not None:
+        broker.add_middleware(webhooks)
     logger.info("dramatiq-ray installed on %s with settings %s.", type(broker).__name__, loaded.redacted())
-    return Installed(settings=loaded, results=results, execution=execution, retries=retries)
+    return Installed(settings=loaded, results=results, execution=execution, retries=retries, webhooks=webhooks)

@@ -26,6 +26,7 @@ __all__ = [
     "InvalidPointerError",
     "MissingDependencyError",
     "PickleNotAllowedError",
+    "PresignError",
     "RayExecutionError",
     "RayJobStuckError",
     "RayNodeDiedError",
@@ -37,10 +38,13 @@ __all__ = [
     "RayUnavailableError",
     "RayWorkerCrashedError",
     "RemoteExceptionError",
+    "ResultBackendError",
     "RetryOptionsError",
+    "SchemaVersionError",
     "SpilledResultError",
     "StoreUnavailableError",
     "UnsupportedResultError",
+    "WebhookSignatureError",
 ]
 
 
@@ -135,6 +139,23 @@ class BlobReadError(SpilledResultError):
 
 class BlobNotFoundError(BlobReadError):
     """The blob a pointer names does not exist (deleted by lifecycle rules or by hand)."""
+
+
+class MissingArgumentError(BlobNotFoundError):
+    """An argument sent by reference (``max_inline_arg_bytes``) is no longer in the store: its message can never
+    run, so dramatiq-ray's Retries fails it at once (with Dramatiq's own Retries, add it to the actor's
+    ``throws``). ``argument`` names it: ``"args[0]"`` or ``"kwargs['image']"``."""
+
+    def __init__(self, message: str, *, pointer: str, argument: str) -> None:
+        self.argument = argument
+        super().__init__(message, pointer=pointer)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_missing_argument, (str(self), self.pointer, self.argument))
+
+
+def _rebuild_missing_argument(message: str, pointer: str, argument: str) -> MissingArgumentError:
+    return MissingArgumentError(message, pointer=pointer, argument=argument)
 
 
 class BlobIntegrityError(BlobReadError):
@@ -244,3 +265,32 @@ class DecryptionError(SpilledResultError):
     def __init__(self, message: str, *, key_id: str) -> None:
         self.key_id = key_id
         super().__init__(message)
+
+
+# --- result delivery: presigned URLs and webhooks ------------------------------------------------------------
+
+
+class PresignError(SpilledResultError):
+    """A download URL could not be made for a spilled result: the store has no URLs (``FilesystemStore``,
+    ``DigestStore``), or its credentials cannot sign (GCS without a service-account key). The message says which
+    store and what to configure; ``get_result()`` still reads the value."""
+
+
+class WebhookSignatureError(DramatiqRayError, ValueError):
+    """A webhook request failed verification: its signature header is missing or malformed, its timestamp is
+    outside the tolerance, or no signature matches any of the secrets. Answer it with 400 and do not act on it."""
+
+
+# --- the SQL result backend ----------------------------------------------------------------------------------
+
+
+class ResultBackendError(ResultError, DramatiqRayError):
+    """The result backend's database could not be reached to store or read a result (after retrying for its
+    ``store_timeout`` when storing). ``dramatiq_ray.Results`` runs a message whose outcome could not be stored
+    again, rather than acknowledge it with no result. Unlike ``ResultMissing``, this does not mean "not done
+    yet"."""
+
+
+class SchemaVersionError(ConfigurationError):
+    """The result tables' schema version does not match this version of dramatiq-ray: newer (upgrade
+    dramatiq-ray), or older with ``migrate=False`` (migrate them)."""

@@ -14,6 +14,8 @@ any exposition of the default registry) serves them beside Dramatiq's. Names sta
 | ``dramatiq_ray_system_failures_total`` | counter | ``error`` |
 | ``dramatiq_ray_retries_total`` | counter | ``actor_name``, ``exception`` |
 | ``dramatiq_ray_retry_denials_total`` | counter | ``actor_name``, ``exception`` |
+| ``dramatiq_ray_webhook_attempts_total`` | counter | ``result`` |
+| ``dramatiq_ray_webhook_deliveries_total`` | counter | ``outcome`` |
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ __all__ = [
     "record_retry_denied",
     "record_spill",
     "record_spill_fallback",
+    "record_webhook_attempt",
+    "record_webhook_outcome",
 ]
 
 _lock = threading.Lock()
@@ -71,6 +75,16 @@ def _create() -> dict[str, Any]:
             "dramatiq_ray_retry_denials",
             "Messages failed at once because their exception is on the denylist.",
             ["actor_name", "exception"],
+        ),
+        "webhook_attempts": Counter(
+            "dramatiq_ray_webhook_attempts",
+            "Webhook POSTs, by result (2xx, 410, 3xx, 4xx, 5xx, timeout, connection, redirect).",
+            ["result"],
+        ),
+        "webhook_deliveries": Counter(
+            "dramatiq_ray_webhook_deliveries",
+            "Webhooks settled, by outcome: delivered, gone (410), failed (attempts or age exhausted), refused.",
+            ["outcome"],
         ),
     }
 
@@ -139,3 +153,17 @@ def record_retry_denied(actor_name: str, error: BaseException) -> None:
     metric = _get("denials")
     if metric is not None:
         metric.labels(actor_name, type(error).__name__).inc()
+
+
+def record_webhook_attempt(result: str) -> None:
+    """One webhook POST ended with ``result`` (``2xx``, ``410``, ``5xx``, ``timeout``, ``connection``, ...)."""
+    metric = _get("webhook_attempts")
+    if metric is not None:
+        metric.labels(result).inc()
+
+
+def record_webhook_outcome(outcome: str) -> None:
+    """A webhook was settled: ``delivered``, ``gone`` (410), ``failed`` (given up) or ``refused`` (redirect)."""
+    metric = _get("webhook_deliveries")
+    if metric is not None:
+        metric.labels(outcome).inc()

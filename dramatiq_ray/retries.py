@@ -39,7 +39,7 @@ from ._retry_rules import (
     resolve_max_retries,
     type_name,
 )
-from .errors import ConfigurationError
+from .errors import ConfigurationError, MissingArgumentError
 
 __all__ = ["DEFAULT_JITTER", "Retries"]
 
@@ -290,6 +290,12 @@ class Retries(StockRetries):
                 message.message_id,
                 message.actor_name,
                 exception,
+            )
+            return True
+        if isinstance(exception, MissingArgumentError):
+            # An argument sent by reference is gone from the store: no retry can bring it back.
+            self.logger.error(
+                "Not retrying message %r of actor %r: %s", message.message_id, message.actor_name, exception
             )
             return True
         denied = self.denied_by(exception, option_denylist(message.options, actor.options))

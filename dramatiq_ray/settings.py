@@ -63,6 +63,7 @@ class Settings:
     ray_job_address: str | None = None
     ray_job_python: str | None = None
     max_result_size_bytes: int = 1024 * 1024
+    max_arg_size_bytes: int | None = None
     result_ttl_seconds: float = 600
     result_storage_backend: str = "digest"
     result_on_store_error: str = "fail"
@@ -73,6 +74,13 @@ class Settings:
     result_storage_s3_endpoint_url: str | None = None
     result_storage_gcs_bucket: str | None = None
     result_storage_gcs_prefix: str = "dramatiq-ray/results"
+    result_backend: str | None = None
+    result_backend_url: str | None = None
+    webhook_url: str | None = None
+    webhook_secrets: list[str] = field(default_factory=list)
+    webhook_allow_http: bool = False
+    webhook_max_attempts: int = 10
+    webhook_max_age_seconds: float = 86400
 
     def as_dict(self) -> dict[str, Any]:
         """The settings as a mapping of upper-case names, as they are written in configuration."""
@@ -81,10 +89,12 @@ class Settings:
     def redacted(self) -> dict[str, Any]:
         """The settings for display: values that may carry credentials (URLs, runtime env) are masked."""
         shown = self.as_dict()
-        for name in ("RAY_ADDRESS", "RESULT_STORAGE_S3_ENDPOINT_URL"):
+        for name in ("RAY_ADDRESS", "RESULT_STORAGE_S3_ENDPOINT_URL", "RESULT_BACKEND_URL"):
             shown[name] = _redact_url(shown[name])
         if shown["RAY_RUNTIME_ENV"]:
             shown["RAY_RUNTIME_ENV"] = {key: "…" for key in shown["RAY_RUNTIME_ENV"]}
+        shown["WEBHOOK_SECRETS"] = ["…" for _ in shown["WEBHOOK_SECRETS"] or []]
+        shown["WEBHOOK_URL"] = _redact_url(shown["WEBHOOK_URL"])
         return shown
 
 
@@ -119,6 +129,15 @@ def _parse_mapping(text: str) -> Any:
     return json.loads(text) if text.strip() else {}
 
 
+def _parse_bool(text: str) -> Any:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("expected true or false")
+
+
 def _parse_list(text: str) -> Any:
     stripped = text.strip()
     if stripped.startswith("["):
@@ -137,9 +156,15 @@ _ENV_PARSERS: dict[str, Callable[[str], Any]] = {
     "RETRY_EXCEPTION_DENYLIST": _parse_list,
     "STUCK_TASK_TIMEOUT_SECONDS": _parse_number,
     "MAX_RESULT_SIZE_BYTES": _parse_int,
+    "MAX_ARG_SIZE_BYTES": lambda text: None if _parse_optional_str(text) is None else _parse_int(text),
     "RESULT_TTL_SECONDS": _parse_number,
     "RESULT_STORAGE_BACKEND": lambda text: text.strip().lower(),
     "RESULT_ON_STORE_ERROR": lambda text: text.strip().lower(),
+    "WEBHOOK_SECRETS": _parse_list,
+    "WEBHOOK_ALLOW_HTTP": _parse_bool,
+    "WEBHOOK_MAX_ATTEMPTS": _parse_int,
+    "WEBHOOK_MAX_AGE_SECONDS": _parse_number,
+    "RESULT_BACKEND": lambda text: None if _parse_optional_str(text) is None else text.strip().lower(),
 }
 
 
@@ -241,6 +266,13 @@ def _validate(values: dict[str, Any], problems: list[str]) -> None:
     if job_python is not None and (not isinstance(job_python, str) or not job_python.strip()):
         problems.append(f"RAY_JOB_PYTHON must be None or the path of a Python executable, not {job_python!r}.")
     _check_number("MAX_RESULT_SIZE_BYTES", values["MAX_RESULT_SIZE_BYTES"], problems, minimum=0, integer=True)
+    if values["MAX_ARG_SIZE_BYTES"] is not None:
+        _check_number("MAX_ARG_SIZE_BYTES", values["MAX_ARG_SIZE_BYTES"], problems, minimum=0, integer=True)
+        if values["RESULT_STORAGE_BACKEND"] == "digest":
+            problems.append(
+                "MAX_ARG_SIZE_BYTES sends big arguments through the result store, and RESULT_STORAGE_BACKEND is "
+                "'digest' (it keeps nothing): set it to filesystem, s3 or gcs."
+            )
     _check_number("RESULT_TTL_SECONDS", values["RESULT_TTL_SECONDS"], problems, minimum=1)
     on_store_error = values["RESULT_ON_STORE_ERROR"]
     if on_store_error not in ON_STORE_ERROR:
@@ -272,6 +304,8 @@ def _validate(values: dict[str, Any], problems: list[str]) -> None:
     for name in ("RESULT_STORAGE_S3_PREFIX", "RESULT_STORAGE_GCS_PREFIX"):
         if not isinstance(values[name], str):
             problems.append(f"{name} must be a string, not {values[name]!r}.")
+    _validate_result_backend(values["RESULT_BACKEND"], values["RESULT_BACKEND_URL"], problems)
+    _validate_webhooks(values, problems)
     backend = values["RESULT_STORAGE_BACKEND"]
     if backend not in BACKENDS:
         problems.append(f"RESULT_STORAGE_BACKEND must be one of {', '.join(BACKENDS)}, not {backend!r}.")
@@ -286,6 +320,66 @@ def _validate(values: dict[str, Any], problems: list[str]) -> None:
                 f"RESULT_STORAGE_BACKEND={backend!r} needs the {module.split('.')[0]!r} package: "
                 f'pip install "dramatiq-ray[{extra}]"'
             )
+
+
+#: RESULT_BACKEND: the Dramatiq result backend that keeps results (and pointers); None chooses from the broker.
+RESULT_BACKENDS = ("redis", "sql")
+_RESULT_BACKEND_SCHEMES = {
+    "redis": ("redis://", "rediss://", "unix://"),
+    "sql": ("sqlite:", "sqlite+pysqlite:", "postgresql:", "postgres:", "postgresql+psycopg:"),
+}
+
+
+def _validate_result_backend(backend: Any, url: Any, problems: list[str]) -> None:
+    if backend is None:
+        if url is not None:
+            problems.append("RESULT_BACKEND_URL is set but RESULT_BACKEND is not: set RESULT_BACKEND to redis or sql.")
+        return
+    if backend not in RESULT_BACKENDS:
+        problems.append(f"RESULT_BACKEND must be None, {' or '.join(RESULT_BACKENDS)}, not {backend!r}.")
+        return
+    _check_optional_str("RESULT_BACKEND_URL", url, problems)
+    if not isinstance(url, str):
+        if backend == "sql":
+            problems.append(
+                "RESULT_BACKEND='sql' needs RESULT_BACKEND_URL, e.g. 'sqlite:////var/lib/dramatiq-ray/results.db' "
+                "or 'postgresql://user@host/dbname'."
+            )
+        return
+    schemes = _RESULT_BACKEND_SCHEMES[backend]
+    if not url.lower().startswith(schemes):
+        problems.append(
+            f"RESULT_BACKEND_URL must start with {', '.join(schemes)} for RESULT_BACKEND={backend!r}, not "
+            f"{_redact_url(url)!r}."
+        )
+    elif backend == "sql":
+        needed = ["sqlalchemy"] + (["psycopg"] if url.lower().startswith("postgres") else [])
+        missing = [module for module in needed if not _module_available(module)]
+        if missing:
+            problems.append(
+                f"RESULT_BACKEND='sql' needs the {', '.join(missing)} package(s): pip install \"dramatiq-ray[sql]\""
+            )
+
+
+def _validate_webhooks(values: dict[str, Any], problems: list[str]) -> None:
+    secrets, url, allow_http = values["WEBHOOK_SECRETS"], values["WEBHOOK_URL"], values["WEBHOOK_ALLOW_HTTP"]
+    if not isinstance(secrets, list | tuple) or not all(isinstance(s, str) and s for s in secrets):
+        problems.append("WEBHOOK_SECRETS must be a list of non-empty strings (several while rotating).")
+    elif url is not None and not secrets:
+        problems.append("WEBHOOK_URL is set but WEBHOOK_SECRETS is empty: webhooks are always signed; give a secret.")
+    if not isinstance(allow_http, bool):
+        problems.append(f"WEBHOOK_ALLOW_HTTP must be true or false, not {allow_http!r}.")
+    _check_optional_str("WEBHOOK_URL", url, problems)
+    if isinstance(url, str):
+        scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+        if scheme not in ("https", "http"):
+            problems.append(f"WEBHOOK_URL must be an https:// URL, not {_redact_url(url)!r}.")
+        elif scheme == "http" and allow_http is not True:
+            problems.append(
+                "WEBHOOK_URL is plain http: use https, or set WEBHOOK_ALLOW_HTTP=true for a trusted network."
+            )
+    _check_number("WEBHOOK_MAX_ATTEMPTS", values["WEBHOOK_MAX_ATTEMPTS"], problems, minimum=1, integer=True)
+    _check_number("WEBHOOK_MAX_AGE_SECONDS", values["WEBHOOK_MAX_AGE_SECONDS"], problems, minimum=1, maximum=_WEEK)
 
 
 def _module_available(module: str) -> bool:
@@ -334,4 +428,6 @@ def load_settings(
             raise ConfigurationError(f"dramatiq-ray settings have {len(problems)} problem(s):\n{listing}", problems)
     if isinstance(values["RETRY_EXCEPTION_DENYLIST"], tuple):
         values["RETRY_EXCEPTION_DENYLIST"] = list(values["RETRY_EXCEPTION_DENYLIST"])
+    if isinstance(values["WEBHOOK_SECRETS"], tuple):
+        values["WEBHOOK_SECRETS"] = list(values["WEBHOOK_SECRETS"])
     return Settings(**{name.lower(): value for name, value in values.items()})

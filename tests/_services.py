@@ -135,6 +135,88 @@ def delete_rabbitmq_queues(url: str, queue_names: set[str]) -> None:
         connection.close()
 
 
+# --- PostgreSQL ----------------------------------------------------------------------------------------------
+
+
+def postgres_answers(url: str) -> bool:
+    try:
+        import psycopg
+    except ImportError:
+        return False
+    try:
+        with psycopg.connect(url, connect_timeout=2) as connection:
+            connection.execute("SELECT 1")
+        return True
+    except Exception:
+        return False
+
+
+@contextlib.contextmanager
+def postgres_server() -> Iterator[str]:
+    """Yield a PostgreSQL URL (``postgresql://...``): ``DRAMATIQ_RAY_POSTGRES_URL``, else the local server at
+    127.0.0.1:5432 (trust authentication, database ``test``, user ``postgres`` or ``root``), else a private
+    server started with ``initdb``/``pg_ctl`` on a free port, else skip (fail when services are required)."""
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        unavailable('psycopg is not installed: pip install ".[sql]"')
+    explicit = os.environ.get("DRAMATIQ_RAY_POSTGRES_URL")
+    if explicit:
+        if not postgres_answers(explicit):
+            unavailable("DRAMATIQ_RAY_POSTGRES_URL does not answer")
+        yield explicit
+        return
+    for user in ("postgres", "root"):
+        local = f"postgresql://{user}@127.0.0.1:5432/test"
+        if postgres_answers(local):
+            yield local
+            return
+    with _private_postgres() as url:
+        yield url
+
+
+@contextlib.contextmanager
+def _private_postgres() -> Iterator[str]:
+    initdb, pg_ctl = shutil.which("initdb"), shutil.which("pg_ctl")
+    if initdb is None or pg_ctl is None:
+        unavailable(
+            "no PostgreSQL at 127.0.0.1:5432 (database test), DRAMATIQ_RAY_POSTGRES_URL is unset, and initdb/pg_ctl "
+            "are not installed"
+        )
+    # PostgreSQL refuses to run as root: run it as the 'postgres' user when the tests run as root.
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        import pwd
+
+        try:
+            owner = pwd.getpwnam("postgres")
+        except KeyError:
+            unavailable("running as root and there is no 'postgres' user to start a private PostgreSQL as")
+        prefix = ["runuser", "-u", "postgres", "--"]
+    port = free_port()
+    workdir = tempfile.mkdtemp(prefix="dramatiq-ray-pg-")
+    if prefix:
+        os.chown(workdir, owner.pw_uid, owner.pw_gid)
+    data = os.path.join(workdir, "data")
+    try:
+        subprocess.run(
+            [*prefix, initdb, "-D", data, "-A", "trust", "-U", "postgres"], check=True, capture_output=True, timeout=120
+        )
+        options = f"-p {port} -k {workdir} -c listen_addresses=127.0.0.1 -c fsync=off"
+        log = os.path.join(workdir, "log")
+        subprocess.run([*prefix, pg_ctl, "-D", data, "-o", options, "-l", log, "-w", "start"], check=True, timeout=120)
+        admin = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        wait_until(lambda: postgres_answers(admin), timeout=30, what="the private PostgreSQL to answer")
+        import psycopg
+
+        with psycopg.connect(admin, autocommit=True) as connection:
+            connection.execute("CREATE DATABASE test")
+        yield f"postgresql://postgres@127.0.0.1:{port}/test"
+    finally:
+        subprocess.run([*prefix, pg_ctl, "-D", data, "-m", "immediate", "-w", "stop"], capture_output=True, timeout=60)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 # --- S3 (moto's server, over HTTP) ---------------------------------------------------------------------------
 
 

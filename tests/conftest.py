@@ -190,6 +190,17 @@ def ray_head() -> Iterator[Any]:
     assert not leftovers, f"Ray head processes left behind: {sorted(leftovers)}"
 
 
+# --- PostgreSQL ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL database URL (see ``_services.postgres_server``); tests keep their tables apart with a
+    table prefix of their own (``tests/sql/conftest.py``)."""
+    with _services.postgres_server() as url:
+        yield url
+
+
 # --- S3 and GCS ----------------------------------------------------------------------------------------------
 
 

@@ -15,7 +15,7 @@ from tests._services import REPO_ROOT, free_port
 
 pytestmark = pytest.mark.cli
 
-EXAMPLES = ("basic", "s3", "cluster", "pipelines", "arrays")
+EXAMPLES = ("basic", "s3", "cluster", "pipelines", "arrays", "big_inputs", "webhooks")
 #: The examples start Ray and dramatiq workers: generous, because a timeout here is a failure, not a bound.
 RUN_TIMEOUT = 540
 
@@ -152,3 +152,25 @@ def test_arrays_example_returns_numpy_arrays_computed_on_ray(example_env: Any, t
     assert "simulate(512) = ndarray float64 (512, 512)" in out and "codec=npy" in out
     assert "'shape': [256, 256], 'dtype': 'float64'" in out
     assert "thumbnail(16) = ndarray uint8 (16, 16)" in out
+
+
+@pytest.mark.timeout(RUN_TIMEOUT + 60)
+def test_big_inputs_example_sends_arguments_by_reference_and_releases_them(example_env: Any, tmp_path: Path) -> None:
+    out = succeeded(run_example("big_inputs", example_env))
+
+    assert "All results were as expected." in out
+    assert "first: 33554432 bytes" in out and "worker saw a reference" in out
+    assert "small: 1024 bytes" in out and "worker saw the value inline" in out
+    assert "Argument blobs left once every message is done: 0." in out
+
+
+@pytest.mark.timeout(RUN_TIMEOUT + 60)
+def test_webhooks_example_delivers_signed_webhooks_and_awaits_results_from_asyncio(example_env: Any) -> None:
+    out = succeeded(run_example("webhooks", example_env))
+
+    assert "All webhooks arrived, signed and as expected." in out
+    assert "asyncio.gather over the 7 results: ['dict', 'dict', 'dict', 'dict', 'dict', 'list', 'ResultFailure']" in out
+    assert "render(1) webhook: status=succeeded, result={'value': {'frame': 1, 'pixels': 1000}}" in out
+    assert "report(5000) webhook: spilled, pointer=resultfs://sha256/" in out
+    assert "divide(1, 0) webhook: status=failed after 2 attempts, error={'type': 'ZeroDivisionError'" in out
+    assert "Verified POSTs: 8, refused: 0, duplicates: 0." in out

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import IO
 
 from ..errors import ConfigurationError, DramatiqRayError
-from . import _check, _gc, _result, _verify
+from . import _check, _gc, _result, _results, _verify
 from ._common import EXIT_FAILED, EXIT_MISSING, EXIT_OK, EXIT_USAGE, UsageError
 from ._parser import build_parser, parse_duration
 
@@ -27,6 +27,7 @@ __all__ = ["EXIT_FAILED", "EXIT_MISSING", "EXIT_OK", "EXIT_USAGE", "main", "pars
 _COMMANDS: dict[str, Callable[[argparse.Namespace, IO[str]], int]] = {
     "check": _check.run,
     "result": _result.run,
+    "results": _results.run,
     "gc": _gc.run,
     "verify": _verify.run,
 }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import IO, Any
 
+from . import _results
 from ._common import EXIT_OK, FROM_SETTINGS, Sources, UsageError, format_duration
 
 
@@ -37,11 +38,14 @@ def run(args: argparse.Namespace, out: IO[str]) -> int:
     sources = Sources.load(args.broker)
     store, source = sources.store()
     if not store.persistent:
+        if _results.collect_rows(sources, None, args, out):  # an SQLBackend's expired rows, even with no blobs
+            return EXIT_OK
         raise _no_store(store.describe(), source, sources)
     out.write(f"store: {store.describe()} ({source})\n")
     ttl, where = sources.longest_result_ttl()
     if args.older_than < ttl and not args.force:
         raise _too_young(args.older_than, ttl, where)
+    _results.collect_rows(sources, store, args, out)  # an SQLBackend: expired rows, and blobs only they pointed to
     counts = {"seen": 0}
 
     def progress(info: Any, action: str) -> None:

@@ -26,11 +26,18 @@ def parse_duration(text: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
+def _positive_int(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of ``dramatiq-ray``; ``args.command`` names the command chosen."""
     parser = argparse.ArgumentParser(
         prog="dramatiq-ray",
-        description="Operate dramatiq-ray: check a deployment, read results, collect old blobs, verify blobs. "
+        description="Operate dramatiq-ray: check a deployment, read results, list recorded results, collect old blobs, "
+        "verify blobs. "
         "With --broker, the store, result backend and Ray address are the ones configured on that broker; "
         "settings (DRAMATIQ_RAY_SETTINGS=module:attr and DRAMATIQ_RAY_* environment variables) fill in the rest.",
         epilog="Exit codes: 0 success; 1 a check or verification failed, the message failed, or a store error; "
@@ -65,6 +72,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gc.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
     gc.add_argument("-v", "--verbose", action="store_true", help="list every blob scanned")
+    gc.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=1000,
+        metavar="N",
+        help="with an SQL result backend: delete its expired rows N at a time (default 1000)",
+    )
+
+    results = commands.add_parser("results", help="list the messages an SQL result backend recorded")
+    listing = results.add_subparsers(dest="results_command", required=True, metavar="SUBCOMMAND")
+    listed = listing.add_parser("list", help="list recorded messages, newest first")
+    listed.add_argument("--actor", help="only this actor's messages")
+    listed.add_argument(
+        "--status",
+        action="append",
+        choices=("enqueued", "running", "success", "failure", "skipped"),
+        help="only messages with this status (repeatable)",
+    )
+    listed.add_argument(
+        "--since", type=parse_duration, metavar="DURATION", help="only messages changed in the last 90m, 1h, 7d..."
+    )
+    listed.add_argument("--limit", type=_positive_int, default=100, metavar="N", help="at most N (default 100)")
+    listed.add_argument("--json", action="store_true", help="print a JSON array of records")
+    listed.add_argument("--url", help="the database URL (sqlite:///..., postgresql://...) instead of the broker's")
+    listed.add_argument("--table-prefix", help="with --url: the backend's table_prefix (default dramatiq_ray_)")
+    listed.add_argument("--broker", metavar="MODULE[:ATTR]", help=_BROKER_HELP)
 
     verify = commands.add_parser("verify", help="read the blob a pointer names and check its size and SHA-256")
     verify.add_argument("pointer", metavar="POINTER")

@@ -33,19 +33,20 @@ import dramatiq
 from dramatiq.encoder import Encoder
 
 from ..errors import BlobNotFoundError, ConfigurationError, MissingArgumentError
-from .codecs import encode_value
-from .compression import compress
-from .marker import InlineValue, StoredArgument, is_argument_shape, is_inline_shape, is_spilled_shape
-from .pointers import digest_of, parse_pointer, with_reading
-from .stores.base import BlobInfo, BlobStore
+from .codecs import encode_parts
+from .compression import seal
+from .marker import ARGUMENT_KEY, InlineValue, StoredArgument, is_argument_shape, is_inline_shape, is_spilled_shape
+from .pointers import parse_pointer, with_reading
+from .stores._payload import join_parts, parts_of, size_of
+from .stores.base import BlobInfo, BlobStore, payload_digest, put_payload
 
 __all__ = [
     "ARGUMENTS_CHILD",
     "MAX_INLINE_ARG_BYTES_OPTION",
-    "REFERENCES_OPTION",
     "ArgumentEncoder",
     "ArgumentPlan",
     "check_arg_threshold",
+    "held_pointers",
     "offer",
     "read_argument",
     "release",
@@ -56,8 +57,6 @@ logger = logging.getLogger(__name__)
 #: The Results, actor and message option: arguments whose encoded size is over this many bytes are sent by
 #: reference (``None``, the default: never).
 MAX_INLINE_ARG_BYTES_OPTION = "max_inline_arg_bytes"
-#: The message option listing the pointers of the argument blobs a message holds a reference to.
-REFERENCES_OPTION = "dramatiq_ray_arguments"
 #: The child of the result store where argument blobs live (``<root>/args``, ``<prefix>/args``).
 ARGUMENTS_CHILD = "args"
 _REFS = "refs"
@@ -111,39 +110,29 @@ class ArgumentPlan:
           BlobWriteError: the store could not be written: the send fails and nothing is enqueued.
         """
         message_id = data["message_id"]
-        pointers: list[str] = []
-        args = [self._one(value, message_id, pointers) for value in data.get("args") or ()]
-        kwargs = {key: self._one(value, message_id, pointers) for key, value in (data.get("kwargs") or {}).items()}
-        if not pointers and args == list(data.get("args") or ()) and kwargs == (data.get("kwargs") or {}):
-            return data
-        options = dict(data.get("options") or {})
-        if pointers:
-            options[REFERENCES_OPTION] = sorted({*options.get(REFERENCES_OPTION, ()), *pointers})
-        return {**data, "args": args, "kwargs": kwargs, "options": options}
+        args = [self._one(value, message_id) for value in data.get("args") or ()]
+        kwargs = {key: self._one(value, message_id) for key, value in (data.get("kwargs") or {}).items()}
+        return {**data, "args": args, "kwargs": kwargs}
 
-    def _one(self, value: Any, message_id: str, pointers: list[str]) -> Any:
+    def _one(self, value: Any, message_id: str) -> Any:
         if value is None or is_argument_shape(value) or is_spilled_shape(value) or is_inline_shape(value):
             return value
         try:
-            codec, payload = encode_value(value, self.encoder, allow_pickle=self.allow_pickle)
+            codec, parts = encode_parts(value, self.encoder, allow_pickle=self.allow_pickle)
         except Exception:
             return value  # the broker's encoder raises its own error, as it would without offloading
-        if len(payload) <= self.max_inline_arg_bytes:
-            return value if codec == "json" else InlineValue(codec, base64.b64encode(payload).decode("ascii"))
-        compression, data = compress(payload, self.compression, self.compression_level)
-        key_id = None
-        if self.encryption is not None:
-            key_id, data = self.encryption.encrypt(data)
-        digest = digest_of(data)
+        payload = parts_of(parts)
+        if size_of(payload) <= self.max_inline_arg_bytes:
+            if codec == "json":
+                return value
+            return InlineValue(codec, base64.b64encode(join_parts(payload)).decode("ascii"))
+        stored, compression, key_id = seal(payload, self.compression, self.compression_level, self.encryption)
+        digest = payload_digest(stored)
         # The reference first: a message finishing meanwhile then sees it and leaves the blob in place.
         self.store.put_named(_reference_name(digest, message_id), b"")
         pointer = with_reading(
-            self.store.put(digest, data if isinstance(data, bytes) else bytes(data)),
-            codec=codec,
-            compression=compression,
-            key_id=key_id,
+            put_payload(self.store, stored, digest), codec=codec, compression=compression, key_id=key_id
         )
-        pointers.append(pointer)
         return StoredArgument(pointer)
 
 
@@ -164,6 +153,12 @@ def read_argument(store: BlobStore | None, value: Any, where: str, read: Callabl
             pointer=pointer,
             argument=where,
         ) from error
+
+
+def held_pointers(args: Any, kwargs: Any) -> list[str]:
+    """The pointers of the arguments a message carries by reference (what it holds references to)."""
+    values = [*(args or ()), *(kwargs or {}).values()]
+    return sorted({value[ARGUMENT_KEY] for value in values if is_argument_shape(value)})
 
 
 def release(store: BlobStore, message_id: str, pointers: list[str]) -> None:

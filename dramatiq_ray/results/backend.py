@@ -191,7 +191,7 @@ class SpillingBackend(ResultBackend):
             if unencodable is None:
                 raise
             failure = TypeError(
-                f"The result of actor {message.actor_name!r} cannot be encoded by {type(self.encoder).__name__} "
+                f"The result of actor {message.actor_name!r} cannot be encoded by {_encoder_name(self.encoder)} "
                 f"({unencodable}); return bytes, a numpy array, an Arrow table or a DataFrame, or a value the "
                 "encoder accepts (JSON: dicts, lists, strings, numbers, booleans, None); or set allow_pickle=True "
                 "on Results, the actor or the message."
@@ -323,3 +323,8 @@ def _encoding_error(encoder: Any, value: Any) -> str | None:
     except Exception as error:
         return f"{type(error).__name__}: {error}"
     return None
+
+
+def _encoder_name(encoder: object) -> str:
+    """The name of the encoder that encodes results: the one an ``ArgumentEncoder`` (arguments by reference) wraps."""
+    return type(getattr(encoder, "inner", encoder)).__name__

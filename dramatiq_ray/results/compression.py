@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import lzma
 import zlib
+from collections.abc import Sequence
 from typing import Any
 
 from ..errors import BlobIntegrityError, ConfigurationError, MissingDependencyError
 
-__all__ = ["COMPRESSIONS", "check_compression", "compress", "decompress"]
+__all__ = ["COMPRESSIONS", "check_compression", "compress", "decompress", "seal"]
 
 COMPRESSIONS: tuple[str, ...] = ("zstd", "gzip", "lzma")
 
@@ -67,6 +68,23 @@ def _zstandard(feature: str) -> Any:
 
 def _size(data: bytes | memoryview) -> int:
     return data.nbytes if isinstance(data, memoryview) else len(data)
+
+
+def seal(
+    parts: Sequence[memoryview], method: str | None, level: int | None, encryption: Any
+) -> tuple[Sequence[memoryview] | bytes | memoryview, str | None, str | None]:
+    """What goes to the store for a serialized payload: compressed with ``method`` (when it saves 10%), then
+    encrypted with ``encryption`` (an ``EncryptionKeys``, or ``None``). Returns (payload, compression used, key
+    id); with neither step asked for, ``parts`` themselves, uncopied.
+    """
+    if method is None and encryption is None:
+        return parts, None, None
+    joined = parts[0] if len(parts) == 1 else b"".join(parts)
+    compression, data = compress(joined, method, level)
+    key_id = None
+    if encryption is not None:
+        key_id, data = encryption.encrypt(data)
+    return data, compression, key_id
 
 
 def compress(

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from ..errors import ConfigurationError
+from .arguments import ARGUMENTS_CHILD, collectable
 from .stores.base import BlobInfo, BlobStore
 
 __all__ = ["GCReport", "gc_blobs"]
@@ -44,7 +45,12 @@ def gc_blobs(
       store: The store to clean (a ``DigestStore`` holds nothing).
       older_than: The age bound, in seconds or as a ``timedelta``. It must exceed the longest ``result_ttl`` of
         the actors that spill to this store (Dramatiq's default is 10 minutes), plus the longest time a result
-        can wait in a queue (a pipeline's next message carries the pointer).
+        can wait in a queue (a pipeline's next message carries the pointer), and the longest time a message
+        with arguments sent by reference can wait (its reference is as old as its send).
+
+    Argument blobs (``max_inline_arg_bytes``, in the store's ``args`` child) are collected too: a reference
+    older than ``older_than`` is an orphan (a producer that failed between upload and enqueue, a lost message)
+    and goes; a blob goes once it is older than ``older_than`` and no younger reference holds it.
       dry_run: Only report what would be deleted.
       progress: Called with each blob and ``"kept"``, ``"deleted"``, ``"would delete"`` or ``"skipped"`` (it
         was referenced again while collecting).
@@ -65,20 +71,43 @@ def gc_blobs(
     cutoff = (time.time() if now is None else now) - seconds
     report = GCReport(dry_run=dry_run)
     for info in store.list_blobs():
-        report.scanned += 1
-        if info.modified >= cutoff:
-            outcome = "kept"
-        elif dry_run:
-            outcome = "would delete"
-        elif store.delete_blob(info, cutoff=cutoff):
-            outcome = "deleted"
-        else:
-            outcome = "skipped"
-        if outcome in ("deleted", "would delete"):
-            report.deleted.append(info.name)
-            report.bytes_freed += info.size
-        else:
-            report.kept += 1
-        if progress is not None:
-            progress(info, outcome)
+        _collect(store, info, info.modified < cutoff, cutoff, report, progress)
+    if store.persistent:
+        # Argument blobs (max_inline_arg_bytes): a blob goes once no reference younger than the cutoff holds it.
+        arguments = store.child(ARGUMENTS_CHILD)
+        for info, old in collectable(arguments, cutoff):
+            _collect(arguments, info, old, cutoff, report, progress, prefix=f"{ARGUMENTS_CHILD}/")
     return report
+
+
+def _collect(
+    store: BlobStore,
+    info: BlobInfo,
+    old: bool,
+    cutoff: float,
+    report: GCReport,
+    progress: Callable[[BlobInfo, str], None] | None,
+    *,
+    prefix: str = "",
+) -> None:
+    report.scanned += 1
+    dry_run = report.dry_run
+    if not old:
+        outcome = "kept"
+    elif dry_run:
+        outcome = "would delete"
+    elif store.delete_blob(info, cutoff=cutoff):
+        outcome = "deleted"
+    else:
+        outcome = "skipped"
+    # A filesystem child lists names relative to its own root: show where they are.
+    shown = info
+    if prefix and not (info.name.startswith(prefix) or "/" + prefix in info.name):
+        shown = BlobInfo(prefix + info.name, info.size, info.modified)
+    if outcome in ("deleted", "would delete"):
+        report.deleted.append(shown.name)
+        report.bytes_freed += info.size
+    else:
+        report.kept += 1
+    if progress is not None:
+        progress(shown, outcome)

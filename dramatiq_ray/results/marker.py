@@ -5,11 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "ARGUMENT_KEY",
     "LITERAL_KEY",
     "SPILLED_KEY",
     "VALUE_KEY",
     "InlineValue",
     "SpilledResult",
+    "StoredArgument",
+    "is_argument_shape",
     "is_inline_shape",
     "is_literal_shape",
     "is_spilled_shape",
@@ -79,3 +82,29 @@ def is_inline_shape(value: object) -> bool:
 def is_literal_shape(value: object) -> bool:
     """True for an escaped user value as stored: ``{"__dramatiq_ray_literal__": value}``."""
     return isinstance(value, dict) and len(value) == 1 and LITERAL_KEY in value
+
+
+#: The single key of an argument sent by reference: ``{"__dramatiq_ray_arg__": "<pointer>"}``; the pointer names
+#: a blob in the store's ``args`` child, which the message releases when it is done.
+ARGUMENT_KEY = "__dramatiq_ray_arg__"
+
+
+class StoredArgument(dict[str, str]):
+    """An actor argument that was written to the store when its message was sent, standing in for it in the
+    broker message until the body runs (see ``max_inline_arg_bytes``)."""
+
+    def __init__(self, pointer: str) -> None:
+        super().__init__({ARGUMENT_KEY: pointer})
+
+    @property
+    def pointer(self) -> str:
+        """The pointer string."""
+        return self[ARGUMENT_KEY]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (StoredArgument, (self.pointer,))
+
+
+def is_argument_shape(value: object) -> bool:
+    """True for a :class:`StoredArgument` or a plain dict of the same shape (what a broker message delivers)."""
+    return isinstance(value, dict) and len(value) == 1 and isinstance(value.get(ARGUMENT_KEY), str)

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
+from contextvars import ContextVar
 from typing import Any
 
 import dramatiq
+from dramatiq.common import q_name
+from dramatiq.errors import ActorNotFound
 from dramatiq.results import ResultBackend
 from dramatiq.results import Results as DramatiqResults
 from dramatiq.results.backend import Missing
 
+from .._lookup import lookup_option
 from ..errors import ConfigurationError, StoreUnavailableError
+from . import arguments
+from .arguments import MAX_INLINE_ARG_BYTES_OPTION, ArgumentPlan, check_arg_threshold, held_pointers
 from .backend import SpillingBackend
 from .encryption import EncryptionKeys
 from .plan import (
@@ -21,6 +28,7 @@ from .plan import (
     check_codec_options,
     check_threshold,
 )
+from .sql.lifecycle import record_event, retry_unstored
 from .stores.base import BlobStore
 
 __all__ = ["Results"]
@@ -57,6 +65,10 @@ class Results(DramatiqResults):
         message option ``max_inline_bytes``). Not allowed with a ``SpillingBackend``.
       on_store_error: When the store cannot take an oversized result: ``"fail"`` (default) fails the message
         and the retry policy decides; ``"digest"`` keeps only the digest. Not allowed with a ``SpillingBackend``.
+      max_inline_arg_bytes: Send arguments whose encoded size is over this many bytes by reference: written to
+        the store's ``args`` child when the message is sent, read where the body runs, deleted when the message
+        is done for good (actor and message option ``max_inline_arg_bytes``; default ``None``: never). Needs a
+        store that keeps blobs. See docs/arguments.md.
 
     A worker checks the store when it boots (it writes, reads back and deletes a probe blob); a store that fails
     stops the worker before it consumes any message, with one ERROR naming the store
@@ -79,6 +91,7 @@ class Results(DramatiqResults):
         compression: str | None = None,
         compression_level: int | None = None,
         encryption: EncryptionKeys | None = None,
+        max_inline_arg_bytes: int | None = None,
     ) -> None:
         spilling = {
             "store": store,
@@ -108,17 +121,94 @@ class Results(DramatiqResults):
             backend=backend, store_results=store_results, result_ttl=result_ttl
         )
         self.backend: SpillingBackend = backend
+        self.max_inline_arg_bytes = check_arg_threshold(max_inline_arg_bytes, "Results:")
+        self._cached_argument_store: BlobStore | None = None
+        if self.max_inline_arg_bytes is not None:
+            self._argument_store()  # refuse a store that keeps nothing now, not at the first send
+        self._offloading = self.max_inline_arg_bytes is not None
+        # Messages this process is running that Retries (or anything) put back on the queue, by id() of their
+        # proxy until they are acked: not done yet. (A MessageProxy compares by value, so it is not hashable.)
+        self._requeued: set[int] = set()
 
     @property
     def actor_options(self) -> set[str]:
-        return set(super().actor_options) | {MAX_INLINE_BYTES_OPTION, *CODEC_OPTIONS}
+        return set(super().actor_options) | {MAX_INLINE_BYTES_OPTION, MAX_INLINE_ARG_BYTES_OPTION, *CODEC_OPTIONS}
 
     def before_declare_actor(self, broker: dramatiq.Broker, actor: dramatiq.Actor[Any, Any]) -> None:
         _stand_beside(broker, self)
         _check_option(actor.options, f"Actor {actor.actor_name!r}:")
+        if actor.options.get(MAX_INLINE_ARG_BYTES_OPTION) is not None:
+            self._argument_store()
+            self._offloading = True
 
     def before_enqueue(self, broker: dramatiq.Broker, message: dramatiq.Message[Any], delay: int) -> None:
         _check_option(message.options, f"The message option of {message.actor_name!r}:")
+        record_event(self, broker, message, "enqueued")  # SQLBackend: lifecycle events (results/sql/lifecycle.py)
+        running = _running.get()
+        if running is not None and running.message_id == message.message_id:
+            self._requeued.add(id(running))  # a retry: its argument blobs stay
+        if self._offloading or message.options.get(MAX_INLINE_ARG_BYTES_OPTION) is not None:
+            arguments.offer(message.message_id, functools.partial(self._offload, broker))
+
+    # --- arguments by reference --------------------------------------------------------------------------------
+
+    def _argument_store(self) -> BlobStore:
+        if self._cached_argument_store is None:
+            store = self.backend.store
+            if store is None or not store.persistent:
+                raise ConfigurationError(
+                    f"max_inline_arg_bytes sends arguments through the result store, and "
+                    f"{store.describe() if store is not None else 'this Results has none'} keeps no blobs: pass "
+                    "store=FilesystemStore(...), S3Store(...) or GCSStore(...) to Results."
+                )
+            self._cached_argument_store = store.child(arguments.ARGUMENTS_CHILD)
+        return self._cached_argument_store
+
+    def _offload(self, broker: dramatiq.Broker, data: dict[str, Any]) -> dict[str, Any]:
+        """The message dict as it is sent: big arguments by reference, in it and in the pipeline it leads."""
+        try:
+            actor_options = broker.get_actor(data["actor_name"]).options
+        except ActorNotFound:
+            actor_options = {}
+        options = data.get("options") or {}
+        threshold = lookup_option(options, actor_options, (MAX_INLINE_ARG_BYTES_OPTION,), self.max_inline_arg_bytes)
+        if threshold is not None:
+            backend = self.backend
+            codec = {
+                name: lookup_option(options, actor_options, (name,), getattr(backend, name)) for name in CODEC_OPTIONS
+            }
+            plan = ArgumentPlan(
+                self._argument_store(),
+                backend.encoder,
+                check_arg_threshold(threshold, f"Actor {data['actor_name']!r}:") or 0,
+                encryption=backend.encryption,
+                **codec,
+            )
+            data = plan.offload(data)
+        target = (data.get("options") or {}).get("pipe_target")
+        if isinstance(target, dict) and "message_id" in target:
+            data = {**data, "options": {**data["options"], "pipe_target": self._offload(broker, target)}}
+        return data
+
+    def _release(self, message: dramatiq.MessageProxy) -> None:
+        pointers = held_pointers(message.args, message.kwargs)
+        if pointers and self.backend.store is not None and self.backend.store.persistent:
+            arguments.release(self._argument_store(), message.message_id, pointers)
+
+    def after_ack(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
+        # Acked: done for good, unless it raised and was put back on the queue to run again, or it was a delayed
+        # message leaving its delay queue for the real one (the worker acks that hop).
+        if message.queue_name != q_name(message.queue_name):
+            return
+        if id(message) in self._requeued:
+            self._requeued.discard(id(message))
+        else:
+            self._release(message)
+
+    def after_nack(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
+        super().after_nack(broker, message)  # type: ignore[no-untyped-call]
+        self._requeued.discard(id(message))
+        self._release(message)  # failed for good (after its last retry)
 
     def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         _stand_beside(broker, self)
@@ -144,6 +234,8 @@ class Results(DramatiqResults):
     def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         from ..execution import callpath
 
+        _running.set(message)
+        record_event(self, broker, message, "running")
         callpath.begin(broker, message)
 
     def after_process_message(
@@ -160,19 +252,31 @@ class Results(DramatiqResults):
         store_results, result_ttl = self._lookup_options(broker, message)  # type: ignore[no-untyped-call]
         if store_results and exception is None:
             # The call path already applied the spill plan where the body ran: store its outcome as it is.
-            self.backend.store_outcome(message, result, result_ttl)
+            try:
+                self.backend.store_outcome(message, result, result_ttl)
+            except Exception as error:
+                # Not stored (the result backend is down): run it again rather than acknowledge it as done.
+                retry_unstored(broker, message, error)
 
     def after_skip_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         from ..execution import callpath
 
         callpath.end()
+        record_event(self, broker, message, "skipped")
         super().after_skip_message(broker, message)  # type: ignore[no-untyped-call]
+
+
+# The message this worker thread runs or last ran, so that before_enqueue recognises a requeue of it (Retries
+# requeues in after_process_message, which runs after ours, so it is only replaced by the next message).
+_running: ContextVar[dramatiq.MessageProxy | None] = ContextVar("dramatiq_ray_running", default=None)
 
 
 def _check_option(options: dict[str, Any], where: str) -> None:
     # A ConfigurationError is a MiddlewareError: it fails the declaration or the send where it is written.
     if MAX_INLINE_BYTES_OPTION in options:
         check_threshold(options[MAX_INLINE_BYTES_OPTION], where)
+    if MAX_INLINE_ARG_BYTES_OPTION in options:
+        check_arg_threshold(options[MAX_INLINE_ARG_BYTES_OPTION], where)
     check_codec_options(options, where)
 
 

@@ -20,12 +20,14 @@ from ..errors import (
     BlobWriteError,
     ConfigurationError,
 )
-from .codecs import encode_value
-from .compression import check_compression, compress
-from .marker import InlineValue, SpilledResult, is_inline_shape, is_spilled_shape
-from .pointers import Pointer, digest_of, digest_pointer, with_reading
+from .arguments import ARGUMENTS_CHILD, read_argument
+from .codecs import encode_parts
+from .compression import check_compression, seal
+from .marker import InlineValue, SpilledResult, is_argument_shape, is_inline_shape, is_spilled_shape
+from .pointers import Pointer, digest_pointer, with_reading
 from .reading import read_inline, read_value
-from .stores.base import BlobStore
+from .stores._payload import Payload, join_parts, parts_of, size_of
+from .stores.base import BlobStore, payload_digest, put_payload
 
 __all__ = [
     "CODEC_OPTIONS",
@@ -137,22 +139,25 @@ class SpillPlan:
         if self.max_inline_bytes is None or value is None or isinstance(value, SpilledResult | InlineValue):
             return value
         try:
-            codec, payload = encode_value(value, self.encoder, allow_pickle=self.allow_pickle)
+            codec, parts = encode_parts(value, self.encoder, allow_pickle=self.allow_pickle)
         except Exception:
             return value
-        if len(payload) <= self.max_inline_bytes or self.store is None:
-            return value if codec == "json" else InlineValue(codec, base64.b64encode(payload).decode("ascii"))
+        payload = parts_of(parts)
+        if size_of(payload) <= self.max_inline_bytes or self.store is None:
+            if codec == "json":
+                return value
+            return InlineValue(codec, base64.b64encode(join_parts(payload)).decode("ascii"))
         return self._spill(self.store, codec, payload)
 
-    def _spill(self, store: BlobStore, codec: str, payload: bytes | memoryview) -> SpilledResult:
-        compression, data = compress(payload, self.compression, self.compression_level)
-        key_id = None
-        if self.encryption is not None:
-            key_id, data = self.encryption.encrypt(data)
-        digest = digest_of(data)  # of the bytes as stored: checked before anything is decrypted or decoded
-        size = len(data)
+    def _spill(self, store: BlobStore, codec: str, payload: tuple[memoryview, ...]) -> SpilledResult:
+        """Compress and encrypt (each makes one new buffer), then hand the payload to the store as it is: the
+        store hashes it (the digest names the bytes as stored, and is checked before anything is decrypted or
+        decoded) and writes it without a copy."""
+        stored: Payload
+        stored, compression, key_id = seal(payload, self.compression, self.compression_level, self.encryption)
+        size = size_of(parts_of(stored))
         try:
-            pointer = store.put(digest, data if isinstance(data, bytes) else bytes(data))
+            pointer = put_payload(store, stored)
         except Exception as error:
             if self.on_store_error != "digest":
                 raise BlobWriteError(
@@ -168,7 +173,7 @@ class SpillPlan:
                 type(error).__name__,
                 error,
             )
-            pointer = digest_pointer(digest, size)
+            pointer = digest_pointer(payload_digest(stored), size)
         return SpilledResult(with_reading(pointer, codec=codec, compression=compression, key_id=key_id))
 
     def read(self, pointer: Pointer | str) -> Any:
@@ -176,21 +181,32 @@ class SpillPlan:
         return read_value(self.store, self.encoder, pointer, allow_pickle=self.allow_pickle, encryption=self.encryption)
 
     def read_inputs(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        """Replace spilled-value markers and inline values among an actor's arguments with their values."""
+        """Replace spilled-value markers, arguments sent by reference and inline values among an actor's
+        arguments with their values.
+
+        Raises:
+          MissingArgumentError: an argument sent by reference is no longer in the store.
+        """
         if not any(map(_carried, args)) and not any(map(_carried, kwargs.values())):
             return args, kwargs
         return (
-            tuple(self._input(value) for value in args),
-            {key: self._input(value) for key, value in kwargs.items()},
+            tuple(self._input(value, f"args[{index}]") for index, value in enumerate(args)),
+            {key: self._input(value, f"kwargs[{key!r}]") for key, value in kwargs.items()},
         )
 
-    def _input(self, value: Any) -> Any:
+    def _input(self, value: Any, where: str) -> Any:
         if is_spilled_shape(value):
             return self.read(next(iter(value.values())))
+        if is_argument_shape(value):
+            store = self.store.child(ARGUMENTS_CHILD) if self.store is not None and self.store.persistent else None
+            return read_argument(store, value, where, self._read_from)
         if is_inline_shape(value):
             return read_inline(value, self.encoder, allow_pickle=self.allow_pickle)
         return value
 
+    def _read_from(self, store: BlobStore | None, pointer: str) -> Any:
+        return read_value(store, self.encoder, pointer, allow_pickle=self.allow_pickle, encryption=self.encryption)
+
 
 def _carried(value: Any) -> bool:
-    return is_spilled_shape(value) or is_inline_shape(value)
+    return is_spilled_shape(value) or is_inline_shape(value) or is_argument_shape(value)

@@ -115,3 +115,29 @@ def test_an_actor_on_ray_reads_its_argument_inside_the_ray_task(stub_broker, ray
     assert size == 2 * MIB
     assert carried_reference is True
     assert pid != os.getpid()
+
+
+def test_arguments_go_under_the_gcs_prefix_args_and_are_released(
+    stub_broker, start_worker, gcs_server, gcs_bucket
+) -> None:
+    from dramatiq_ray import GCSStore
+
+    store = GCSStore(gcs_bucket, "results", endpoint_url=gcs_server.endpoint_url)
+    stub_broker.add_middleware(Results(backend=StubBackend(), store=store, max_inline_arg_bytes=1024))
+    client = gcs_server.client()
+
+    @dramatiq.actor(store_results=True)
+    def size(data: bytes) -> int:
+        return len(data)
+
+    message = size.send(os.urandom(MIB))
+    names = [blob.name for blob in client.list_blobs(gcs_bucket)]
+    assert any(name.startswith("results/args/") and name.endswith(".json") for name in names)
+    assert store.child("args").list_named("refs") == [
+        name.removeprefix("results/args/named/") for name in names if "/named/refs/" in name
+    ]
+    worker = start_worker(stub_broker)
+    assert message.get_result(block=True, timeout=TIMEOUT_MS) == MIB
+    stub_broker.join(size.queue_name)
+    worker.join()
+    assert not [blob.name for blob in client.list_blobs(gcs_bucket) if blob.name.startswith("results/args/")]

@@ -3,11 +3,17 @@ that name another bucket or prefix before any request is made."""
 
 from __future__ import annotations
 
+import copy
+
 from ...errors import BlobNotFoundError, BlobWriteError, ConfigurationError, MissingDependencyError
 from ..pointers import Pointer, blob_name, object_pointer, parse_pointer
-from .base import SETTLE_ATTEMPTS, BlobStore, check_name
+from ._payload import Payload, digest_parts, parts_of, size_of
+from .base import SETTLE_ATTEMPTS, BlobInfo, BlobStore, check_name
 
-__all__ = ["BucketStore"]
+__all__ = ["CHILD_PREFIXES", "BucketStore"]
+
+#: Key prefixes under a store's prefix that hold child stores (see :meth:`BucketStore.child`).
+CHILD_PREFIXES = ("args",)
 
 
 class BucketStore(BlobStore):
@@ -48,11 +54,16 @@ class BucketStore(BlobStore):
     def _key(self, digest: str) -> str:
         return f"{self.prefix}/{blob_name(digest)}" if self.prefix else blob_name(digest)
 
-    def put(self, digest: str, data: bytes) -> str:
+    zero_copy = True
+
+    def put(self, digest: str | None, data: Payload) -> str:
+        parts = parts_of(data)
+        if digest is None:
+            digest = digest_parts(parts)  # the one pass over the bytes before the upload: the key names it
         key = self._key(digest)
         try:
             for _ in range(SETTLE_ATTEMPTS):
-                if self._settle(key, digest, data):
+                if self._settle(key, digest, parts):
                     break
             else:
                 raise BlobWriteError(
@@ -63,12 +74,35 @@ class BucketStore(BlobStore):
             raise
         except Exception as error:
             raise BlobWriteError(f"{self.describe()} could not write {key}: {error}") from error
-        return self._pointer(key, len(data))
+        return self._pointer(key, size_of(parts))
 
-    def _settle(self, key: str, digest: str, data: bytes) -> bool:
+    def _settle(self, key: str, digest: str, parts: tuple[memoryview, ...]) -> bool:
         """Create the object, or refresh it when intact, or replace it when corrupt. Return False when it changed
         (or appeared, or vanished) between looking and writing: :meth:`put` looks again."""
         raise NotImplementedError
+
+    # --- children: argument blobs live under <prefix>/args/ -------------------------------------------------
+
+    def child(self, name: str) -> BucketStore:
+        if name not in CHILD_PREFIXES:
+            raise ConfigurationError(f"Unknown child store {name!r} (known: {', '.join(CHILD_PREFIXES)}).")
+        child = copy.copy(self)  # the same settings, a deeper prefix
+        child.prefix = "/".join(part for part in (self.prefix, name) if part)
+        cached = {key: value for key, value in self.__dict__.items() if key.startswith("_cached")}
+        child.__dict__.update(cached)  # and the same clients (copying drops them, as pickling does)
+        return child
+
+    def in_child(self, info: BlobInfo, name: str) -> bool:
+        return info.name.startswith("/".join(part for part in (self.prefix, name) if part) + "/")
+
+    def _outside_children(self, key: str) -> bool:
+        """Whether a listed key is this store's own (not a child store's): list_blobs leaves children out."""
+        return not any(
+            key.startswith("/".join(part for part in (self.prefix, name) if part) + "/") for name in CHILD_PREFIXES
+        )
+
+    def _named_prefix(self, prefix: str) -> str:
+        return self._named_key(prefix) + "/"
 
     def _named_key(self, name: str) -> str:
         return "/".join(part for part in (self.prefix, "named", check_name(name)) if part)

@@ -8,18 +8,29 @@ clients lazily and drop cached clients when pickled.
 from __future__ import annotations
 
 import abc
+import hashlib
 import logging
 import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from ...errors import BlobIntegrityError, ConfigurationError, ForeignPointerError
 from ..pointers import Pointer, digest_of
+from ._payload import Payload, digest_parts, join_parts, parts_of
 
-__all__ = ["BlobInfo", "BlobStore", "check_name", "log_repair", "stored_blob_problem", "verify_blob"]
+__all__ = [
+    "BlobInfo",
+    "BlobStore",
+    "check_name",
+    "log_repair",
+    "payload_digest",
+    "put_payload",
+    "stored_blob_problem",
+    "verify_blob",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +38,8 @@ logger = logging.getLogger(__name__)
 SETTLE_ATTEMPTS = 5
 #: The size of the pieces a stored blob is read in to hash it.
 HASH_CHUNK_BYTES = 1024 * 1024
+
+_B = TypeVar("_B", bound=bytes | bytearray | memoryview)
 
 
 @dataclass(frozen=True)
@@ -51,21 +64,32 @@ class BlobStore(abc.ABC):
     persistent: bool = True
     #: The pointer scheme this store writes.
     scheme: str = ""
+    #: True when ``put`` also takes ``digest=None`` and a sequence of parts, and ``get`` takes ``writable=``
+    #: (every store shipped with dramatiq-ray). A store of your own that leaves it False is always called as
+    #: ``put(digest, data)`` with one bytes-like object, and as ``get(pointer)``.
+    zero_copy: bool = False
 
     @abc.abstractmethod
-    def put(self, digest: str, data: bytes) -> str:
+    def put(self, digest: str | None, data: Payload) -> str:
         """Store ``data`` (whose SHA-256 is ``digest``) and return its pointer string.
 
-        When the blob exists, its size is compared with ``len(data)`` and, only when equal, its bytes are read
+        ``data`` is a bytes-like object (``bytes``, ``bytearray``, ``memoryview``), or, for stores with
+        :attr:`zero_copy`, a sequence of them stored back to back; it is not copied. With :attr:`zero_copy`,
+        ``digest`` may be ``None``: the store computes it (the filesystem store while writing).
+
+        When the blob exists, its size is compared with the payload's and, only when equal, its bytes are read
         and hashed: an intact blob has its timestamp refreshed, a corrupt one is replaced.
 
         Raises:
-          BlobWriteError: the store could not be written.
+          BlobWriteError: the store could not be written, or (filesystem) the payload's SHA-256 is not
+            ``digest``.
         """
 
     @abc.abstractmethod
-    def get(self, pointer: Pointer) -> bytes:
-        """Return the bytes a pointer names, unverified (see :func:`verify_blob`).
+    def get(self, pointer: Pointer) -> bytes | bytearray:
+        """Return the bytes a pointer names, unverified (see :func:`verify_blob`). Stores with :attr:`zero_copy`
+        take ``writable=True`` and then return a ``bytearray`` the caller owns (an array can then use it as its
+        memory).
 
         Raises:
           ForeignPointerError: the pointer names another store, bucket, prefix or root; nothing was requested.
@@ -119,6 +143,35 @@ class BlobStore(abc.ABC):
         """
         return False
 
+    # --- children: stores beside this one (argument blobs) ------------------------------------------------------
+
+    def child(self, name: str) -> BlobStore:
+        """A store of the same kind and location, under the sub-directory or key prefix ``name``: its blobs and
+        named objects are apart from this store's (argument blobs live in ``child("args")``).
+
+        Raises:
+          ConfigurationError: this store keeps nothing (``DigestStore``), or the name is invalid.
+        """
+        raise ConfigurationError(
+            f"{self.describe()} keeps no blobs: use FilesystemStore, S3Store or GCSStore to send arguments by "
+            "reference."
+        )
+
+    def in_child(self, info: BlobInfo, name: str) -> bool:
+        """Whether a blob listed by :meth:`list_blobs` belongs to :meth:`child` ``name`` rather than this store."""
+        return False
+
+    def list_named(self, prefix: str) -> list[str]:
+        """The names written by :meth:`put_named` that start with ``prefix/``, sorted.
+
+        Raises:
+          ConfigurationError: this store cannot hold named objects, or the prefix is invalid.
+          BlobReadError: the store could not be listed.
+        """
+        raise ConfigurationError(
+            f"{self.describe()} cannot hold named objects: use FilesystemStore, S3Store or GCSStore."
+        )
+
     def describe(self) -> str:
         """A short description for logs (never credentials)."""
         return type(self).__name__
@@ -131,6 +184,40 @@ class BlobStore(abc.ABC):
 
     def __getstate__(self) -> dict[str, Any]:
         return {key: value for key, value in self.__dict__.items() if not key.startswith("_cached")}
+
+    # --- presigned download URLs ------------------------------------------------------------------------------
+
+    def presign(self, pointer: Pointer | str, expires_in: int = 3600) -> str:
+        """A URL from which anyone holding it can download the blob a pointer names, without credentials, for
+        ``expires_in`` seconds. It downloads the bytes as stored: check them against the pointer's size and
+        SHA-256, then decrypt, decompress and decode them as the pointer's ``codec``, ``z`` and ``k`` say.
+
+        Raises:
+          PresignError: this store cannot make such URLs (only ``S3Store`` and ``GCSStore`` can), or its
+            credentials cannot sign.
+          ForeignPointerError: the pointer names another store, bucket or prefix.
+          InvalidPointerError: the pointer is malformed.
+          ConfigurationError: ``expires_in`` is not a whole number of seconds in the store's range.
+        """
+        from ...errors import PresignError
+
+        raise PresignError(
+            f"{self.describe()} cannot make download URLs: use S3Store or GCSStore to hand results out by URL, or "
+            "read the value with message.get_result()."
+        )
+
+
+def check_expires_in(expires_in: object, maximum: int, where: str) -> int:
+    """Return ``expires_in`` when it is a whole number of seconds from 1 to ``maximum``.
+
+    Raises:
+      ConfigurationError: it is not.
+    """
+    if not isinstance(expires_in, int) or isinstance(expires_in, bool) or not 1 <= expires_in <= maximum:
+        raise ConfigurationError(
+            f"{where}: expires_in must be a whole number of seconds from 1 to {maximum}, got {expires_in!r}."
+        )
+    return expires_in
 
 
 _NAME = re.compile(r"[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*")
@@ -173,6 +260,27 @@ def log_repair(store: BlobStore, name: str, problem: str) -> None:
     )
 
 
+def put_payload(store: BlobStore, payload: Payload, digest: str | None = None) -> str:
+    """Store a payload (a bytes-like object or a sequence of them) with ``store.put`` and return the pointer: as
+    it is to a store with :attr:`~BlobStore.zero_copy` (with ``digest`` when the caller already knows it, else
+    none: the store hashes while it writes, or hashes once); as ``bytes`` and with its digest to any other store,
+    as before stores took buffers.
+
+    Raises:
+      Exception: whatever ``store.put`` raised.
+    """
+    if store.zero_copy:
+        return store.put(digest, payload)
+    parts = parts_of(payload)
+    data = join_parts(parts)
+    return store.put(digest or digest_parts(parts), data if isinstance(data, bytes) else bytes(data))
+
+
+def payload_digest(payload: Payload) -> str:
+    """The SHA-256 (hex) of a payload, parts back to back."""
+    return digest_parts(parts_of(payload))
+
+
 def probe(store: BlobStore) -> None:
     """Write a small, unique probe blob to ``store``, read it back (checking size and SHA-256) and delete it.
 
@@ -188,7 +296,7 @@ def probe(store: BlobStore) -> None:
     store.delete_blob(BlobInfo(pointer.location, pointer.size, 0.0), cutoff=time.time() + 3600)
 
 
-def verify_blob(pointer: Pointer, data: bytes) -> bytes:
+def verify_blob(pointer: Pointer, data: _B) -> _B:
     """Return ``data`` when its size and SHA-256 match ``pointer``.
 
     ``data`` may hold at most one byte more than the pointer's size (stores read no further), so a longer blob is
@@ -201,7 +309,7 @@ def verify_blob(pointer: Pointer, data: bytes) -> bytes:
     if len(data) != pointer.size:
         found = f"more than {pointer.size}" if len(data) > pointer.size else str(len(data))
         problem = f"expected {pointer.size} bytes, found {found} bytes"
-    elif (actual := digest_of(data)) != pointer.digest:
+    elif (actual := hashlib.sha256(data).hexdigest()) != pointer.digest:
         problem = f"it has the expected {pointer.size} bytes but their SHA-256 is {actual} instead of {pointer.digest}"
     else:
         return data

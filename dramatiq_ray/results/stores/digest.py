@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ...errors import ForeignPointerError
 from ..pointers import Pointer, digest_pointer
+from ._payload import Payload, digest_parts, parts_of, size_of
 from .base import BlobStore
 
 __all__ = ["DigestStore"]
@@ -18,12 +19,27 @@ class DigestStore(BlobStore):
 
     persistent = False
     scheme = "oversize"
+    zero_copy = True
 
-    def put(self, digest: str, data: bytes) -> str:
-        return digest_pointer(digest, len(data))
+    def put(self, digest: str | None, data: Payload) -> str:
+        parts = parts_of(data)
+        return digest_pointer(digest if digest is not None else digest_parts(parts), size_of(parts))
 
-    def get(self, pointer: Pointer) -> bytes:
+    def get(self, pointer: Pointer, *, writable: bool = False) -> bytes:
         raise ForeignPointerError(f"{pointer.raw!r} cannot be read: a DigestStore keeps no payloads.")
+
+    def presign(self, pointer: Pointer | str, expires_in: int = 3600) -> str:
+        """Always raises: a DigestStore keeps no payload to download.
+
+        Raises:
+          PresignError: always; the message says what to configure instead.
+        """
+        from ...errors import PresignError
+
+        raise PresignError(
+            "A DigestStore keeps only the digest of large results, so there is nothing to download: configure an "
+            "S3Store or GCSStore to hand large results out by URL."
+        )
 
     def __eq__(self, other: object) -> bool:
         return type(other) is DigestStore

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 from ...errors import BlobNotFoundError, BlobReadError, BlobWriteError, ConfigurationError
 from ..pointers import Pointer, blob_name, resultfs_pointer
+from ._payload import Payload, parts_of, read_into, size_of, write_hashing
 from .base import (
     HASH_CHUNK_BYTES,
     SETTLE_ATTEMPTS,
@@ -27,30 +28,44 @@ __all__ = ["FilesystemStore"]
 #: Where named objects live under the root (apart from the content-addressed ``ab/cd/`` tree).
 NAMED_DIR = "named"
 _BLOB_FILE = re.compile(r"[0-9a-f]{64}\.json")
+#: The largest single write(2) of a payload (Linux writes at most about 2 GiB at once).
+WRITE_CHUNK_BYTES = 64 * 1024 * 1024
+#: The largest single read(2) into a caller's buffer.
+READ_CHUNK_BYTES = 64 * 1024 * 1024
+#: Sub-directories of the root that hold child stores (see :meth:`FilesystemStore.child`).
+CHILD_DIRS = ("args",)
 
 
 class FilesystemStore(BlobStore):
     """Write oversized results as files ``<root>/ab/cd/<digest>.json``.
 
     Pointers look like ``resultfs://sha256/<digest>?rel=ab/cd/<digest>.json&bytes=<n>``: they carry no root,
-    so every host that mounts the same volume (at any path) reads them. Files are created atomically (written
-    to a temporary name, fsynced, then hard-linked into place, which fails if the name exists), so readers never
-    see a torn file and an intact blob is never overwritten. Writing a payload that is already stored refreshes
-    the file's mtime after checking it: a file of the wrong size, or of the right size whose SHA-256 is not its
-    name, is corrupt and is replaced atomically (a temporary file in the same directory, fsynced, then
-    ``os.replace``), with a WARNING. A pointer can never resolve outside the root: the grammar allows no ``..``
-    nor absolute path, and symlinks leading out of the root are refused.
+    so every host that mounts the same volume (at any path) reads them. A payload is written once: to a
+    temporary file under the root while its SHA-256 is computed (in a helper thread for payloads of 1 MiB and
+    more), fsynced, then hard-linked to its content address, which fails if the name exists. So readers never see
+    a torn file and an intact blob is never overwritten. Writing a payload that is already stored refreshes the
+    file's mtime after checking it: a file of the wrong size, or of the right size whose SHA-256 is not its name,
+    is corrupt and is replaced atomically by the temporary file (``os.replace``, then an fsync of the directory),
+    with a WARNING. A pointer can never resolve outside the root: the grammar allows no ``..`` nor absolute path,
+    and symlinks leading out of the root are refused.
 
     Parameters:
       path: The root directory, as an absolute path; created on first write.
+      fsync: Whether each new blob is flushed to the disk (``fsync``) before its pointer is returned, so that a
+        result reported as stored survives a power loss or a kernel crash (default). ``False`` leaves the
+        flushing to the kernel (within seconds): writes then run at memory speed instead of disk speed, and a
+        crash can lose the blobs of the last seconds; reading one of those raises ``BlobNotFoundError`` or
+        ``BlobIntegrityError``, never wrong data.
 
     Raises:
-      ConfigurationError: ``path`` is empty or relative.
+      ConfigurationError: ``path`` is empty or relative, or ``fsync`` is not a bool.
     """
 
     scheme = "resultfs"
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    zero_copy = True
+
+    def __init__(self, path: str | os.PathLike[str], *, fsync: bool = True) -> None:
         root = os.fspath(path) if isinstance(path, str | os.PathLike) else path
         if not isinstance(root, str) or not os.path.isabs(root):
             raise ConfigurationError(
@@ -58,7 +73,10 @@ class FilesystemStore(BlobStore):
                 "'/var/lib/dramatiq-ray/results'. A relative path would name another directory in every process "
                 "whose working directory differs (Ray workers, job drivers), so it is refused, not resolved."
             )
+        if not isinstance(fsync, bool):
+            raise ConfigurationError(f"FilesystemStore fsync must be True or False, got {fsync!r}.")
         self.path = root
+        self.fsync = fsync
 
     def describe(self) -> str:
         return f"FilesystemStore({self.path!r})"
@@ -72,24 +90,52 @@ class FilesystemStore(BlobStore):
     def __hash__(self) -> int:
         return hash((FilesystemStore, self.path))
 
+    def presign(self, pointer: Pointer | str, expires_in: int = 3600) -> str:
+        """Always raises: a directory has no download URLs.
+
+        Raises:
+          PresignError: always; the message says what to do instead.
+        """
+        from ...errors import PresignError
+
+        raise PresignError(
+            f"{self.describe()} cannot make download URLs: files have no signed URLs. Serve the directory yourself "
+            "(read-only, by pointer), use S3Store or GCSStore to hand results out by URL, or read the value with "
+            "message.get_result()."
+        )
+
     # --- writing ---------------------------------------------------------------------------------------------
 
-    def put(self, digest: str, data: bytes) -> str:
-        rel = blob_name(digest)
-        final = os.path.join(self.path, rel)
+    def put(self, digest: str | None, data: Payload) -> str:
+        parts = parts_of(data)
+        size = size_of(parts)
+        rel = "a blob"
+        temporary = None
         try:
+            _make_directory(self.path)
+            temporary, found = self._write_temporary(parts)
+            if digest is not None and found != digest:
+                raise BlobWriteError(
+                    f"{self.describe()} refused a {size}-byte payload: its SHA-256 is {found}, not the digest "
+                    f"{digest} it was stored under, so it changed while being stored or the digest is wrong. "
+                    "Nothing was stored; store the payload again, unchanged, or without a digest."
+                )
+            rel = blob_name(found)
+            final = os.path.join(self.path, rel)
             directory = os.path.dirname(final)
-            os.makedirs(directory, exist_ok=True)
+            _make_directory(directory)
             self._inside_root(directory, rel)
             for _ in range(SETTLE_ATTEMPTS):
                 try:
-                    problem = self._refresh(final, digest, len(data))
+                    problem = self._refresh(final, found, size)
                 except FileNotFoundError:
-                    if self._create(final, data):
-                        break
-                    continue  # another writer created it meanwhile: check theirs
+                    try:
+                        os.link(temporary, final)
+                    except FileExistsError:
+                        continue  # another writer created it meanwhile: check theirs
+                    break
                 if problem is not None:
-                    self._replace(final, data)
+                    self._replace(temporary, final)
                     log_repair(self, rel, problem)
                 break
             else:
@@ -99,7 +145,11 @@ class FilesystemStore(BlobStore):
                 )
         except (OSError, ValueError) as error:
             raise BlobWriteError(f"{self.describe()} could not write {rel}: {error}") from error
-        return resultfs_pointer(digest, len(data))
+        finally:
+            if temporary is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(temporary)
+        return resultfs_pointer(found, size)
 
     def put_named(self, name: str, data: bytes) -> None:
         final = os.path.join(self.path, NAMED_DIR, check_name(name))
@@ -153,53 +203,38 @@ class FilesystemStore(BlobStore):
 
         return stored_blob_problem(digest, size, status.st_size, hash_stored)
 
-    @staticmethod
-    def _write_temporary(final: str, data: bytes) -> str:
-        """Write ``data`` to a new temporary file beside ``final``, fsynced; return its path."""
-        temporary = f"{final}.tmp-{uuid.uuid4().hex}"
+    def _write_temporary(self, parts: tuple[memoryview, ...]) -> tuple[str, str]:
+        """Write the payload to a new temporary file under the root, hashing it on the way (and fsync it when
+        :attr:`fsync`); return the file's path and the payload's SHA-256."""
+        temporary = os.path.join(self.path, f"incoming.json.tmp-{uuid.uuid4().hex}")
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
         try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
+            try:
+                digest = write_hashing(
+                    parts, lambda part: _write_all(fd, part), lambda: os.fsync(fd) if self.fsync else None
+                )
+            finally:
+                os.close(fd)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temporary)
             raise
-        return temporary
+        return temporary, digest
 
-    @classmethod
-    def _create(cls, final: str, data: bytes) -> bool:
-        """Create the blob unless it exists; return whether this call created it."""
-        temporary = cls._write_temporary(final, data)
-        try:
-            os.link(temporary, final)
-            return True
-        except FileExistsError:
-            return False
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temporary)
-
-    @classmethod
-    def _replace(cls, final: str, data: bytes) -> None:
-        """Replace a corrupt blob atomically: readers see the old file or the new one, never a mix."""
-        temporary = cls._write_temporary(final, data)
-        try:
-            os.replace(temporary, final)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temporary)
-        directory = os.open(os.path.dirname(final), os.O_RDONLY)
-        try:
-            os.fsync(directory)  # the new name survives a crash
-        finally:
-            os.close(directory)
+    def _replace(self, temporary: str, final: str) -> None:
+        """Replace a corrupt blob atomically with the temporary file: readers see the old file or the new one,
+        never a mix."""
+        os.replace(temporary, final)
+        if self.fsync:
+            directory = os.open(os.path.dirname(final), os.O_RDONLY)
+            try:
+                os.fsync(directory)  # the new name survives a crash
+            finally:
+                os.close(directory)
 
     # --- reading ---------------------------------------------------------------------------------------------
 
-    def get(self, pointer: Pointer) -> bytes:
+    def get(self, pointer: Pointer, *, writable: bool = False) -> bytes | bytearray:
         if pointer.scheme != "resultfs":
             raise self._refuse(pointer, "it is not a resultfs:// pointer")
         final = os.path.join(self.path, pointer.location)
@@ -221,7 +256,8 @@ class FilesystemStore(BlobStore):
             fd = os.open(final, os.O_RDONLY | os.O_NOFOLLOW)
             with os.fdopen(fd, "rb") as handle:
                 # Never more than the file holds: a hostile bytes= must not size the read buffer.
-                return handle.read(min(pointer.size, os.fstat(fd).st_size) + 1)
+                limit = min(pointer.size, os.fstat(fd).st_size) + 1
+                return read_into(handle.readinto, limit, READ_CHUNK_BYTES) if writable else handle.read(limit)
         except OSError as error:
             raise BlobReadError(
                 f"{self.describe()} could not read {pointer.raw!r}: {error}. Reading again once the volume is "
@@ -237,12 +273,35 @@ class FilesystemStore(BlobStore):
         if os.path.commonpath([root, real]) != root or real == root:
             raise ValueError(f"{rel} resolves outside the store root (through a symlink)")
 
+    # --- children and listing named objects ------------------------------------------------------------------
+
+    def child(self, name: str) -> FilesystemStore:
+        if name not in CHILD_DIRS:
+            raise ConfigurationError(f"Unknown child store {name!r} (known: {', '.join(CHILD_DIRS)}).")
+        return FilesystemStore(os.path.join(self.path, name), fsync=self.fsync)
+
+    def in_child(self, info: BlobInfo, name: str) -> bool:
+        return info.name.startswith(name + "/")
+
+    def list_named(self, prefix: str) -> list[str]:
+        top = os.path.join(self.path, NAMED_DIR, check_name(prefix))
+        found: list[str] = []
+        try:
+            for directory, _, files in os.walk(top):
+                rel = os.path.relpath(directory, os.path.join(self.path, NAMED_DIR))
+                found.extend(f"{rel}/{name}" for name in files if not name.endswith(".tmp"))
+        except OSError as error:
+            raise BlobReadError(f"{self.describe()} could not list {prefix}: {error}", pointer=prefix) from error
+        return sorted(found)
+
     # --- lifecycle -------------------------------------------------------------------------------------------
 
     def list_blobs(self) -> Iterator[BlobInfo]:
         named = os.path.join(self.path, NAMED_DIR)
         for directory, subdirectories, files in os.walk(self.path):
             subdirectories.sort()
+            if directory == self.path:  # a child store (argument blobs) lists and collects its own
+                subdirectories[:] = [name for name in subdirectories if name not in CHILD_DIRS]
             in_named = directory == named or directory.startswith(named + os.sep)
             for name in sorted(files):
                 # Blobs, a dead writer's leftovers, and named objects (ray_job outcomes): all collected by age.
@@ -274,3 +333,15 @@ class FilesystemStore(BlobStore):
             return True
         finally:
             os.unlink(aside)
+
+
+def _write_all(fd: int, view: memoryview) -> None:
+    offset = 0
+    while offset < view.nbytes:
+        offset += os.write(fd, view[offset : offset + WRITE_CHUNK_BYTES])
+
+
+def _make_directory(path: str) -> None:
+    """Create ``path`` unless it is a directory already (a stat, cheaper than ``makedirs``'s failing mkdir)."""
+    if not os.path.isdir(path):
+        os.makedirs(path, exist_ok=True)

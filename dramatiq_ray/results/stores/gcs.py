@@ -11,6 +11,7 @@ from typing import Any
 from ...errors import BlobReadError, BlobWriteError, MissingDependencyError
 from ..pointers import Pointer
 from ._bucket import BucketStore
+from ._payload import PartsReader, body_of, size_of
 from .base import BlobInfo, log_repair, stored_blob_problem
 
 __all__ = ["GCSStore"]
@@ -92,7 +93,46 @@ class GCSStore(BucketStore):
     def _blob(self, key: str) -> Any:
         return self._client().bucket(self.bucket).blob(key)
 
-    def _settle(self, key: str, digest: str, data: bytes) -> bool:
+    # --- presigned download URLs -----------------------------------------------------------------------------
+
+    def presign(self, pointer: Pointer | str, expires_in: int = 3600) -> str:
+        """A V4 signed ``GET`` URL for the object a pointer names, valid for ``expires_in`` seconds (1 s to 7 days,
+        GCS's limit), on the client's endpoint. Signing happens locally and needs credentials that hold a private
+        key (a service-account key file, ``GOOGLE_APPLICATION_CREDENTIALS``); pass ``client=`` a client built
+        with such credentials. See :meth:`BlobStore.presign` for what the URL downloads.
+
+        Raises:
+          PresignError: the credentials cannot sign (user credentials, a metadata-server token, anonymous
+            credentials of an emulator).
+          ForeignPointerError: the pointer names another bucket or prefix.
+          InvalidPointerError: the pointer is malformed.
+          ConfigurationError: ``expires_in`` is out of range.
+        """
+        import datetime
+
+        from ...errors import PresignError
+        from ..pointers import parse_pointer
+        from .base import check_expires_in
+
+        parsed = parse_pointer(pointer) if isinstance(pointer, str) else pointer
+        self._check_pointer(parsed)
+        seconds = check_expires_in(expires_in, 7 * 24 * 3600, self.describe())
+        try:
+            return str(
+                self._blob(parsed.location).generate_signed_url(
+                    version="v4", expiration=datetime.timedelta(seconds=seconds), method="GET"
+                )
+            )
+        except MissingDependencyError:
+            raise
+        except Exception as error:
+            raise PresignError(
+                f"{self.describe()} cannot sign a URL for {parsed.raw!r}: its credentials cannot sign ({error}). "
+                "Use a service-account key (GOOGLE_APPLICATION_CREDENTIALS, or pass GCSStore(client=...) a client "
+                "built with google.oauth2.service_account.Credentials)."
+            ) from error
+
+    def _settle(self, key: str, digest: str, parts: tuple[memoryview, ...]) -> bool:
         """Create the object, or refresh it when intact, or replace it when corrupt. Return False when it changed
         (or appeared, or vanished) between looking and writing: the caller looks again."""
         from google.api_core.exceptions import NotFound, PreconditionFailed
@@ -100,28 +140,33 @@ class GCSStore(BucketStore):
         blob = self._client().bucket(self.bucket).get_blob(key, retry=self._retry())
         if blob is None:
             try:
-                self._upload(key, data, 0)
+                self._upload(key, parts, 0)
             except PreconditionFailed:  # another writer created it meanwhile: check theirs
                 return False
             return True
         try:
             generation = blob.generation
-            problem = stored_blob_problem(digest, len(data), int(blob.size or 0), lambda: self._sha256(blob))
+            problem = stored_blob_problem(digest, size_of(parts), int(blob.size or 0), lambda: self._sha256(blob))
             if problem is None:
                 blob.metadata = {"dramatiq-ray-referenced": str(int(time.time()))}
                 blob.patch(if_generation_match=generation, retry=self._retry())
                 return True
-            self._upload(key, data, generation)
+            self._upload(key, parts, generation)
         except (NotFound, PreconditionFailed):  # it changed or vanished since it was looked at
             return False
         log_repair(self, key, problem)
         return True
 
-    def _upload(self, key: str, data: bytes, generation: int) -> None:
-        """Upload ``data`` provided the object is still at ``generation`` (``0``: it does not exist)."""
-        self._blob(key).upload_from_string(
-            data, content_type="application/octet-stream", if_generation_match=generation, retry=self._retry()
-        )
+    def _upload(self, key: str, parts: tuple[memoryview, ...], generation: int) -> None:
+        """Upload the payload provided the object is still at ``generation`` (``0``: it does not exist), without
+        copying it first (the client library copies what it sends in one request, or in 100 MiB chunks)."""
+        body = body_of(parts)
+        options = {"content_type": "application/octet-stream", "if_generation_match": generation}
+        if isinstance(body, bytes):
+            self._blob(key).upload_from_string(body, retry=self._retry(), **options)
+        else:
+            reader = body if isinstance(body, PartsReader) else PartsReader(parts)
+            self._blob(key).upload_from_file(reader, size=len(reader), retry=self._retry(), **options)
 
     def _sha256(self, blob: Any) -> str:
         """The SHA-256 of the bytes of ``blob`` as stored, provided it is still the same generation."""
@@ -136,12 +181,17 @@ class GCSStore(BucketStore):
         blob.download_to_file(Sink(), raw_download=True, if_generation_match=blob.generation, retry=self._retry())
         return hasher.hexdigest()
 
-    def get(self, pointer: Pointer) -> bytes:
+    def get(self, pointer: Pointer, *, writable: bool = False) -> bytes | bytearray:
         self._check_pointer(pointer)
         from google.api_core.exceptions import NotFound
 
+        blob = self._blob(pointer.location)
         try:
-            return bytes(self._blob(pointer.location).download_as_bytes(start=0, end=pointer.size, retry=self._retry()))
+            if writable:
+                sink = _Sink(pointer.size + 1)
+                blob.download_to_file(sink, start=0, end=pointer.size, retry=self._retry())
+                return sink.buffer
+            return bytes(blob.download_as_bytes(start=0, end=pointer.size, retry=self._retry()))
         except NotFound:
             raise self._not_found(pointer) from None
         except Exception as error:
@@ -182,8 +232,17 @@ class GCSStore(BucketStore):
 
     def list_blobs(self) -> Iterator[BlobInfo]:
         for blob in self._client().list_blobs(self.bucket, prefix=f"{self.prefix}/" if self.prefix else None):
-            modified = blob.updated or blob.time_created
-            yield BlobInfo(blob.name, int(blob.size or 0), modified.timestamp() if modified else 0.0)
+            if self._outside_children(blob.name):
+                modified = blob.updated or blob.time_created
+                yield BlobInfo(blob.name, int(blob.size or 0), modified.timestamp() if modified else 0.0)
+
+    def list_named(self, prefix: str) -> list[str]:
+        top = self._named_prefix(prefix)
+        start = len(self._named_key("x")) - 1
+        try:
+            return sorted(blob.name[start:] for blob in self._client().list_blobs(self.bucket, prefix=top))
+        except Exception as error:
+            raise BlobReadError(f"{self.describe()} could not list {top}: {error}", pointer=top) from error
 
     def delete_blob(self, info: BlobInfo, *, cutoff: float) -> bool:
         from google.api_core.exceptions import GoogleAPICallError
@@ -200,3 +259,17 @@ class GCSStore(BucketStore):
         except GoogleAPICallError:
             return False
         return True
+
+
+class _Sink:
+    """A file that keeps what is written to it, up to ``limit`` bytes, in a ``bytearray`` the reader owns."""
+
+    def __init__(self, limit: int) -> None:
+        self.buffer = bytearray()
+        self.limit = limit
+
+    def write(self, chunk: bytes) -> int:
+        room = self.limit - len(self.buffer)
+        if room > 0:
+            self.buffer += memoryview(chunk)[:room]
+        return len(chunk)

@@ -10,11 +10,14 @@ from typing import Any
 from ...errors import BlobReadError, BlobWriteError, ConfigurationError, MissingDependencyError
 from ..pointers import Pointer
 from ._bucket import BucketStore
+from ._payload import body_of, read_into, size_of, slice_parts
 from .base import HASH_CHUNK_BYTES, BlobInfo, log_repair, stored_blob_problem
 
 __all__ = ["S3Store"]
 
 _MIB = 1024 * 1024
+#: The most read from a response at once into a caller's buffer: urllib3 reads each piece into a temporary first.
+_READ_CHUNK_BYTES = 256 * 1024
 #: The error codes of a conditional request whose condition did not hold (the object changed meanwhile).
 _CHANGED = ("PreconditionFailed", "412", "ConditionalRequestConflict")
 #: The error codes of a request on an object that does not exist (any more).
@@ -85,23 +88,30 @@ class S3Store(BucketStore):
             self._cached_client = boto3.client("s3", region_name=self.region, endpoint_url=self.endpoint_url)
         return self._cached_client
 
-    def _settle(self, key: str, digest: str, data: bytes) -> bool:
+    def _settle(self, key: str, digest: str, parts: tuple[memoryview, ...]) -> bool:
         """Create the object, or refresh it when intact, or replace it when corrupt. Return False when it changed
-        (or appeared, or vanished) between looking and writing: the caller looks again."""
+        (or appeared, or vanished) between looking and writing: the caller looks again.
+
+        A payload sent in one request is uploaded create-only straight away, so a new blob costs one request;
+        only when that is refused (the object exists) is it looked at. A multipart payload is looked at first,
+        so that an existing object does not cost a whole upload."""
         from botocore.exceptions import ClientError
 
         client = self._client()
+        size = size_of(parts)
+        if size <= self.multipart_threshold and self._upload(key, parts, IfNoneMatch="*"):
+            return True
         try:
             head = client.head_object(Bucket=self.bucket, Key=key)
         except ClientError as error:
             if _code(error) not in _MISSING:
                 raise
-            return self._upload(key, data, IfNoneMatch="*")
+            if size <= self.multipart_threshold:
+                return False  # it existed a moment ago and is gone: look again
+            return self._upload(key, parts, IfNoneMatch="*")
         etag = head["ETag"]
         try:
-            problem = stored_blob_problem(
-                digest, len(data), int(head["ContentLength"]), lambda: self._sha256(key, etag)
-            )
+            problem = stored_blob_problem(digest, size, int(head["ContentLength"]), lambda: self._sha256(key, etag))
             if problem is None:
                 client.copy_object(
                     Bucket=self.bucket,
@@ -117,7 +127,7 @@ class S3Store(BucketStore):
             if _code(error) in _CHANGED + _MISSING:
                 return False
             raise
-        if not self._upload(key, data, IfMatch=etag):
+        if not self._upload(key, parts, IfMatch=etag):
             return False
         log_repair(self, key, problem)
         return True
@@ -133,30 +143,35 @@ class S3Store(BucketStore):
             body.close()
         return hasher.hexdigest()
 
-    def _upload(self, key: str, data: bytes, **condition: str) -> bool:
-        """Upload ``data`` under ``condition`` (``IfNoneMatch="*"`` to create, ``IfMatch=<etag>`` to replace);
-        return False when the condition did not hold or the object to replace no longer exists."""
+    def _upload(self, key: str, parts: tuple[memoryview, ...], **condition: str) -> bool:
+        """Upload the payload under ``condition`` (``IfNoneMatch="*"`` to create, ``IfMatch=<etag>`` to replace),
+        without copying it; return False when the condition did not hold or the object to replace no longer
+        exists."""
         from botocore.exceptions import ClientError
 
         client = self._client()
+        size = size_of(parts)
         try:
-            if len(data) <= self.multipart_threshold:
-                client.put_object(Bucket=self.bucket, Key=key, Body=data, **condition)
+            if size <= self.multipart_threshold:
+                client.put_object(Bucket=self.bucket, Key=key, Body=body_of(parts), **condition)
                 return True
             upload = client.create_multipart_upload(Bucket=self.bucket, Key=key)
             try:
-                parts = []
-                for number, start in enumerate(range(0, len(data), self.part_size), start=1):
-                    chunk = data[start : start + self.part_size]
+                uploaded = []
+                for number, start in enumerate(range(0, size, self.part_size), start=1):
                     answer = client.upload_part(
-                        Bucket=self.bucket, Key=key, UploadId=upload["UploadId"], PartNumber=number, Body=chunk
+                        Bucket=self.bucket,
+                        Key=key,
+                        UploadId=upload["UploadId"],
+                        PartNumber=number,
+                        Body=body_of(slice_parts(parts, start, start + self.part_size)),
                     )
-                    parts.append({"PartNumber": number, "ETag": answer["ETag"]})
+                    uploaded.append({"PartNumber": number, "ETag": answer["ETag"]})
                 client.complete_multipart_upload(
                     Bucket=self.bucket,
                     Key=key,
                     UploadId=upload["UploadId"],
-                    MultipartUpload={"Parts": parts},
+                    MultipartUpload={"Parts": uploaded},
                     **condition,
                 )
                 return True
@@ -168,13 +183,19 @@ class S3Store(BucketStore):
                 return False
             raise
 
-    def get(self, pointer: Pointer) -> bytes:
+    def get(self, pointer: Pointer, *, writable: bool = False) -> bytes | bytearray:
         self._check_pointer(pointer)
         from botocore.exceptions import ClientError
 
         try:
             answer = self._client().get_object(Bucket=self.bucket, Key=pointer.location)
-            return bytes(answer["Body"].read(pointer.size + 1))
+            body = answer["Body"]
+            if writable:
+                # Never more than the object holds; in pieces, since a response's readinto reads all it is asked
+                # for into a temporary first.
+                limit = min(pointer.size, int(answer.get("ContentLength", pointer.size))) + 1
+                return read_into(body.readinto, limit, _READ_CHUNK_BYTES)
+            return bytes(body.read(pointer.size + 1))
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
                 raise self._not_found(pointer) from None
@@ -220,11 +241,73 @@ class S3Store(BucketStore):
             pointer=pointer.raw,
         )
 
+    # --- presigned download URLs -----------------------------------------------------------------------------
+
+    def presign(self, pointer: Pointer | str, expires_in: int = 3600) -> str:
+        """A presigned ``GET`` URL for the object a pointer names, valid for ``expires_in`` seconds (1 s to 7 days,
+        S3's limit for Signature Version 4; the URL also stops working when the signing credentials expire).
+        Signing happens locally, without a request. See :meth:`BlobStore.presign` for what it downloads.
+
+        Raises:
+          ForeignPointerError: the pointer names another bucket or prefix.
+          InvalidPointerError: the pointer is malformed.
+          ConfigurationError: ``expires_in`` is out of range.
+          PresignError: boto3 has no credentials to sign with.
+        """
+        from ...errors import PresignError
+        from ..pointers import parse_pointer
+        from .base import check_expires_in
+
+        parsed = parse_pointer(pointer) if isinstance(pointer, str) else pointer
+        self._check_pointer(parsed)
+        seconds = check_expires_in(expires_in, 7 * 24 * 3600, self.describe())
+        try:
+            return str(
+                self._presigner().generate_presigned_url(
+                    "get_object", Params={"Bucket": self.bucket, "Key": parsed.location}, ExpiresIn=seconds
+                )
+            )
+        except MissingDependencyError:
+            raise
+        except Exception as error:
+            raise PresignError(
+                f"{self.describe()} could not sign a URL for {parsed.raw!r}: {error}. Give boto3 credentials "
+                "(environment, profile or role) that can read the bucket."
+            ) from error
+
+    def _presigner(self) -> Any:
+        """A client that signs with Signature Version 4: boto3 otherwise presigns with the deprecated SigV2 in
+        regions that still accept it (us-east-1), unless the client's configuration names a version. It uses the
+        default credential chain, with this store's region and endpoint."""
+        if self.__dict__.get("_cached_presigner") is None:
+            import boto3
+            from botocore.config import Config
+
+            region = self.region or self._client().meta.region_name
+            self._cached_presigner = boto3.client(
+                "s3", region_name=region, endpoint_url=self.endpoint_url, config=Config(signature_version="s3v4")
+            )
+        return self._cached_presigner
+
     def list_blobs(self) -> Iterator[BlobInfo]:
         paginator = self._client().get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=self.bucket, Prefix=f"{self.prefix}/" if self.prefix else ""):
             for item in page.get("Contents", []):
-                yield BlobInfo(item["Key"], int(item["Size"]), item["LastModified"].timestamp())
+                if self._outside_children(item["Key"]):
+                    yield BlobInfo(item["Key"], int(item["Size"]), item["LastModified"].timestamp())
+
+    def list_named(self, prefix: str) -> list[str]:
+        top = self._named_prefix(prefix)
+        start = len(self._named_key("x")) - 1
+        try:
+            paginator = self._client().get_paginator("list_objects_v2")
+            return sorted(
+                item["Key"][start:]
+                for page in paginator.paginate(Bucket=self.bucket, Prefix=top)
+                for item in page.get("Contents", [])
+            )
+        except Exception as error:
+            raise BlobReadError(f"{self.describe()} could not list {top}: {error}", pointer=top) from error
 
     def delete_blob(self, info: BlobInfo, *, cutoff: float) -> bool:
         from botocore.exceptions import ClientError
