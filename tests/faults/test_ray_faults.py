@@ -186,8 +186,11 @@ def test_ray_head_restart_mid_run_retries_in_flight_messages_without_a_worker_re
         producer.close()
     # Both in-flight messages were interrupted (their bodies hold for two minutes on a first attempt) and ran again
     assert ledger.attempts().count(0) == 2 and ledger.attempts().count(1) == 2
-    # as a retryable failure of the dead node; the worker then re-attached instead of waiting on a dead connection
-    assert cli.output().count("dramatiq_ray.errors.RayNodeDiedError") >= 2
+    # as a retryable failure of the dead node (node died; on a busy machine Ray may notice the task's worker dying,
+    # or the lost connection, first); the worker then re-attached instead of waiting on a dead connection
+    dead_node = ("RayNodeDiedError", "RayWorkerCrashedError", "RayUnavailableError")
+    assert sum(cli.output().count(f"dramatiq_ray.errors.{name}") for name in dead_node) >= 2, cli.output()
+    assert "dramatiq_ray.errors.RayNodeDiedError" in cli.output()
     assert "Re-attaching to Ray after a lost connection" in cli.output()
     assert cli_worker_pids(cli) == {worker_pid}
     assert cli.stop() == 0, cli.output()

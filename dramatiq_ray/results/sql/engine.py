@@ -15,12 +15,12 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ...errors import ConfigurationError, MissingDependencyError
+from ...errors import ConfigurationError, MissingDependencyError, ResultBackendError
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
 
-__all__ = ["Database", "is_transient", "parse_url"]
+__all__ = ["Database", "first_line", "is_transient", "parse_url", "unreachable"]
 
 #: How long an SQLite writer waits for the write lock before giving up, in seconds.
 SQLITE_BUSY_TIMEOUT = 30.0
@@ -171,3 +171,18 @@ def is_transient(error: BaseException) -> bool:
     return isinstance(error, exc.OperationalError | exc.InterfaceError) or (
         isinstance(error, exc.DBAPIError) and isinstance(error.orig, ConnectionError | OSError)
     )
+
+
+def unreachable(database: Database, what: str, error: BaseException) -> ResultBackendError:
+    """The error raised when the backend could not do ``what`` (``"read a result"``) because of ``error``."""
+    return ResultBackendError(
+        f"Could not {what} in {database.describe()} ({type(error).__name__}: {first_line(error)}). Check "
+        "that the database is up and reachable from this host; a message whose outcome could not be stored "
+        "is run again by dramatiq_ray.Results."
+    )
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of the driver's message (or of ``error``'s), for logs and errors."""
+    text = str(getattr(error, "orig", None) or error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -21,10 +21,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["NOTIFY_DATA_LIMIT", "Listener", "Waiter", "Waiters", "notify_payload"]
+__all__ = ["NOTIFY_DATA_LIMIT", "Listener", "Read", "Waiter", "Waiters", "notify_payload", "poll", "wait_notified"]
 
 logger = logging.getLogger(__name__)
 
+#: The first pause between two reads on SQLite, in seconds.
+_FIRST_POLL = 0.002
+#: The pauses between two reads while the database is unreachable on PostgreSQL, in seconds: doubling up to the cap.
+_RETRY_FIRST, _RETRY_CAP = 0.05, 1.0
 #: The listener's reconnection pauses, in seconds: doubling from the first up to the cap.
 _RECONNECT_FIRST, _RECONNECT_CAP = 0.05, 2.0
 #: How often the listener thread looks whether it was asked to stop, in seconds (a wait on its socket, no query).
@@ -166,3 +170,50 @@ class Listener:
 def sleep_until(deadline: float, pause: float) -> None:
     """Sleep ``pause`` seconds, but not past ``deadline`` (a ``time.monotonic()`` value)."""
     time.sleep(max(0.0, min(pause, deadline - time.monotonic())))
+
+
+#: One read of a key: the stored bytes (``None``: not stored yet, or the read failed) and the transient error that
+#: made it fail, if any.
+Read = Callable[[str], tuple[bytes | None, BaseException | None]]
+
+
+def poll(read: Read, key: str, deadline: float, cap: float) -> tuple[bytes | None, BaseException | None]:
+    """Read ``key`` until it is stored or ``deadline`` (a ``time.monotonic()`` value) passes, pausing between
+    reads from 2 ms, doubling, up to ``cap`` seconds (SQLite). Returns the bytes, or ``None`` and the last read's
+    error (``None``: the outcome is not stored yet)."""
+    pause = _FIRST_POLL
+    while True:
+        data, error = read(key)
+        if data is not None:
+            return data, None
+        if time.monotonic() >= deadline:
+            return None, error
+        sleep_until(deadline, pause)
+        pause = min(pause * 2, cap)
+
+
+def wait_notified(waiters: Waiters, read: Read, key: str, deadline: float) -> tuple[bytes | None, BaseException | None]:
+    """Read ``key`` once, then again only when a notification for it wakes this thread (PostgreSQL), until it is
+    stored or ``deadline`` passes; returns as :func:`poll` does."""
+    waiter = waiters.register(key)
+    event = waiter.event
+    pause = _RETRY_FIRST
+    try:
+        while True:
+            event.clear()
+            if waiter.data is not None:
+                return waiter.data, None
+            data, error = read(key)
+            if data is not None:
+                return data, None
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None, error
+            if error is not None:
+                # The listener wakes everyone when it reconnects; read again anyway after a pause.
+                event.wait(min(remaining, pause))
+                pause = min(pause * 2, _RETRY_CAP)
+            else:
+                event.wait(remaining)
+    finally:
+        waiters.unregister(key, waiter)
