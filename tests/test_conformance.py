@@ -299,7 +299,9 @@ def test_dramatiq_result_and_composition_tests_pass_with_ray_middleware_added_be
 def test_dramatiq_result_and_composition_tests_pass_with_ray_middleware_added_after_results(
     dramatiq_sdist: Path, tmp_path: Path, redis_url: str
 ) -> None:
-    run = run_conformance(dramatiq_sdist, "after", tmp_path, redis_url)
+    # Dramatiq's result tests only: what the order of the middleware could change is how results are stored and
+    # read; the composition tests run on Ray in the "before" variant.
+    run = run_conformance(dramatiq_sdist, "after", tmp_path, redis_url, only=CONFORMANCE_FILES[:1])
     check_run(run)
 
 
