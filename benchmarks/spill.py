@@ -262,7 +262,7 @@ def measure_store(
 
 
 def run_case(run: Run) -> CaseReport:
-    sizes = [KIB, MIB] if run.quick else [KIB, MIB, 16 * MIB, 64 * MIB]
+    sizes = [MIB] if run.quick else [KIB, MIB, 16 * MIB, 64 * MIB]
     results_per_size = {size: (3 if run.quick else (4 if size >= 16 * MIB else 10)) for size in sizes}
     report = CaseReport(
         name="spill",
@@ -361,7 +361,7 @@ RESULT_TTL_MS = 600_000
 
 
 def codec_sizes(quick: bool) -> list[int]:
-    return [64 * KIB, MIB] if quick else [MIB, 16 * MIB, 64 * MIB, 256 * MIB]
+    return [MIB] if quick else [MIB, 16 * MIB, 64 * MIB, 256 * MIB]
 
 
 def codec_repeats(size: int, quick: bool) -> int:
