@@ -38,7 +38,7 @@ from .compression import seal
 from .marker import ARGUMENT_KEY, InlineValue, StoredArgument, is_argument_shape, is_inline_shape, is_spilled_shape
 from .pointers import parse_pointer, with_reading
 from .stores._payload import join_parts, parts_of, size_of
-from .stores.base import BlobInfo, BlobStore, payload_digest, put_payload
+from .stores.base import ARGS_CHILD, BlobInfo, BlobStore, payload_digest, put_payload
 
 __all__ = [
     "ARGUMENTS_CHILD",
@@ -58,7 +58,7 @@ logger = logging.getLogger(__name__)
 #: reference (``None``, the default: never).
 MAX_INLINE_ARG_BYTES_OPTION = "max_inline_arg_bytes"
 #: The child of the result store where argument blobs live (``<root>/args``, ``<prefix>/args``).
-ARGUMENTS_CHILD = "args"
+ARGUMENTS_CHILD = ARGS_CHILD
 _REFS = "refs"
 
 

@@ -8,12 +8,9 @@ import copy
 from ...errors import BlobNotFoundError, BlobWriteError, ConfigurationError, MissingDependencyError
 from ..pointers import Pointer, blob_name, object_pointer, parse_pointer
 from ._payload import Payload, digest_parts, parts_of, size_of
-from .base import SETTLE_ATTEMPTS, BlobInfo, BlobStore, check_name
+from .base import CHILD_NAMES, SETTLE_ATTEMPTS, BlobStore, check_name
 
-__all__ = ["CHILD_PREFIXES", "BucketStore"]
-
-#: Key prefixes under a store's prefix that hold child stores (see :meth:`BucketStore.child`).
-CHILD_PREFIXES = ("args",)
+__all__ = ["BucketStore"]
 
 
 class BucketStore(BlobStore):
@@ -84,21 +81,18 @@ class BucketStore(BlobStore):
     # --- children: argument blobs live under <prefix>/args/ -------------------------------------------------
 
     def child(self, name: str) -> BucketStore:
-        if name not in CHILD_PREFIXES:
-            raise ConfigurationError(f"Unknown child store {name!r} (known: {', '.join(CHILD_PREFIXES)}).")
+        if name not in CHILD_NAMES:
+            raise ConfigurationError(f"Unknown child store {name!r} (known: {', '.join(CHILD_NAMES)}).")
         child = copy.copy(self)  # the same settings, a deeper prefix
         child.prefix = "/".join(part for part in (self.prefix, name) if part)
         cached = {key: value for key, value in self.__dict__.items() if key.startswith("_cached")}
         child.__dict__.update(cached)  # and the same clients (copying drops them, as pickling does)
         return child
 
-    def in_child(self, info: BlobInfo, name: str) -> bool:
-        return info.name.startswith("/".join(part for part in (self.prefix, name) if part) + "/")
-
     def _outside_children(self, key: str) -> bool:
         """Whether a listed key is this store's own (not a child store's): list_blobs leaves children out."""
         return not any(
-            key.startswith("/".join(part for part in (self.prefix, name) if part) + "/") for name in CHILD_PREFIXES
+            key.startswith("/".join(part for part in (self.prefix, name) if part) + "/") for name in CHILD_NAMES
         )
 
     def _named_prefix(self, prefix: str) -> str:

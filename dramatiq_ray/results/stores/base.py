@@ -36,6 +36,10 @@ logger = logging.getLogger(__name__)
 
 #: How many times a store looks at a blob again when it changed between looking and writing.
 SETTLE_ATTEMPTS = 5
+#: The children a store may have (see :meth:`BlobStore.child`): argument blobs live in ``args``. A store's own
+#: listing leaves them out; each child lists and collects its own.
+ARGS_CHILD = "args"
+CHILD_NAMES = (ARGS_CHILD,)
 #: The size of the pieces a stored blob is read in to hash it.
 HASH_CHUNK_BYTES = 1024 * 1024
 
@@ -156,10 +160,6 @@ class BlobStore(abc.ABC):
             f"{self.describe()} keeps no blobs: use FilesystemStore, S3Store or GCSStore to send arguments by "
             "reference."
         )
-
-    def in_child(self, info: BlobInfo, name: str) -> bool:
-        """Whether a blob listed by :meth:`list_blobs` belongs to :meth:`child` ``name`` rather than this store."""
-        return False
 
     def list_named(self, prefix: str) -> list[str]:
         """The names written by :meth:`put_named` that start with ``prefix/``, sorted.

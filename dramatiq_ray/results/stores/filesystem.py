@@ -14,6 +14,7 @@ from ...errors import BlobNotFoundError, BlobReadError, BlobWriteError, Configur
 from ..pointers import Pointer, blob_name, resultfs_pointer
 from ._payload import Payload, parts_of, read_into, size_of, write_hashing
 from .base import (
+    CHILD_NAMES,
     HASH_CHUNK_BYTES,
     SETTLE_ATTEMPTS,
     BlobInfo,
@@ -32,8 +33,6 @@ _BLOB_FILE = re.compile(r"[0-9a-f]{64}\.json")
 WRITE_CHUNK_BYTES = 64 * 1024 * 1024
 #: The largest single read(2) into a caller's buffer.
 READ_CHUNK_BYTES = 64 * 1024 * 1024
-#: Sub-directories of the root that hold child stores (see :meth:`FilesystemStore.child`).
-CHILD_DIRS = ("args",)
 
 
 class FilesystemStore(BlobStore):
@@ -276,12 +275,9 @@ class FilesystemStore(BlobStore):
     # --- children and listing named objects ------------------------------------------------------------------
 
     def child(self, name: str) -> FilesystemStore:
-        if name not in CHILD_DIRS:
-            raise ConfigurationError(f"Unknown child store {name!r} (known: {', '.join(CHILD_DIRS)}).")
+        if name not in CHILD_NAMES:
+            raise ConfigurationError(f"Unknown child store {name!r} (known: {', '.join(CHILD_NAMES)}).")
         return FilesystemStore(os.path.join(self.path, name), fsync=self.fsync)
-
-    def in_child(self, info: BlobInfo, name: str) -> bool:
-        return info.name.startswith(name + "/")
 
     def list_named(self, prefix: str) -> list[str]:
         top = os.path.join(self.path, NAMED_DIR, check_name(prefix))
@@ -301,7 +297,7 @@ class FilesystemStore(BlobStore):
         for directory, subdirectories, files in os.walk(self.path):
             subdirectories.sort()
             if directory == self.path:  # a child store (argument blobs) lists and collects its own
-                subdirectories[:] = [name for name in subdirectories if name not in CHILD_DIRS]
+                subdirectories[:] = [name for name in subdirectories if name not in CHILD_NAMES]
             in_named = directory == named or directory.startswith(named + os.sep)
             for name in sorted(files):
                 # Blobs, a dead writer's leftovers, and named objects (ray_job outcomes): all collected by age.
