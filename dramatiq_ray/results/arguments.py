@@ -20,7 +20,6 @@ delete: a rename aside on a filesystem, a metageneration check on GCS, a HEAD be
 
 from __future__ import annotations
 
-import base64
 import logging
 import threading
 import time
@@ -32,12 +31,11 @@ from typing import Any
 import dramatiq
 from dramatiq.encoder import Encoder
 
-from ..errors import BlobNotFoundError, ConfigurationError, MissingArgumentError
-from .codecs import encode_parts
+from ..errors import ConfigurationError
 from .compression import seal
-from .marker import ARGUMENT_KEY, InlineValue, StoredArgument, is_argument_shape, is_inline_shape, is_spilled_shape
+from .marker import ARGUMENT_KEY, StoredArgument, is_argument_shape, is_inline_shape, is_spilled_shape
+from .plan import encode_for_transport
 from .pointers import parse_pointer, with_reading
-from .stores._payload import join_parts, parts_of, size_of
 from .stores.base import ARGS_CHILD, BlobInfo, BlobStore, payload_digest, put_payload
 
 __all__ = [
@@ -48,7 +46,6 @@ __all__ = [
     "check_arg_threshold",
     "held_pointers",
     "offer",
-    "read_argument",
     "release",
 ]
 
@@ -117,15 +114,13 @@ class ArgumentPlan:
     def _one(self, value: Any, message_id: str) -> Any:
         if value is None or is_argument_shape(value) or is_spilled_shape(value) or is_inline_shape(value):
             return value
-        try:
-            codec, parts = encode_parts(value, self.encoder, allow_pickle=self.allow_pickle)
-        except Exception:
-            return value  # the broker's encoder raises its own error, as it would without offloading
-        payload = parts_of(parts)
-        if size_of(payload) <= self.max_inline_arg_bytes:
-            if codec == "json":
-                return value
-            return InlineValue(codec, base64.b64encode(join_parts(payload)).decode("ascii"))
+        # A value no codec takes travels as it is: the broker's encoder raises its own error, as without offloading.
+        carried, big = encode_for_transport(
+            value, self.encoder, allow_pickle=self.allow_pickle, limit=self.max_inline_arg_bytes
+        )
+        if big is None:
+            return carried
+        codec, payload = big
         stored, compression, key_id = seal(payload, self.compression, self.compression_level, self.encryption)
         digest = payload_digest(stored)
         # The reference first: a message finishing meanwhile then sees it and leaves the blob in place.
@@ -134,25 +129,6 @@ class ArgumentPlan:
             put_payload(self.store, stored, digest), codec=codec, compression=compression, key_id=key_id
         )
         return StoredArgument(pointer)
-
-
-def read_argument(store: BlobStore | None, value: Any, where: str, read: Callable[[BlobStore | None, str], Any]) -> Any:
-    """The value a :class:`StoredArgument` stands for, read with ``read(store, pointer)``.
-
-    Raises:
-      MissingArgumentError: its blob is gone (the message can never run; it names the argument).
-    """
-    pointer = value[next(iter(value))]
-    try:
-        return read(store, pointer)
-    except BlobNotFoundError as error:
-        raise MissingArgumentError(
-            f"Argument {where} of this message was sent by reference ({pointer!r}) and its blob is gone: it was "
-            "deleted (by hand, a lifecycle rule, or 'dramatiq-ray gc' with --older-than shorter than the time the "
-            "message waited). The message cannot run; send it again.",
-            pointer=pointer,
-            argument=where,
-        ) from error
 
 
 def held_pointers(args: Any, kwargs: Any) -> list[str]:

@@ -11,23 +11,25 @@ from __future__ import annotations
 
 import base64
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from dramatiq.encoder import Encoder
 
 from ..errors import (
+    BlobNotFoundError,
     BlobWriteError,
     ConfigurationError,
+    MissingArgumentError,
 )
-from .arguments import ARGUMENTS_CHILD, read_argument
 from .codecs import encode_parts
 from .compression import check_compression, seal
 from .marker import InlineValue, SpilledResult, is_argument_shape, is_inline_shape, is_spilled_shape
 from .pointers import Pointer, digest_pointer, with_reading
 from .reading import read_inline, read_value
 from .stores._payload import Payload, join_parts, parts_of, size_of
-from .stores.base import BlobStore, payload_digest, put_payload
+from .stores.base import ARGS_CHILD, BlobStore, payload_digest, put_payload
 
 __all__ = [
     "CODEC_OPTIONS",
@@ -38,6 +40,8 @@ __all__ = [
     "check_codec_options",
     "check_on_store_error",
     "check_threshold",
+    "encode_for_transport",
+    "read_argument",
     "read_value",
 ]
 
@@ -138,16 +142,11 @@ class SpillPlan:
         """
         if self.max_inline_bytes is None or value is None or isinstance(value, SpilledResult | InlineValue):
             return value
-        try:
-            codec, parts = encode_parts(value, self.encoder, allow_pickle=self.allow_pickle)
-        except Exception:
-            return value
-        payload = parts_of(parts)
-        if size_of(payload) <= self.max_inline_bytes or self.store is None:
-            if codec == "json":
-                return value
-            return InlineValue(codec, base64.b64encode(join_parts(payload)).decode("ascii"))
-        return self._spill(self.store, codec, payload)
+        limit = None if self.store is None else self.max_inline_bytes
+        carried, big = encode_for_transport(value, self.encoder, allow_pickle=self.allow_pickle, limit=limit)
+        if big is None or self.store is None:
+            return carried
+        return self._spill(self.store, *big)
 
     def _spill(self, store: BlobStore, codec: str, payload: tuple[memoryview, ...]) -> SpilledResult:
         """Compress and encrypt (each makes one new buffer), then hand the payload to the store as it is: the
@@ -198,7 +197,7 @@ class SpillPlan:
         if is_spilled_shape(value):
             return self.read(next(iter(value.values())))
         if is_argument_shape(value):
-            store = self.store.child(ARGUMENTS_CHILD) if self.store is not None and self.store.persistent else None
+            store = self.store.child(ARGS_CHILD) if self.store is not None and self.store.persistent else None
             return read_argument(store, value, where, self._read_from)
         if is_inline_shape(value):
             return read_inline(value, self.encoder, allow_pickle=self.allow_pickle)
@@ -210,3 +209,42 @@ class SpillPlan:
 
 def _carried(value: Any) -> bool:
     return is_spilled_shape(value) or is_inline_shape(value) or is_argument_shape(value)
+
+
+def encode_for_transport(
+    value: Any, encoder: Encoder, *, allow_pickle: bool, limit: int | None
+) -> tuple[Any, tuple[str, tuple[memoryview, ...]] | None]:
+    """How a value travels in a message or a result backend: ``(value, None)`` for JSON at most ``limit`` bytes
+    (``None``: no limit), or for a value no codec takes (the encoder downstream then reports it);
+    ``(InlineValue, None)`` for another codec's payload at most ``limit`` bytes; ``(None, (codec, payload))`` for a
+    payload over ``limit``, which goes to a store. Serves results (:meth:`SpillPlan.apply`) and arguments sent by
+    reference alike."""
+    try:
+        codec, parts = encode_parts(value, encoder, allow_pickle=allow_pickle)
+    except Exception:
+        return value, None
+    payload = parts_of(parts)
+    if limit is not None and size_of(payload) > limit:
+        return None, (codec, payload)
+    if codec == "json":
+        return value, None
+    return InlineValue(codec, base64.b64encode(join_parts(payload)).decode("ascii")), None
+
+
+def read_argument(store: BlobStore | None, value: Any, where: str, read: Callable[[BlobStore | None, str], Any]) -> Any:
+    """The value a :class:`StoredArgument` stands for, read with ``read(store, pointer)``.
+
+    Raises:
+      MissingArgumentError: its blob is gone (the message can never run; it names the argument).
+    """
+    pointer = value[next(iter(value))]
+    try:
+        return read(store, pointer)
+    except BlobNotFoundError as error:
+        raise MissingArgumentError(
+            f"Argument {where} of this message was sent by reference ({pointer!r}) and its blob is gone: it was "
+            "deleted (by hand, a lifecycle rule, or 'dramatiq-ray gc' with --older-than shorter than the time the "
+            "message waited). The message cannot run; send it again.",
+            pointer=pointer,
+            argument=where,
+        ) from error
