@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .delivery.signing import secret_problem
 from .errors import ConfigurationError
 from .execution.runners import RUNNERS
 from .results.plan import ON_STORE_ERROR
@@ -365,8 +366,13 @@ def _validate_webhooks(values: dict[str, Any], problems: list[str]) -> None:
     secrets, url, allow_http = values["WEBHOOK_SECRETS"], values["WEBHOOK_URL"], values["WEBHOOK_ALLOW_HTTP"]
     if not isinstance(secrets, list | tuple) or not all(isinstance(s, str) and s for s in secrets):
         problems.append("WEBHOOK_SECRETS must be a list of non-empty strings (several while rotating).")
-    elif url is not None and not secrets:
-        problems.append("WEBHOOK_URL is set but WEBHOOK_SECRETS is empty: webhooks are always signed; give a secret.")
+    else:
+        found = [(number, secret_problem(secret)) for number, secret in enumerate(secrets, 1)]
+        problems.extend(f"WEBHOOK_SECRETS, secret number {number}: {problem}." for number, problem in found if problem)
+        if url is not None and not secrets:
+            problems.append(
+                "WEBHOOK_URL is set but WEBHOOK_SECRETS is empty: webhooks are always signed; give a secret."
+            )
     if not isinstance(allow_http, bool):
         problems.append(f"WEBHOOK_ALLOW_HTTP must be true or false, not {allow_http!r}.")
     _check_optional_str("WEBHOOK_URL", url, problems)

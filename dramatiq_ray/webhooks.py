@@ -1,6 +1,8 @@
 """Webhooks, for senders and receivers: the :class:`Webhooks` middleware, and :func:`verify` for the receiving end.
 
-A receiver needs only this module (and the shared secret)::
+Requests are signed as the Standard Webhooks specification (v1.0) says, so any of its libraries verifies them
+(``standardwebhooks`` on PyPI and npm, and others). With this package, a receiver needs only this module and the
+shared ``whsec_`` secret::
 
     from dramatiq_ray.webhooks import verify
 
@@ -11,7 +13,15 @@ See the delivery docs for the payload, the headers and verification in other lan
 
 from __future__ import annotations
 
-from .delivery.signing import DEFAULT_TOLERANCE, IDEMPOTENCY_HEADER, SIGNATURE_HEADER, sign, verify
+from .delivery.signing import (
+    DEFAULT_TOLERANCE,
+    ID_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    new_secret,
+    sign,
+    verify,
+)
 from .delivery.webhooks import ATTEMPT_HEADER, DELIVERY_ACTOR, DELIVERY_QUEUE, WEBHOOK_OPTION, Webhooks
 from .errors import WebhookSignatureError
 
@@ -20,11 +30,13 @@ __all__ = [
     "DEFAULT_TOLERANCE",
     "DELIVERY_ACTOR",
     "DELIVERY_QUEUE",
-    "IDEMPOTENCY_HEADER",
+    "ID_HEADER",
     "SIGNATURE_HEADER",
+    "TIMESTAMP_HEADER",
     "WEBHOOK_OPTION",
     "WebhookSignatureError",
     "Webhooks",
+    "new_secret",
     "sign",
     "verify",
 ]

@@ -30,7 +30,7 @@ from ..errors import ConfigurationError
 from .http import HttpSender, check_url
 from .ledger import Ledger, choose_ledger
 from .payload import completion_result, error_section, iso_time, message_fields, payload_body
-from .signing import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, check_secrets, signature_header
+from .signing import check_secrets, signed_headers
 
 __all__ = ["ATTEMPT_HEADER", "DELIVERY_ACTOR", "DELIVERY_QUEUE", "WEBHOOK_OPTION", "Webhooks"]
 
@@ -80,9 +80,11 @@ class Webhooks(Middleware):
     The body carries ``message_id``, ``actor``, ``queue``, ``status`` (``succeeded`` or ``failed``),
     ``attempts``, ``enqueued_at``, ``started_at``, ``finished_at`` (ISO 8601, UTC), then ``result`` (the value
     when it is JSON and at most ``max_value_bytes``; the pointer and a presigned URL when it was spilled to a
-    store that can sign) or ``error`` (type and message). Headers: ``Dramatiq-Ray-Signature: t=<unix
-    seconds>,v1=<HMAC-SHA256 of "<t>.<body>">`` (one ``v1`` per secret), ``Idempotency-Key: <message id>`` and
-    ``Dramatiq-Ray-Attempt``. Receivers check them with :func:`dramatiq_ray.webhooks.verify`.
+    store that can sign) or ``error`` (type and message). It is signed as the Standard Webhooks specification
+    (v1.0) says: ``webhook-id`` (the message id), ``webhook-timestamp`` (Unix seconds) and ``webhook-signature``
+    (``v1,<base64 HMAC-SHA256 of "<id>.<timestamp>.<body>">``, one per secret, space-separated); the
+    ``Dramatiq-Ray-Attempt`` header counts POSTs. Receivers check them with :func:`dramatiq_ray.webhooks.verify`
+    or any Standard Webhooks library (``standardwebhooks`` on PyPI and npm).
 
     Delivery is a message on ``queue_name``, run by the same workers (a ``dramatiq`` worker started with
     ``--queues`` must list it). 2xx settles it; 410 stops it; a redirect to another origin is refused; anything
@@ -95,11 +97,12 @@ class Webhooks(Middleware):
     ``ledger=``) records each settled message id and leases the POST, so one POST at most is in flight per
     message and none starts after a 2xx was recorded, even when the message, or its delivery, runs again after
     a worker restart. A worker that dies after the receiver answered 2xx but before recording it leaves one
-    duplicate POST, with the same ``Idempotency-Key``: receivers that must act once deduplicate on it.
+    duplicate POST, with the same ``webhook-id``: receivers that must act once deduplicate on it.
 
     Parameters:
-      secrets: The HMAC secrets, as strings; every one signs (``v1=`` each), so receivers accept either while a
-        secret rotates.
+      secrets: The signing secrets, each ``whsec_<base64 of a 24 to 64 byte key>`` (make one with
+        :func:`dramatiq_ray.webhooks.new_secret`); every one signs (a ``v1,`` entry each), so receivers accept
+        either while a secret rotates.
       url: The default webhook URL for messages whose actor and message name none (``None``: no webhook).
       allow_http: Allow plain ``http://`` URLs (a trusted network, tests). Default: https only.
       max_attempts: Most POSTs per message (>= 1).
@@ -119,7 +122,8 @@ class Webhooks(Middleware):
       rng: Random source for jitter.
 
     Raises:
-      ConfigurationError: a secret, URL or number is invalid.
+      ConfigurationError: a secret (not in the ``whsec_`` form, not base64, under 24 bytes), URL or number is
+        invalid.
     """
 
     def __init__(
@@ -399,8 +403,7 @@ class Webhooks(Middleware):
         return {
             "Content-Type": "application/json",
             "User-Agent": f"dramatiq-ray/{__version__}",
-            SIGNATURE_HEADER: signature_header(body, self.secrets, int(time.time())),
-            IDEMPOTENCY_HEADER: message_id,
+            **signed_headers(body, self.secrets, message_id, int(time.time())),
             ATTEMPT_HEADER: str(attempt),
         }
 

@@ -20,7 +20,7 @@ def main() -> int:
 
     if not redis_answers(REDIS_URL):
         return 2
-    say(f"Receiver: {url} (verifies each signature, deduplicates on Idempotency-Key, answers 503 once).")
+    say(f"Receiver: {url} (verifies each signature, deduplicates on webhook-id, answers 503 once).")
     try:
         with (
             Receiver(urlsplit(url).port or 80, fail_first=True) as receiver,

@@ -1,5 +1,5 @@
-"""A webhook receiver in a few lines of standard library: verify the signature, deduplicate on the idempotency key,
-answer 2xx. Run it on its own while workers run: ``python -m examples.webhooks.receiver`` (port 8765)."""
+"""A webhook receiver in a few lines of standard library: verify the signature, deduplicate on webhook-id, answer
+2xx. Run it on its own while workers run: ``python -m examples.webhooks.receiver`` (port 8765)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from dramatiq_ray import WebhookSignatureError
-from dramatiq_ray.webhooks import IDEMPOTENCY_HEADER, verify
+from dramatiq_ray.webhooks import ID_HEADER, verify
 
 from .tasks import WEBHOOK_SECRET
 
@@ -51,7 +51,7 @@ class Receiver:
             self.posts += 1
             if self.fail_first and self.posts == 1:
                 return 503  # a receiver having a bad moment: the POST is retried
-            key = headers[IDEMPOTENCY_HEADER]
+            key = headers[ID_HEADER]  # webhook-id: the message id, the same on every attempt
             if key in self.events:
                 self.duplicates += 1  # already handled: answer 2xx, do nothing again
             else:

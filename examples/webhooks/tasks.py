@@ -8,7 +8,8 @@ REDIS_URL          the broker, result backend and delivery ledger (default redis
 EXAMPLE_NAMESPACE  prefix of this example's Redis keys (default dramatiq-ray-example-webhooks)
 RESULTS_DIR        where large results are written (default: dramatiq-ray-example-results in the temp dir)
 WEBHOOK_URL        where webhooks go (default http://127.0.0.1:8765/hooks/dramatiq: the example's receiver)
-WEBHOOK_SECRET     the shared signing secret (default: a fixed example secret; use your own)
+WEBHOOK_SECRET     the shared signing secret, whsec_<base64> (default: a fixed example secret; make your own with
+                   python -c "from dramatiq_ray.webhooks import new_secret; print(new_secret())")
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ REDIS_URL = os.environ.get("REDIS_URL", "redis://localhost:6379/0")
 NAMESPACE = os.environ.get("EXAMPLE_NAMESPACE", "dramatiq-ray-example-webhooks")
 RESULTS_DIR = os.environ.get("RESULTS_DIR") or os.path.join(tempfile.gettempdir(), "dramatiq-ray-example-results")
 WEBHOOK_URL = os.environ.get("WEBHOOK_URL", "http://127.0.0.1:8765/hooks/dramatiq")
-WEBHOOK_SECRET = os.environ.get("WEBHOOK_SECRET", "example-secret-change-me")
+WEBHOOK_SECRET = os.environ.get("WEBHOOK_SECRET", "whsec_ZHJhbWF0aXEtcmF5IGV4YW1wbGUga2V5OiBjaGFuZ2UgbWUh")
 
 broker = RedisBroker(url=REDIS_URL, namespace=NAMESPACE)
 broker.add_middleware(

@@ -18,7 +18,7 @@ from dramatiq_ray import Results, Webhooks
 BROKER_URL = os.environ["DRAMATIQ_RAY_TEST_BROKER_URL"]
 NAMESPACE = os.environ["DRAMATIQ_RAY_TEST_NAMESPACE"]
 WEBHOOK_URL = os.environ["DRAMATIQ_RAY_TEST_WEBHOOK_URL"]
-SECRET = "whsec-test-0123456789abcdef"
+SECRET = "whsec_ZHJhbWF0aXEtcmF5IHRlc3Qga2V5IDAxMjM0NTY3ODk="
 
 # Every command may run maintenance, and a worker silent for 3 s is dead: its unacked messages are requeued.
 broker = RedisBroker(url=BROKER_URL, namespace=NAMESPACE, heartbeat_timeout=3_000, maintenance_chance=MAINTENANCE_SCALE)

@@ -1,18 +1,27 @@
 """A real HTTP receiver on 127.0.0.1 (stdlib ``http.server`` in a thread) that records every request and answers
-as each test scripts it: a status, a redirect, or a hang longer than the sender's read timeout."""
+as each test scripts it: a status, a redirect, or a hang longer than the sender's read timeout. And the Standard
+Webhooks reference verifier for Node.js (``standardwebhooks`` from npm), installed for the session."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-SECRET = "whsec-test-0123456789abcdef"
+from tests import _services
+
+#: A Standard Webhooks secret (``whsec_`` and the base64 of a 32-byte key).
+SECRET = "whsec_ZHJhbWF0aXEtcmF5IHRlc3Qga2V5IDAxMjM0NTY3ODk="
+#: The npm package the Node.js tests verify with: the specification's reference library.
+NODE_PACKAGE = "standardwebhooks@1"
 
 
 @dataclass(frozen=True)
@@ -111,3 +120,28 @@ def other_receiver() -> Iterator[Receiver]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def node_standardwebhooks(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory with ``node_modules/standardwebhooks`` (``npm install`` into a session temp dir): a script copied
+    there imports the package. Skipped with the reason when Node.js, npm or the registry is missing, failed instead
+    where services are required (CI)."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        _services.unavailable("Node.js and npm are needed to verify webhooks with the standardwebhooks npm package")
+    assert npm is not None
+    where = tmp_path_factory.mktemp("npm-standardwebhooks")
+    try:
+        installed = subprocess.run(
+            [npm, "install", "--no-audit", "--no-fund", "--no-package-lock", NODE_PACKAGE],
+            cwd=where,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    except subprocess.TimeoutExpired:
+        _services.unavailable(f"npm install {NODE_PACKAGE} did not finish within 300 s")
+    if installed.returncode != 0 or not (where / "node_modules" / "standardwebhooks" / "package.json").is_file():
+        _services.unavailable(f"npm install {NODE_PACKAGE} failed: {installed.stderr.strip()[-500:]}")
+    return where

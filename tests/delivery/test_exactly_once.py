@@ -15,7 +15,7 @@ from dramatiq.results.backends import RedisBackend
 
 from dramatiq_ray import Results, Webhooks
 from dramatiq_ray.delivery.ledger import RedisLedger
-from dramatiq_ray.webhooks import IDEMPOTENCY_HEADER, verify
+from dramatiq_ray.webhooks import ID_HEADER, verify
 from tests._services import wait_until
 from tests.delivery.conftest import SECRET, Receiver
 
@@ -79,7 +79,7 @@ def test_webhook_is_delivered_exactly_once_across_a_worker_restart(
     # Then the receiver got exactly one successful POST for the message, after the restart
     assert [r.answer for r in receiver.requests] == [500, 200]
     assert requests[1].at > stopped
-    assert {r.headers[IDEMPOTENCY_HEADER] for r in requests} == {message.message_id}
+    assert {r.headers[ID_HEADER] for r in requests} == {message.message_id}
     assert verify(requests[1].body, requests[1].headers, [SECRET])["result"] == {"value": 42}
     ledger = RedisLedger(redis_client, prefix=f"{redis_namespace}:dramatiq-ray-webhooks")
     assert ledger.settled(message.message_id) == "delivered"

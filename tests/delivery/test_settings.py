@@ -8,6 +8,9 @@ import dramatiq_ray
 from dramatiq_ray import ConfigurationError, Webhooks
 from dramatiq_ray.settings import load_settings
 
+OLD = "whsec_ZHJhbWF0aXEtcmF5IG9sZCB0ZXN0IGtleSAwMTIzNA=="
+NEW = "whsec_ZHJhbWF0aXEtcmF5IG5ldyB0ZXN0IGtleSA1Njc4OQ=="
+
 
 def problems_of(settings: dict[str, object], environ: dict[str, str] | None = None) -> list[str]:
     with pytest.raises(ConfigurationError) as raised:
@@ -19,7 +22,7 @@ def test_setup_installs_webhooks_when_secrets_are_set(stub_broker) -> None:
     installed = dramatiq_ray.setup(
         stub_broker,
         {
-            "WEBHOOK_SECRETS": ["s1", "s2"],
+            "WEBHOOK_SECRETS": [OLD, NEW],
             "WEBHOOK_URL": "https://app.example.com/hooks",
             "WEBHOOK_MAX_ATTEMPTS": 4,
             "WEBHOOK_MAX_AGE_SECONDS": 600,
@@ -30,7 +33,7 @@ def test_setup_installs_webhooks_when_secrets_are_set(stub_broker) -> None:
     assert isinstance(webhooks, Webhooks) and webhooks in stub_broker.middleware
     assert (webhooks.url, webhooks.secrets, webhooks.max_attempts, webhooks.max_age) == (
         "https://app.example.com/hooks",
-        (b"s1", b"s2"),
+        (b"dramatiq-ray old test key 01234", b"dramatiq-ray new test key 56789"),
         4,
         600_000,
     )
@@ -48,14 +51,14 @@ def test_webhook_settings_are_read_from_the_environment() -> None:
     settings = load_settings(
         {},
         environ={
-            "DRAMATIQ_RAY_WEBHOOK_SECRETS": "old,new",
+            "DRAMATIQ_RAY_WEBHOOK_SECRETS": f"{OLD},{NEW}",
             "DRAMATIQ_RAY_WEBHOOK_URL": "http://receiver.internal/hook",
             "DRAMATIQ_RAY_WEBHOOK_ALLOW_HTTP": "true",
             "DRAMATIQ_RAY_WEBHOOK_MAX_ATTEMPTS": "5",
         },
     )
 
-    assert settings.webhook_secrets == ["old", "new"]
+    assert settings.webhook_secrets == [OLD, NEW]
     assert (settings.webhook_url, settings.webhook_allow_http, settings.webhook_max_attempts) == (
         "http://receiver.internal/hook",
         True,
@@ -67,13 +70,25 @@ def test_webhook_url_without_secrets_or_over_plain_http_is_refused() -> None:
     assert problems_of({"WEBHOOK_URL": "https://app.example.com/hook"}) == [
         "WEBHOOK_URL is set but WEBHOOK_SECRETS is empty: webhooks are always signed; give a secret."
     ]
-    assert problems_of({"WEBHOOK_URL": "http://app.example.com/hook", "WEBHOOK_SECRETS": ["s"]}) == [
+    assert problems_of({"WEBHOOK_URL": "http://app.example.com/hook", "WEBHOOK_SECRETS": [NEW]}) == [
         "WEBHOOK_URL is plain http: use https, or set WEBHOOK_ALLOW_HTTP=true for a trusted network."
     ]
     assert problems_of({"WEBHOOK_SECRETS": "one-secret", "WEBHOOK_MAX_ATTEMPTS": 0}) == [
         "WEBHOOK_SECRETS must be a list of non-empty strings (several while rotating).",
         "WEBHOOK_MAX_ATTEMPTS must be an integer >= 1, not 0.",
     ]
+
+
+def test_webhook_secrets_not_in_the_whsec_form_are_refused_by_position_without_showing_them() -> None:
+    problems = problems_of({"WEBHOOK_SECRETS": [NEW, "plain-text-secret", "whsec_c2hvcnQ="]})
+
+    assert [problem.split(":")[0] for problem in problems] == [
+        "WEBHOOK_SECRETS, secret number 2",
+        "WEBHOOK_SECRETS, secret number 3",
+    ]
+    assert "without the whsec_ prefix" in problems[0] and "at least 24 bytes" in problems[1]
+    assert all("new_secret()" in problem for problem in problems)
+    assert "plain-text-secret" not in repr(problems) and "c2hvcnQ" not in repr(problems)
 
 
 def test_webhook_allow_http_that_is_not_a_boolean_is_refused_from_the_environment() -> None:
@@ -84,9 +99,9 @@ def test_webhook_allow_http_that_is_not_a_boolean_is_refused_from_the_environmen
 
 def test_redacted_settings_mask_webhook_secrets_and_url_credentials() -> None:
     settings = load_settings(
-        {"WEBHOOK_SECRETS": ["top-secret"], "WEBHOOK_URL": "https://user:pw@app.example.com/hook"}, validate=False
+        {"WEBHOOK_SECRETS": [NEW], "WEBHOOK_URL": "https://user:pw@app.example.com/hook"}, validate=False
     )
 
     shown = repr(settings.redacted())
-    assert "top-secret" not in shown and "pw@" not in shown
+    assert NEW[6:] not in shown and "pw@" not in shown
     assert settings.redacted()["WEBHOOK_SECRETS"] == ["…"]

@@ -1,5 +1,5 @@
 """A worker killed (SIGKILL) while it POSTs a webhook: the delivery is not lost. It runs again on a new worker
-once the dead one's lease on it expires, with the same Idempotency-Key: the one case where a receiver sees the
+once the dead one's lease on it expires, with the same webhook-id: the one case where a receiver sees the
 same webhook twice (it may have acted on the first), which is why it deduplicates on that key."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 from dramatiq.brokers.redis import RedisBroker
 
 from dramatiq_ray.delivery.ledger import RedisLedger
-from dramatiq_ray.webhooks import ATTEMPT_HEADER, IDEMPOTENCY_HEADER, verify
+from dramatiq_ray.webhooks import ATTEMPT_HEADER, ID_HEADER, verify
 from tests._services import wait_until
 from tests.delivery.conftest import SECRET, Receiver
 
@@ -54,6 +54,6 @@ def test_webhook_being_posted_by_a_killed_worker_is_posted_again_with_the_same_i
 
     assert [r.answer for r in requests] == ["hang", 200]
     assert requests[1].at > killed_at
-    assert {r.headers[IDEMPOTENCY_HEADER] for r in requests} == {message.message_id}
+    assert {r.headers[ID_HEADER] for r in requests} == {message.message_id}
     assert [r.headers[ATTEMPT_HEADER] for r in requests] == ["1", "1"]
     assert verify(requests[1].body, requests[1].headers, [SECRET])["result"] == {"value": 42}
