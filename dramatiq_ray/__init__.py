@@ -81,7 +81,7 @@ from .retries import Retries
 from ._install import Installed, build_store, setup
 from .settings import Settings, load_settings
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"
 
 __all__ = [
     # errors

@@ -1,4 +1,4 @@
-"""Installed the way a user installs it, `pip install .` without extras: the examples and the demo run and leave
+"""Installed the way a user installs it, the built wheel without extras: the examples and the demo run and leave
 nothing behind, and what needs an extra says which one."""
 
 from __future__ import annotations
@@ -46,7 +46,9 @@ def test_install_without_extras_runs_the_examples_and_leaves_nothing_behind(redi
 
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-6000:]
-    assert "no-extras-check: OK" in result.stdout
+    assert "no-extras-check: OK: installed from the built wheel" in result.stdout
+    built = re.search(r"built and checked (.+)\.$", result.stdout, re.MULTILINE)
+    assert built and {name.rpartition("-")[2] for name in built.group(1).split()} == {"any.whl", "dev0.tar.gz"}
     assert "python -m examples.basic left no process and no shared head temp dir behind." in result.stdout
     assert "python -m dramatiq_ray.demo left no process and no shared head temp dir behind." in result.stdout
 
