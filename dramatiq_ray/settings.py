@@ -26,7 +26,7 @@ from typing import Any
 
 from .errors import ConfigurationError
 from .execution.runners import RUNNERS
-from .results.plan import ON_STORE_ERROR
+from .payloads.plan import ON_STORE_ERROR
 
 __all__ = ["ENV_PREFIX", "SETTING_NAMES", "Settings", "load_settings"]
 
