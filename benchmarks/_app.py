@@ -120,9 +120,9 @@ class App:
 def build_store(config: AppConfig) -> Any:
     """The blob store ``config`` names, or raise :class:`NotAvailable`."""
     try:
-        from dramatiq_ray.results.stores import FilesystemStore, GCSStore, S3Store
+        from dramatiq_ray.payloads.stores import FilesystemStore, GCSStore, S3Store
     except Exception as error:
-        raise NotAvailable(f"dramatiq_ray.results.stores does not import: {error}") from error
+        raise NotAvailable(f"dramatiq_ray.payloads.stores does not import: {error}") from error
     if config.store == "fs":
         return FilesystemStore(config.store_location)
     if config.store == "s3":

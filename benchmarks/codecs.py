@@ -2,7 +2,7 @@
 
   - compression: zstd and gzip (their default levels) of a compressible payload (JSON-like text of records):
     the compression ratio and MB/s (10^6 bytes of the uncompressed payload per second) to compress and to
-    decompress, with ``dramatiq_ray.results.compression``;
+    decompress, with ``dramatiq_ray.payloads.compression``;
   - encryption: AES-256-GCM (``dramatiq_ray.EncryptionKeys``) MB/s to encrypt and to decrypt random bytes.
 
 Each time is the median of a few runs in the producer process, no store involved.
@@ -60,9 +60,9 @@ def _mb_per_s(size: int, seconds: float) -> float:
 
 def measure_compression(method: str, data: bytes, repeats: int) -> dict[str, float]:
     try:
-        from dramatiq_ray.results.compression import compress, decompress
+        from dramatiq_ray.payloads.compression import compress, decompress
     except Exception as error:
-        raise NotAvailable(f"dramatiq_ray.results.compression does not import: {error}") from error
+        raise NotAvailable(f"dramatiq_ray.payloads.compression does not import: {error}") from error
     compress_s, (used, packed) = _median_seconds(lambda: compress(data, method), repeats)
     if used is None:
         raise NotAvailable(f"{method} did not shrink the payload by 10%, so it was stored uncompressed")

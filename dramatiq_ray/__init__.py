@@ -71,7 +71,7 @@ from .delivery import Webhooks, get_result_async, get_result_url
 
 # --- running on Ray ---
 # isort: split
-from .context import current_message
+from .callpath.context import current_message
 from .execution import RayExecutionMiddleware
 
 # --- retries ---
@@ -81,7 +81,7 @@ from .retries import Retries
 from ._install import Installed, build_store, setup
 from .settings import Settings, load_settings
 
-__version__ = "0.2.0.dev0"
+from ._version import __version__ as __version__
 
 __all__ = [
     # errors

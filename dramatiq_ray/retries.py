@@ -24,7 +24,6 @@ from dramatiq.middleware import Retries as StockRetries
 from dramatiq.middleware.retries import DEFAULT_MAX_BACKOFF, DEFAULT_MIN_BACKOFF
 
 from . import metrics
-from ._lookup import lookup_option
 from ._retry_rules import (
     UNSET,
     Unset,
@@ -39,6 +38,7 @@ from ._retry_rules import (
     resolve_max_retries,
     type_name,
 )
+from .callpath.lookup import lookup_option
 from .errors import ConfigurationError, MissingArgumentError
 
 __all__ = ["DEFAULT_JITTER", "Retries"]

@@ -27,7 +27,7 @@ from typing import Any
 from .delivery.signing import secret_problem
 from .errors import ConfigurationError
 from .execution.runners import RUNNERS
-from .results.plan import ON_STORE_ERROR
+from .payloads.plan import ON_STORE_ERROR
 
 __all__ = ["ENV_PREFIX", "SETTING_NAMES", "Settings", "load_settings"]
 

@@ -29,7 +29,7 @@ from dramatiq_ray import (
     SpillingBackend,
     load_settings,
 )
-from dramatiq_ray.results.pointers import blob_name, digest_of, parse_pointer
+from dramatiq_ray.payloads.pointers import blob_name, digest_of, parse_pointer
 from tests._services import free_port
 
 RESULT_TIMEOUT_MS = 120_000

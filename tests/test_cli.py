@@ -23,7 +23,7 @@ import pytest
 from dramatiq_ray import FilesystemStore
 from dramatiq_ray.cli import main, parse_duration
 from dramatiq_ray.execution.local_head import free_port
-from dramatiq_ray.results.pointers import digest_of
+from dramatiq_ray.payloads.pointers import digest_of
 from dramatiq_ray.settings import ENV_PREFIX, SETTING_NAMES, SETTINGS_MODULE_VARIABLE
 
 SCRIPT = Path(sys.executable).parent / "dramatiq-ray"

@@ -14,7 +14,7 @@ from dramatiq.results import Results
 from dramatiq.results.backends import StubBackend
 
 from dramatiq_ray import RayExecutionMiddleware
-from dramatiq_ray.execution.body import Target, target_for
+from dramatiq_ray.callpath.body import Target, target_for
 
 RESULT_TIMEOUT_MS = 120_000
 

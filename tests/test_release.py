@@ -27,13 +27,13 @@ PLANTED = Path("dramatiq_ray") / "__pycache__" / "planted.cpython-311.pyc"
 
 
 def package_version() -> str:
-    """``__version__`` as written in the package's ``__init__.py``, read without importing it."""
-    tree = ast.parse((REPO_ROOT / "dramatiq_ray" / "__init__.py").read_text())
+    """``__version__`` as written in ``dramatiq_ray/_version.py``, read without importing it."""
+    tree = ast.parse((REPO_ROOT / "dramatiq_ray" / "_version.py").read_text())
     for node in tree.body:
         if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["__version__"]:
             assert isinstance(node.value, ast.Constant)
             return str(node.value.value)
-    raise AssertionError("dramatiq_ray/__init__.py assigns no __version__")
+    raise AssertionError("dramatiq_ray/_version.py assigns no __version__")
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +95,7 @@ def test_built_version_is_the_package_version(dist: Path) -> None:
     wheel = only(dist, "dramatiq_ray-*-py3-none-any.whl")
     metadata = zipfile.ZipFile(wheel).read(f"dramatiq_ray-{package_version()}.dist-info/METADATA").decode()
 
-    assert setup["metadata"]["version"] == "attr: dramatiq_ray.__version__"
+    assert setup["metadata"]["version"] == "attr: dramatiq_ray._version.__version__"
     assert f"\nVersion: {package_version()}\n" in metadata
 
 

@@ -88,7 +88,7 @@ def _check_backend(sources: Sources, row: _Row) -> str:
 
 
 def _check_store(sources: Sources, row: _Row) -> str:
-    from ..results.stores.base import probe
+    from ..payloads.stores.base import probe
 
     store, source = sources.store()
     row.subject = f"{store.describe()} ({source})"

@@ -10,8 +10,8 @@ from typing import IO, TYPE_CHECKING
 from ._common import EXIT_OK, FROM_RESULTS, FROM_SETTINGS, Sources, UsageError
 
 if TYPE_CHECKING:
+    from ..payloads.stores.base import BlobStore
     from ..results.sql import ResultRecord, SQLBackend
-    from ..results.stores.base import BlobStore
 
 #: The columns of the table ``results list`` prints: heading, width (the last one takes the rest).
 _COLUMNS = (("UPDATED (UTC)", 19), ("STATUS", 8), ("ACTOR", 20), ("TRY", 3), ("MESSAGE ID", 36), ("ERROR", 0))

@@ -6,10 +6,10 @@ from __future__ import annotations
 import dramatiq
 
 from ..errors import ConfigurationError, DigestOnlyResultError, PresignError
+from ..payloads.pointers import Pointer, parse_pointer
+from ..payloads.stores.base import BlobStore
 from ..results.access import find_spilling_backend, get_pointer
 from ..results.backend import AnyMessage, SpillingBackend
-from ..results.pointers import Pointer, parse_pointer
-from ..results.stores.base import BlobStore
 
 __all__ = ["get_result_url", "presign_pointer"]
 

@@ -25,7 +25,8 @@ import dramatiq
 from dramatiq.middleware import Middleware
 
 from .. import metrics
-from .._lookup import lookup_option
+from .._version import __version__
+from ..callpath.lookup import lookup_option
 from ..errors import ConfigurationError
 from .http import HttpSender, check_url
 from .ledger import Ledger, choose_ledger
@@ -398,8 +399,6 @@ class Webhooks(Middleware):
         metrics.record_webhook_outcome("failed")
 
     def _headers(self, body: bytes, message_id: str, attempt: int) -> dict[str, str]:
-        from .. import __version__
-
         return {
             "Content-Type": "application/json",
             "User-Agent": f"dramatiq-ray/{__version__}",

@@ -16,9 +16,10 @@ import dramatiq
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware import Middleware
 
+from ..callpath import wrapper as callpath
+from ..callpath.wrapper import Runner
 from ..errors import ConfigurationError, RayOptionsError
-from . import callpath
-from .callpath import Runner
+from ..results.access import find_spilling_backend
 from .connection import RayRuntime, keep_dramatiq_signal_handling
 from .options import check_options, merge_runtime_envs
 from .runners import RUNNERS
@@ -116,6 +117,7 @@ class RayExecutionMiddleware(Middleware):
         keep_dramatiq_signal_handling()  # in case the application imports Ray before the first message
         self.max_in_flight = max_in_flight
         self.runner = runner
+        self._owner: callpath.CallPath | None = None
         self._runner: Runner
         if runner == "ray_job":
             self._runner = JobRunner(
@@ -162,6 +164,12 @@ class RayExecutionMiddleware(Middleware):
     def after_declare_actor(self, broker: dramatiq.Broker, actor: dramatiq.Actor[Any, Any]) -> None:
         callpath.install(actor)
 
+    def _callpath(self, broker: dramatiq.Broker) -> callpath.CallPath:
+        # Joined at worker boot; a broker driven without a worker boot (hooks called by hand) joins on first use.
+        if self._owner is None:
+            self._owner = callpath.join(broker, self, runners=self)
+        return self._owner
+
     def before_enqueue(self, broker: dramatiq.Broker, message: dramatiq.Message[Any], delay: int) -> None:
         self._check(message.options, actor_name=message.actor_name, where="message options")
 
@@ -176,6 +184,7 @@ class RayExecutionMiddleware(Middleware):
         self.runtime.under_cli = True
 
     def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        self._owner = callpath.join(broker, self, runners=self)
         if isinstance(self._runner, JobRunner):
             self._check_job_runner(broker)
             return
@@ -190,8 +199,6 @@ class RayExecutionMiddleware(Middleware):
 
     def _check_job_runner(self, broker: dramatiq.Broker) -> None:
         """A worker whose ray_job runner cannot work does not start: it would fail every message."""
-        from ..results import find_spilling_backend
-
         backend = find_spilling_backend(broker)
         runner = self._runner
         assert isinstance(runner, JobRunner)
@@ -218,7 +225,9 @@ class RayExecutionMiddleware(Middleware):
         self.runtime.detach()
 
     def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
-        callpath.begin(broker, message)
+        owner = self._callpath(broker)
+        if owner.drives(self):
+            owner.begin(message)
 
     def after_process_message(
         self,
@@ -228,10 +237,14 @@ class RayExecutionMiddleware(Middleware):
         result: Any | None = None,
         exception: BaseException | None = None,
     ) -> None:
-        callpath.end()
+        owner = self._callpath(broker)
+        if owner.drives(self):
+            owner.end()
 
     def after_skip_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
-        callpath.end()
+        owner = self._callpath(broker)
+        if owner.drives(self):
+            owner.end()
 
 
 def _check_settings(**settings: Any) -> None:

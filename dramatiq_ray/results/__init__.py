@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+from ..payloads.encryption import EncryptionKeys
+from ..payloads.gc import GCReport, gc_blobs
+from ..payloads.marker import SpilledResult
+from ..payloads.plan import DEFAULT_MAX_INLINE_BYTES, SpillPlan
+from ..payloads.pointers import Pointer, parse_pointer
+from ..payloads.stores import BlobInfo, BlobStore, DigestStore, FilesystemStore, GCSStore, S3Store
 from .access import find_spilling_backend, get_pointer
 from .backend import SpillingBackend
-from .encryption import EncryptionKeys
-from .gc import GCReport, gc_blobs
-from .marker import SpilledResult
 from .middleware import Results
-from .plan import DEFAULT_MAX_INLINE_BYTES, SpillPlan
-from .pointers import Pointer, parse_pointer
-from .stores import BlobInfo, BlobStore, DigestStore, FilesystemStore, GCSStore, S3Store
 
 __all__ = [
     "DEFAULT_MAX_INLINE_BYTES",

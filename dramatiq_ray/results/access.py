@@ -6,8 +6,8 @@ import dramatiq
 from dramatiq.results import Results as DramatiqResults
 
 from ..errors import ConfigurationError
+from ..payloads.pointers import looks_like_pointer
 from .backend import _RAW, AnyMessage, SpillingBackend
-from .pointers import looks_like_pointer
 
 __all__ = ["find_spilling_backend", "get_pointer"]
 

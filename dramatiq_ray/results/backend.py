@@ -14,9 +14,9 @@ from dramatiq.results.backend import DEFAULT_TIMEOUT
 
 from .. import metrics
 from ..errors import BlobWriteError, ConfigurationError, InvalidPointerError, SpilledResultError
-from .encryption import EncryptionKeys
-from .marker import LITERAL_KEY, InlineValue, SpilledResult, is_inline_shape, is_literal_shape
-from .plan import (
+from ..payloads.encryption import EncryptionKeys
+from ..payloads.marker import LITERAL_KEY, InlineValue, SpilledResult, is_inline_shape, is_literal_shape
+from ..payloads.plan import (
     DEFAULT_MAX_INLINE_BYTES,
     MAX_INLINE_BYTES_OPTION,
     SpillPlan,
@@ -24,9 +24,9 @@ from .plan import (
     check_on_store_error,
     check_threshold,
 )
-from .pointers import Pointer, looks_like_pointer, parse_pointer
-from .reading import read_inline, read_value
-from .stores.base import BlobStore, probe
+from ..payloads.pointers import Pointer, looks_like_pointer, parse_pointer
+from ..payloads.reading import read_inline, read_value
+from ..payloads.stores.base import BlobStore, probe
 
 __all__ = ["AnyMessage", "SpillingBackend"]
 

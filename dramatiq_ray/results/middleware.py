@@ -15,21 +15,24 @@ from dramatiq.results import ResultBackend
 from dramatiq.results import Results as DramatiqResults
 from dramatiq.results.backend import Missing
 
-from .._lookup import lookup_option
+from ..callpath import wrapper as callpath
+from ..callpath.lookup import codec_options_for, lookup_option
 from ..errors import ConfigurationError, StoreUnavailableError
-from . import arguments
-from .arguments import MAX_INLINE_ARG_BYTES_OPTION, ArgumentPlan, check_arg_threshold, held_pointers
-from .backend import SpillingBackend
-from .encryption import EncryptionKeys
-from .plan import (
+from ..payloads import arguments
+from ..payloads.arguments import MAX_INLINE_ARG_BYTES_OPTION, ArgumentPlan, check_arg_threshold, held_pointers
+from ..payloads.encryption import EncryptionKeys
+from ..payloads.plan import (
     CODEC_OPTIONS,
     DEFAULT_MAX_INLINE_BYTES,
     MAX_INLINE_BYTES_OPTION,
+    SpillPlan,
     check_codec_options,
     check_threshold,
 )
+from ..payloads.stores.base import ARGS_CHILD, BlobStore
+from . import encoding
+from .backend import SpillingBackend
 from .sql.lifecycle import record_event, retry_unstored
-from .stores.base import BlobStore
 
 __all__ = ["Results"]
 
@@ -126,9 +129,12 @@ class Results(DramatiqResults):
         if self.max_inline_arg_bytes is not None:
             self._argument_store()  # refuse a store that keeps nothing now, not at the first send
         self._offloading = self.max_inline_arg_bytes is not None
+        if self._offloading:
+            encoding.install_encoder()  # configured here: every send from now on goes through it
         # Messages this process is running that Retries (or anything) put back on the queue, by id() of their
         # proxy until they are acked: not done yet. (A MessageProxy compares by value, so it is not hashable.)
         self._requeued: set[int] = set()
+        self._owner: callpath.CallPath | None = None
 
     @property
     def actor_options(self) -> set[str]:
@@ -140,6 +146,7 @@ class Results(DramatiqResults):
         if actor.options.get(MAX_INLINE_ARG_BYTES_OPTION) is not None:
             self._argument_store()
             self._offloading = True
+            encoding.install_encoder()
 
     def before_enqueue(self, broker: dramatiq.Broker, message: dramatiq.Message[Any], delay: int) -> None:
         _check_option(message.options, f"The message option of {message.actor_name!r}:")
@@ -148,7 +155,7 @@ class Results(DramatiqResults):
         if running is not None and running.message_id == message.message_id:
             self._requeued.add(id(running))  # a retry: its argument blobs stay
         if self._offloading or message.options.get(MAX_INLINE_ARG_BYTES_OPTION) is not None:
-            arguments.offer(message.message_id, functools.partial(self._offload, broker))
+            encoding.offer(message.message_id, functools.partial(self._offload, broker))
 
     # --- arguments by reference --------------------------------------------------------------------------------
 
@@ -161,7 +168,7 @@ class Results(DramatiqResults):
                     f"{store.describe() if store is not None else 'this Results has none'} keeps no blobs: pass "
                     "store=FilesystemStore(...), S3Store(...) or GCSStore(...) to Results."
                 )
-            self._cached_argument_store = store.child(arguments.ARGUMENTS_CHILD)
+            self._cached_argument_store = store.child(ARGS_CHILD)
         return self._cached_argument_store
 
     def _offload(self, broker: dramatiq.Broker, data: dict[str, Any]) -> dict[str, Any]:
@@ -174,9 +181,7 @@ class Results(DramatiqResults):
         threshold = lookup_option(options, actor_options, (MAX_INLINE_ARG_BYTES_OPTION,), self.max_inline_arg_bytes)
         if threshold is not None:
             backend = self.backend
-            codec = {
-                name: lookup_option(options, actor_options, (name,), getattr(backend, name)) for name in CODEC_OPTIONS
-            }
+            codec = codec_options_for(options, actor_options, backend)
             plan = ArgumentPlan(
                 self._argument_store(),
                 backend.encoder,
@@ -212,6 +217,7 @@ class Results(DramatiqResults):
 
     def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         _stand_beside(broker, self)
+        self._owner = callpath.join(broker, self, plans=self)
         try:
             done = self.backend.probe_store()
         except Exception as error:
@@ -226,17 +232,42 @@ class Results(DramatiqResults):
         logger.debug("%s", done)
 
     def after_declare_actor(self, broker: dramatiq.Broker, actor: dramatiq.Actor[Any, Any]) -> None:
-        from ..execution import callpath
-
         _stand_beside(broker, self)
         callpath.install(actor)
 
-    def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
-        from ..execution import callpath
+    # --- the call path ---------------------------------------------------------------------------------------
 
+    def _callpath(self, broker: dramatiq.Broker) -> callpath.CallPath:
+        # Joined at worker boot; a broker driven without a worker boot (hooks called by hand) joins on first use.
+        if self._owner is None:
+            self._owner = callpath.join(broker, self, plans=self)
+        return self._owner
+
+    def spill_plan(self, actor: dramatiq.Actor[Any, Any], message: dramatiq.MessageProxy) -> SpillPlan | None:
+        """This message's spill plan, applied where its body runs; a threshold of ``None`` when the result goes
+        nowhere (not stored, not piped, no ``on_success``).
+
+        Raises:
+          ConfigurationError: the ``max_inline_bytes`` option is invalid.
+        """
+        backend = self.backend
+        forwarded = (
+            lookup_option(message.options, actor.options, ("store_results",), self.store_results)
+            or message.options.get("pipe_target") is not None
+            or lookup_option(message.options, actor.options, ("on_success",), None)
+        )
+        codec_options = codec_options_for(message.options, actor.options, backend)
+        if not forwarded:
+            return backend.plan(None, **codec_options)
+        threshold = lookup_option(message.options, actor.options, (MAX_INLINE_BYTES_OPTION,), backend.max_inline_bytes)
+        return backend.plan(check_threshold(threshold, f"Actor {actor.actor_name!r}:"), **codec_options)
+
+    def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         _running.set(message)
         record_event(self, broker, message, "running")
-        callpath.begin(broker, message)
+        owner = self._callpath(broker)
+        if owner.drives(self):
+            owner.begin(message)
 
     def after_process_message(
         self,
@@ -246,9 +277,9 @@ class Results(DramatiqResults):
         result: Any = None,
         exception: BaseException | None = None,
     ) -> None:
-        from ..execution import callpath
-
-        callpath.end()
+        owner = self._callpath(broker)
+        if owner.drives(self):
+            owner.end()
         store_results, result_ttl = self._lookup_options(broker, message)  # type: ignore[no-untyped-call]
         if store_results and exception is None:
             # The call path already applied the spill plan where the body ran: store its outcome as it is.
@@ -259,9 +290,9 @@ class Results(DramatiqResults):
                 retry_unstored(broker, message, error)
 
     def after_skip_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
-        from ..execution import callpath
-
-        callpath.end()
+        owner = self._callpath(broker)
+        if owner.drives(self):
+            owner.end()
         record_event(self, broker, message, "skipped")
         super().after_skip_message(broker, message)  # type: ignore[no-untyped-call]
 

@@ -24,7 +24,7 @@ from dramatiq_ray import (
     Retries,
     gc_blobs,
 )
-from dramatiq_ray.results.arguments import held_pointers
+from dramatiq_ray.payloads.arguments import held_pointers
 
 KIB = 1024
 BIG = os.urandom(256 * KIB)

@@ -10,7 +10,7 @@ import dramatiq
 from dramatiq.results.backends import RedisBackend, StubBackend
 
 from dramatiq_ray import FilesystemStore, RayExecutionMiddleware, Results, S3Store, current_message, gc_blobs
-from dramatiq_ray.results.marker import is_argument_shape
+from dramatiq_ray.payloads.marker import is_argument_shape
 
 MIB = 1024 * 1024
 TIMEOUT_MS = 120_000

@@ -32,7 +32,7 @@ from dramatiq_ray import (
     get_pointer,
     get_result_url,
 )
-from dramatiq_ray.results.pointers import parse_pointer
+from dramatiq_ray.payloads.pointers import parse_pointer
 from dramatiq_ray.webhooks import verify
 from tests.delivery.conftest import SECRET, Receiver
 

@@ -14,7 +14,7 @@ from dramatiq.results import ResultFailure, ResultTimeout
 from dramatiq.results.backends import RedisBackend, StubBackend
 
 from dramatiq_ray import ConfigurationError, FilesystemStore, Results, SpillingBackend, get_result_async
-from dramatiq_ray.results.pointers import Pointer
+from dramatiq_ray.payloads.pointers import Pointer
 
 TTL = 60_000
 

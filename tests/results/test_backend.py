@@ -25,7 +25,7 @@ from dramatiq_ray.errors import (
     ForeignPointerError,
     InvalidPointerError,
 )
-from dramatiq_ray.results.pointers import digest_of, parse_pointer
+from dramatiq_ray.payloads.pointers import digest_of, parse_pointer
 from tests.results.conftest import make_message
 
 TTL = 60_000

@@ -24,7 +24,7 @@ from dramatiq_ray import (
     get_pointer,
 )
 from dramatiq_ray.errors import DecryptionError, InvalidPointerError, PickleNotAllowedError
-from dramatiq_ray.results.pointers import parse_pointer
+from dramatiq_ray.payloads.pointers import parse_pointer
 
 RESULT_TIMEOUT_MS = 120_000
 KEY_A = bytes(range(32))

@@ -20,7 +20,7 @@ from dramatiq_ray.errors import (
     ForeignPointerError,
     MissingDependencyError,
 )
-from dramatiq_ray.results.pointers import digest_of, parse_pointer
+from dramatiq_ray.payloads.pointers import digest_of, parse_pointer
 from tests._services import free_port
 from tests.results.conftest import make_message
 

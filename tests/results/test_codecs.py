@@ -22,7 +22,14 @@ from dramatiq_ray.errors import (
     SpilledResultError,
     UnsupportedResultError,
 )
-from dramatiq_ray.results.codecs import CODECS, decode_value, encode_parts, encode_value
+from dramatiq_ray.payloads.codecs import CODECS, decode_value, encode_parts
+
+
+def encode_value(value: Any, encoder: Any, *, allow_pickle: bool = False) -> tuple[str, bytes]:
+    """The codec and the payload parts joined, as a store receives them."""
+    codec, parts = encode_parts(value, encoder, allow_pickle=allow_pickle)
+    return codec, b"".join(parts)
+
 
 ENCODER = JSONEncoder()
 
@@ -323,7 +330,7 @@ def test_decode_value_rejects_an_unknown_codec_by_name() -> None:
 def test_importing_the_codec_modules_imports_no_optional_dependency(python_subprocess_env: dict[str, str]) -> None:
     script = (
         "import sys\n"
-        "import dramatiq_ray.results.codecs, dramatiq_ray.results.compression, dramatiq_ray.results.encryption\n"
+        "import dramatiq_ray.payloads.codecs, dramatiq_ray.payloads.compression, dramatiq_ray.payloads.encryption\n"
         "heavy = ('numpy', 'pyarrow', 'pandas', 'zstandard', 'cryptography')\n"
         "print(','.join(sorted(name for name in sys.modules if name.split('.')[0] in heavy)))\n"
     )
@@ -338,7 +345,7 @@ def test_encoding_json_and_bytes_imports_no_optional_dependency(python_subproces
     script = (
         "import sys\n"
         "from dramatiq.encoder import JSONEncoder\n"
-        "from dramatiq_ray.results.codecs import decode_value, encode_value\n"
+        "from dramatiq_ray.payloads.codecs import decode_value, encode_value\n"
         "for value in ({'a': [1, 2]}, b'bytes'):\n"
         "    codec, payload = encode_value(value, JSONEncoder())\n"
         "    assert decode_value(codec, payload, JSONEncoder()) == value\n"
@@ -355,16 +362,16 @@ def test_encoding_json_and_bytes_imports_no_optional_dependency(python_subproces
 @pytest.mark.parametrize(
     "blocked,call,extra",
     [
-        ("zstandard", "from dramatiq_ray.results.compression import compress; compress(b'x' * 1000, 'zstd')", "zstd"),
+        ("zstandard", "from dramatiq_ray.payloads.compression import compress; compress(b'x' * 1000, 'zstd')", "zstd"),
         (
             "cryptography",
-            "from dramatiq_ray.results.encryption import EncryptionKeys; "
+            "from dramatiq_ray.payloads.encryption import EncryptionKeys; "
             "EncryptionKeys({'a': bytes(32)}, current='a').encrypt(b'x')",
             "crypto",
         ),
         (
             "pyarrow",
-            "from dramatiq.encoder import JSONEncoder; from dramatiq_ray.results.codecs import decode_value; "
+            "from dramatiq.encoder import JSONEncoder; from dramatiq_ray.payloads.codecs import decode_value; "
             "decode_value('arrow', b'', JSONEncoder())",
             "arrow",
         ),

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from dramatiq_ray.errors import BlobIntegrityError, ConfigurationError
-from dramatiq_ray.results.compression import COMPRESSIONS, check_compression, compress, decompress
+from dramatiq_ray.payloads.compression import COMPRESSIONS, check_compression, compress, decompress
 
 TEXT = b"".join(b"row %d: the quick brown fox jumps over the lazy dog\n" % index for index in range(5000))
 

@@ -8,7 +8,7 @@ import pickle
 import pytest
 
 from dramatiq_ray.errors import ConfigurationError, DecryptionError, SpilledResultError
-from dramatiq_ray.results.encryption import EncryptionKeys
+from dramatiq_ray.payloads.encryption import EncryptionKeys
 
 KEY_A = os.urandom(32)
 KEY_B = os.urandom(32)

@@ -11,7 +11,7 @@ import pytest
 
 from dramatiq_ray import DigestStore, FilesystemStore, SpillingBackend, gc_blobs, get_pointer
 from dramatiq_ray.errors import BlobNotFoundError, ConfigurationError
-from dramatiq_ray.results.pointers import digest_of
+from dramatiq_ray.payloads.pointers import digest_of
 from tests.results.conftest import make_message
 
 TTL_MS = 600_000

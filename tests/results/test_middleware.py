@@ -16,7 +16,7 @@ from dramatiq.results import Results as DramatiqResults
 
 from dramatiq_ray import Results, SpillingBackend, find_spilling_backend, get_pointer
 from dramatiq_ray.errors import BlobNotFoundError, ConfigurationError
-from dramatiq_ray.results.marker import is_spilled_shape
+from dramatiq_ray.payloads.marker import is_spilled_shape
 
 BIG = "x" * 2_000
 
@@ -333,7 +333,7 @@ def test_results_stores_a_marker_returned_by_an_outer_runner_without_spilling_ag
 ) -> None:
     # Given an actor whose body already spilled its value (as the Ray execution path does inside its task)
     from dramatiq_ray import SpilledResult
-    from dramatiq_ray.results.pointers import digest_of
+    from dramatiq_ray.payloads.pointers import digest_of
 
     data = b'"' + b"r" * 3_000 + b'"'
     pointer = fs_store.put(digest_of(data), data)
@@ -352,7 +352,7 @@ def test_results_stores_a_marker_returned_by_an_outer_runner_without_spilling_ag
 
 
 def test_spill_plan_read_inputs_is_idempotent_and_leaves_other_arguments_alone(results, fs_store) -> None:
-    from dramatiq_ray.results.pointers import digest_of
+    from dramatiq_ray.payloads.pointers import digest_of
 
     pointer = fs_store.put(digest_of(b"[1,2]"), b"[1,2]")
     plan = results.backend.plan(None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dramatiq_ray.errors import InvalidPointerError
-from dramatiq_ray.results.pointers import looks_like_pointer, parse_pointer
+from dramatiq_ray.payloads.pointers import looks_like_pointer, parse_pointer
 
 HEX = "ab" + "cd" + "0" * 60
 REL = f"ab/cd/{HEX}.json"

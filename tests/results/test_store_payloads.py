@@ -16,8 +16,8 @@ import pytest
 
 from dramatiq_ray import BlobStore, FilesystemStore, SpillingBackend
 from dramatiq_ray.errors import BlobWriteError, ConfigurationError
-from dramatiq_ray.results.pointers import Pointer, digest_of, parse_pointer, resultfs_pointer
-from dramatiq_ray.results.stores._payload import PartsReader
+from dramatiq_ray.payloads.pointers import Pointer, digest_of, parse_pointer, resultfs_pointer
+from dramatiq_ray.payloads.stores._payload import PartsReader
 from tests.results.conftest import make_message
 
 MIB = 1024 * 1024

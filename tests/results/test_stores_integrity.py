@@ -16,15 +16,15 @@ from dramatiq.encoder import JSONEncoder
 
 from dramatiq_ray import S3Store, SpillingBackend, get_pointer
 from dramatiq_ray.errors import BlobIntegrityError
-from dramatiq_ray.results.plan import read_value
-from dramatiq_ray.results.pointers import digest_of, parse_pointer
-from dramatiq_ray.results.stores import verify_blob
+from dramatiq_ray.payloads.plan import read_value
+from dramatiq_ray.payloads.pointers import digest_of, parse_pointer
+from dramatiq_ray.payloads.stores import verify_blob
 from tests.results.conftest import make_message
 
 TTL = 60_000
 VALUE = {"frames": list(range(200))}
 DATA = JSONEncoder().encode(VALUE)
-STORES_LOGGER = "dramatiq_ray.results.stores"
+STORES_LOGGER = "dramatiq_ray.payloads.stores"
 
 
 def flip_one_byte(data: bytes) -> bytes:

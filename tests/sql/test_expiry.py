@@ -13,7 +13,7 @@ from dramatiq.results import ResultMissing
 
 from dramatiq_ray import ConfigurationError, FilesystemStore, SpillingBackend, SQLBackend
 from dramatiq_ray.cli import EXIT_OK, main
-from dramatiq_ray.results.pointers import parse_pointer
+from dramatiq_ray.payloads.pointers import parse_pointer
 from tests.sql.conftest import Database, make_message
 
 HOUR = 3600.0

@@ -20,9 +20,9 @@ from typing import Any
 
 import dramatiq
 
-from ...results.plan import SpillPlan
-from ...results.stores.base import BlobStore
-from ..body import Target, run_body
+from ...callpath.body import Target, run_body
+from ...payloads.plan import SpillPlan
+from ...payloads.stores.base import BlobStore
 
 #: The environment variable carrying the (pickled, base64) blob store of the job.
 STORE_ENV = "DRAMATIQ_RAY_JOB_STORE"

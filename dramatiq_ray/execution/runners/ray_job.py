@@ -25,6 +25,8 @@ import dramatiq
 from dramatiq.broker import MessageProxy
 
 from ... import metrics
+from ...callpath.body import rebuild_exception, target_for
+from ...callpath.wrapper import Call
 from ...errors import (
     ConfigurationError,
     RayJobStuckError,
@@ -33,7 +35,7 @@ from ...errors import (
     RayUnavailableError,
     RemoteExceptionError,
 )
-from ...results.marker import (
+from ...payloads.marker import (
     SPILLED_KEY,
     VALUE_KEY,
     InlineValue,
@@ -41,9 +43,7 @@ from ...results.marker import (
     is_inline_shape,
     is_spilled_shape,
 )
-from ...results.stores.base import BlobStore
-from ..body import rebuild_exception, target_for
-from ..callpath import Call
+from ...payloads.stores.base import BlobStore
 from ..connection import RayRuntime
 from ..options import check_options, merge_runtime_envs
 from .job_entry import STORE_ENV, encode_store

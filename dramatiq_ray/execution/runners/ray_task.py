@@ -14,9 +14,9 @@ from typing import Any
 import dramatiq
 
 from ... import metrics
+from ...callpath.body import entry_for, target_for
+from ...callpath.wrapper import Call
 from ...errors import ConfigurationError, RayOptionsError, RaySystemError, RayUnavailableError
-from ..body import entry_for, target_for
-from ..callpath import Call
 from ..connection import RayRuntime
 from ..options import check_options, merge_runtime_envs
 from ..outcome import translate

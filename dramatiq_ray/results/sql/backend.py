@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     import sqlalchemy as sa
     from dramatiq.encoder import Encoder
 
-    from ..stores.base import BlobStore
+    from ...payloads.stores.base import BlobStore
     from .gc import CollectReport
 
 __all__ = ["SQLBackend"]

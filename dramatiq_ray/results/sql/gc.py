@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ...errors import ConfigurationError
-from ..pointers import Pointer, parse_pointer
-from ..stores.base import BlobInfo, BlobStore
+from ...payloads.pointers import Pointer, parse_pointer
+from ...payloads.stores.base import BlobInfo, BlobStore
 from .engine import is_transient
 
 if TYPE_CHECKING:

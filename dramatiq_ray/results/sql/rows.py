@@ -13,7 +13,7 @@ import time
 import traceback
 from typing import TYPE_CHECKING, Any
 
-from ..pointers import looks_like_pointer, parse_pointer
+from ...payloads.pointers import looks_like_pointer, parse_pointer
 
 if TYPE_CHECKING:
     from .config import Redactor

@@ -57,7 +57,7 @@ from ..errors import (
     UnsupportedResultError,
 )
 
-__all__ = ["CODECS", "decode_value", "encode_parts", "encode_value"]
+__all__ = ["CODECS", "decode_value", "encode_parts"]
 
 CODECS: tuple[str, ...] = ("json", "raw", "npy", "arrow", "pickle")
 
@@ -119,19 +119,6 @@ def _corrupt(codec: str, problem: str, pointer: str) -> BlobIntegrityError:
 
 
 # --- encoding ------------------------------------------------------------------------------------------------
-
-
-def encode_value(value: Any, encoder: Encoder, *, allow_pickle: bool = False) -> tuple[str, bytes | memoryview]:
-    """Pick the codec for ``value`` and return (codec name, payload) as one bytes-like object: the parts of
-    :func:`encode_parts` joined (a copy only when there are several, as for ``npy``).
-
-    Raises:
-      UnsupportedResultError: no codec fits and ``allow_pickle`` is false (it is a ``TypeError``); or the value is
-        a numpy array of Python objects and ``allow_pickle`` is false.
-      MissingDependencyError: the value is a DataFrame and pyarrow is not installed.
-    """
-    codec, parts = encode_parts(value, encoder, allow_pickle=allow_pickle)
-    return codec, parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def encode_parts(

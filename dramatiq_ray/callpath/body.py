@@ -19,9 +19,9 @@ from typing import Any
 
 import dramatiq
 
-from .. import context
 from ..errors import ConfigurationError, RemoteExceptionError
-from ..results.plan import SpillPlan
+from ..payloads.plan import SpillPlan
+from . import context
 
 __all__ = ["WRAPPED_ATTR", "Target", "actor_function", "run_body", "target_for", "underlying_function"]
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from ..errors import ConfigurationError
-from .arguments import ARGUMENTS_CHILD, collectable
-from .stores.base import BlobInfo, BlobStore
+from .arguments import collectable
+from .stores.base import ARGS_CHILD, BlobInfo, BlobStore
 
 __all__ = ["GCReport", "gc_blobs"]
 
@@ -74,9 +74,9 @@ def gc_blobs(
         _collect(store, info, info.modified < cutoff, cutoff, report, progress)
     if store.persistent:
         # Argument blobs (max_inline_arg_bytes): a blob goes once no reference younger than the cutoff holds it.
-        arguments = store.child(ARGUMENTS_CHILD)
+        arguments = store.child(ARGS_CHILD)
         for info, old in collectable(arguments, cutoff):
-            _collect(arguments, info, old, cutoff, report, progress, prefix=f"{ARGUMENTS_CHILD}/")
+            _collect(arguments, info, old, cutoff, report, progress, prefix=f"{ARGS_CHILD}/")
     return report
 
 

@@ -175,10 +175,6 @@ class SpillPlan:
             pointer = digest_pointer(payload_digest(stored), size)
         return SpilledResult(with_reading(pointer, codec=codec, compression=compression, key_id=key_id))
 
-    def read(self, pointer: Pointer | str) -> Any:
-        """Read, verify and decode the value a pointer names (see :func:`read_value`)."""
-        return read_value(self.store, self.encoder, pointer, allow_pickle=self.allow_pickle, encryption=self.encryption)
-
     def read_inputs(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """Replace spilled-value markers, arguments sent by reference and inline values among an actor's
         arguments with their values.
@@ -193,9 +189,13 @@ class SpillPlan:
             {key: self._input(value, f"kwargs[{key!r}]") for key, value in kwargs.items()},
         )
 
+    def _read_spilled(self, pointer: Pointer | str) -> Any:
+        """Read, verify and decode the value a piped marker's pointer names (see :func:`read_value`)."""
+        return read_value(self.store, self.encoder, pointer, allow_pickle=self.allow_pickle, encryption=self.encryption)
+
     def _input(self, value: Any, where: str) -> Any:
         if is_spilled_shape(value):
-            return self.read(next(iter(value.values())))
+            return self._read_spilled(next(iter(value.values())))
         if is_argument_shape(value):
             store = self.store.child(ARGS_CHILD) if self.store is not None and self.store.persistent else None
             return read_argument(store, value, where, self._read_from)

@@ -1,15 +1,8 @@
 """Big inputs by reference: arguments over ``max_inline_arg_bytes`` go to the store when a message is sent, are
 read where the body runs, and are deleted when the message is done for good.
 
-Where the offload happens, and why there. A Dramatiq ``Message`` cannot be changed once built, and its arguments
-are only turned into bytes by the broker's encoder (``Message.encode``, called by every broker's ``enqueue``).
-So the encoder is the one place every way of sending passes through: ``send``, ``send_with_options``, delays,
-groups, a pipeline's later messages (nested in the first one's ``pipe_target``), Retries' requeue, on the Redis,
-RabbitMQ and stub brokers alike. Wrapping ``Actor.message_with_options`` instead would mean replacing a method
-of Dramatiq's actor objects and would miss messages built by hand. The encoder is Dramatiq's documented
-extension point (``dramatiq.set_encoder``): :class:`ArgumentEncoder` wraps whichever encoder is in use, and
-changes nothing but the messages our ``Results.before_enqueue`` marked, in the same thread, just before
-``enqueue`` encodes them. Decoding is the wrapped encoder's own: the worker process never reads the blobs.
+The message's arguments are offloaded by the broker's encoder (:mod:`dramatiq_ray.results.encoding`), which
+calls :meth:`ArgumentPlan.offload` on the messages ``Results`` marks.
 
 Sharing and deletion: **reference counting** with one empty marker object per message and blob
 (``refs/<digest>/<message id>``, a named object of the ``args`` child store). A producer writes its marker
@@ -21,14 +14,11 @@ delete: a rename aside on a filesystem, a metageneration check on GCS, a HEAD be
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextvars import ContextVar
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import dramatiq
 from dramatiq.encoder import Encoder
 
 from ..errors import ConfigurationError
@@ -36,16 +26,13 @@ from .compression import seal
 from .marker import ARGUMENT_KEY, StoredArgument, is_argument_shape, is_inline_shape, is_spilled_shape
 from .plan import encode_for_transport
 from .pointers import parse_pointer, with_reading
-from .stores.base import ARGS_CHILD, BlobInfo, BlobStore, payload_digest, put_payload
+from .stores.base import BlobInfo, BlobStore, payload_digest, put_payload
 
 __all__ = [
-    "ARGUMENTS_CHILD",
     "MAX_INLINE_ARG_BYTES_OPTION",
-    "ArgumentEncoder",
     "ArgumentPlan",
     "check_arg_threshold",
     "held_pointers",
-    "offer",
     "release",
 ]
 
@@ -54,8 +41,6 @@ logger = logging.getLogger(__name__)
 #: The Results, actor and message option: arguments whose encoded size is over this many bytes are sent by
 #: reference (``None``, the default: never).
 MAX_INLINE_ARG_BYTES_OPTION = "max_inline_arg_bytes"
-#: The child of the result store where argument blobs live (``<root>/args``, ``<prefix>/args``).
-ARGUMENTS_CHILD = ARGS_CHILD
 _REFS = "refs"
 
 
@@ -186,41 +171,3 @@ def _reference_digest(name: str) -> str | None:
 
 
 # --- the encoder -------------------------------------------------------------------------------------------------
-
-# The message about to be encoded in this thread, and what to do to it: set by Results.before_enqueue (see offer).
-_offered: ContextVar[tuple[str, Callable[[dict[str, Any]], dict[str, Any]]] | None] = ContextVar(
-    "dramatiq_ray_offered", default=None
-)
-_install_lock = threading.Lock()
-
-
-def offer(message_id: str, offload: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
-    """Have the next encoding of message ``message_id`` in this thread go through ``offload`` first, installing
-    :class:`ArgumentEncoder` around the global encoder if it is not there yet."""
-    if not isinstance(dramatiq.get_encoder(), ArgumentEncoder):
-        with _install_lock:
-            current = dramatiq.get_encoder()
-            if not isinstance(current, ArgumentEncoder):
-                dramatiq.set_encoder(ArgumentEncoder(current))
-    _offered.set((message_id, offload))
-
-
-class ArgumentEncoder(Encoder):
-    """Dramatiq's encoder, with big arguments of marked messages sent by reference (see the module docstring).
-
-    Installed by dramatiq-ray's ``Results`` the first time a message is sent with ``max_inline_arg_bytes`` set;
-    it wraps the encoder in use then (JSON by default), and encodes and decodes everything else as that one does.
-    """
-
-    def __init__(self, inner: Encoder) -> None:
-        self.inner = inner
-
-    def encode(self, data: Any) -> bytes:
-        offered = _offered.get()
-        if offered is not None and isinstance(data, dict) and data.get("message_id") == offered[0]:
-            _offered.set(None)
-            data = offered[1](data)
-        return self.inner.encode(data)
-
-    def decode(self, data: bytes) -> Any:
-        return self.inner.decode(data)

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["lookup_option"]
+from ..payloads.plan import CODEC_OPTIONS
+
+__all__ = ["codec_options_for", "lookup_option"]
 
 
 def lookup_option(
@@ -17,3 +19,13 @@ def lookup_option(
             if name in options:
                 return options[name]
     return default
+
+
+def codec_options_for(
+    message_options: Mapping[str, Any], actor_options: Mapping[str, Any], defaults: Any
+) -> dict[str, Any]:
+    """The codec options (``allow_pickle``, ``compression``, ``compression_level``) of a message: each looked up
+    on the message, then the actor, then the attribute of the same name on ``defaults`` (a SpillingBackend)."""
+    return {
+        name: lookup_option(message_options, actor_options, (name,), getattr(defaults, name)) for name in CODEC_OPTIONS
+    }

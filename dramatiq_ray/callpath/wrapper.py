@@ -1,0 +1,163 @@
+"""The call path: one wrapper around every actor's function, in one direction, and its owner per broker.
+
+::
+
+    message -> owner.begin -> the wrapper -> runner.run(call)        local | ray_task | ray_job | replicas
+            -> where the body runs: read piped inputs -> body -> SpillPlan -> value or marker
+            -> Results -> SpillingBackend stores the value or the marker's pointer -> owner.end
+
+Whichever of dramatiq-ray's middleware is on the broker (``RayExecutionMiddleware``, ``Results``, or both, in
+any order) installs the same wrapper once per actor. When a worker boots, each of them joins the broker's
+:class:`CallPath` (its owner) in its role: the one that runs bodies elsewhere is the *runner source*, the one that
+keeps results is the *plan source*. The first to join begins and ends each message, once: it marks the message
+a worker thread is about to run, and the wrapper claims that mark on entry, so a direct call (``add(1, 2)``,
+from a test or inside another actor) stays a plain local call. Nothing here imports the middleware: they reach
+the owner, the owner never looks for them.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import weakref
+from collections.abc import Callable
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import dramatiq
+from dramatiq.broker import MessageProxy
+
+from ..payloads.plan import SpillPlan
+from .body import WRAPPED_ATTR, run_body
+
+__all__ = ["Call", "CallPath", "LocalRunner", "PlanSource", "Runner", "RunnerSource", "install", "join"]
+
+
+@dataclass(frozen=True)
+class Call:
+    """One message's body, ready to run: everything a runner needs, looked up once."""
+
+    actor: dramatiq.Actor[Any, Any]
+    message: MessageProxy
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    #: The function Dramatiq would have called in the worker (for the local runner).
+    local_fn: Callable[..., Any]
+    plan: SpillPlan | None
+
+    def run_here(self) -> Any:
+        """Run the body in this thread, as the local runner does."""
+        return run_body(self.local_fn, self.args, self.kwargs, self.message._message, self.plan)
+
+
+class Runner(Protocol):
+    """Runs a message's body somewhere and returns its result (or marker), or raises what the body raised.
+
+    A runner stops its remote work itself when the waiting thread is interrupted (time limit, shutdown).
+    """
+
+    def run(self, call: Call) -> Any: ...
+
+
+class RunnerSource(Protocol):
+    """Chooses where a message's body runs (``RayExecutionMiddleware``); ``None``: in the worker thread."""
+
+    def runner_for(self, actor: dramatiq.Actor[Any, Any], message: MessageProxy) -> Runner | None: ...
+
+
+class PlanSource(Protocol):
+    """Says what happens to a message's result where the body runs (``Results``); ``None``: nothing."""
+
+    def spill_plan(self, actor: dramatiq.Actor[Any, Any], message: MessageProxy) -> SpillPlan | None: ...
+
+
+class LocalRunner:
+    """Runs the body in the worker thread, as Dramatiq does."""
+
+    def run(self, call: Call) -> Any:
+        return call.run_here()
+
+
+LOCAL = LocalRunner()
+
+
+class CallPath:
+    """The owner of one broker's call path: who chooses the runner, who plans the result, who begins and ends.
+
+    Reached with :func:`join`, once per middleware, when the worker boots.
+    """
+
+    def __init__(self) -> None:
+        self.runners: RunnerSource | None = None
+        self.plans: PlanSource | None = None
+        self._driver: object | None = None
+
+    def drives(self, member: object) -> bool:
+        """Whether ``member`` is the middleware that begins and ends each message (the first that joined)."""
+        return self._driver is member
+
+    def begin(self, message: MessageProxy) -> None:
+        """Mark ``message`` as the one this worker thread runs next."""
+        _pending.set((self, message))
+
+    def end(self) -> None:
+        """Clear the mark (the message was processed or skipped)."""
+        _pending.set(None)
+
+    def call_for(
+        self,
+        actor: dramatiq.Actor[Any, Any],
+        message: MessageProxy,
+        original: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> tuple[Runner, Call]:
+        plan = self.plans.spill_plan(actor, message) if self.plans is not None else None
+        runner = self.runners.runner_for(actor, message) if self.runners is not None else None
+        return runner or LOCAL, Call(actor, message, args, kwargs, original, plan)
+
+
+_owners: weakref.WeakKeyDictionary[dramatiq.Broker, CallPath] = weakref.WeakKeyDictionary()
+_owners_lock = threading.Lock()
+
+
+def join(
+    broker: dramatiq.Broker, member: object, *, runners: RunnerSource | None = None, plans: PlanSource | None = None
+) -> CallPath:
+    """The call path of ``broker``, with ``member`` joined in its role(s); the first member to join drives it."""
+    with _owners_lock:
+        owner = _owners.get(broker)
+        if owner is None:
+            owner = _owners[broker] = CallPath()
+        if owner._driver is None:
+            owner._driver = member
+        if runners is not None:
+            owner.runners = runners
+        if plans is not None:
+            owner.plans = plans
+        return owner
+
+
+# The message a worker thread is about to run, set by the owner's begin and claimed by that actor's wrapper.
+_pending: ContextVar[tuple[CallPath, MessageProxy] | None] = ContextVar("dramatiq_ray_pending", default=None)
+
+
+def install(actor: dramatiq.Actor[Any, Any]) -> None:
+    """Wrap ``actor.fn`` with the call path, unless it already is (by either of our middleware)."""
+    if hasattr(actor.fn, WRAPPED_ATTR):
+        return
+    original = actor.fn
+
+    @functools.wraps(original)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        pending = _pending.get()
+        if pending is None or pending[1].actor_name != actor.actor_name:
+            return original(*args, **kwargs)
+        _pending.set(None)
+        owner, message = pending
+        runner, call = owner.call_for(actor, message, original, args, kwargs)
+        return runner.run(call)
+
+    setattr(run, WRAPPED_ATTR, original)
+    actor.fn = run
