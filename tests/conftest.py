@@ -285,5 +285,27 @@ def python_subprocess_env() -> dict[str, str]:
     return env
 
 
+#: Test modules whose tests run subprocesses, Ray heads or whole applications for tens of seconds each: collected
+#: first, so that parallel workers start on them and the short tests fill in around them.
+SLOW_FIRST = (
+    "test_benchmarks_quick.py",
+    "test_conformance.py",
+    "test_execution_cli.py",
+    "test_examples.py",
+    "test_execution_runtime.py",
+    "test_demo.py",
+    "faults/",
+    "test_ray_job_runner.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    def slow_rank(item: pytest.Item) -> int:
+        path = item.nodeid.split("::")[0]
+        return next((rank for rank, part in enumerate(SLOW_FIRST) if part in path), len(SLOW_FIRST))
+
+    items.sort(key=slow_rank)  # stable: the order within a module is kept
+
+
 def pytest_report_header() -> list[str]:
     return [f"dramatiq-ray tests: python {sys.version.split()[0]}, services required: {_services.services_required()}"]
