@@ -21,9 +21,6 @@ from tests._services import REPO_ROOT
 
 REPO_DOCS = REPO_ROOT / "docs" / "benchmarks.md"
 
-# One quick benchmark run (a module-scoped fixture) serves the module: its tests share one xdist worker.
-pytestmark = pytest.mark.xdist_group("quick_benchmarks")
-
 
 def _digest(path: Path) -> str | None:
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None

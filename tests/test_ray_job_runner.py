@@ -34,8 +34,7 @@ from dramatiq_ray.execution.runners.ray_job import job_address_for, submission_i
 from tests._services import free_port, wait_until
 from tests.apps import ray_jobs
 
-# One Ray head with the Jobs API serves the module (a module-scoped fixture): its tests share one xdist worker.
-pytestmark = [pytest.mark.timeout(300), pytest.mark.xdist_group("ray_jobs_head")]
+pytestmark = pytest.mark.timeout(300)
 
 REPO_ROOT = str(Path(__file__).resolve().parent.parent)
 RESULT_TIMEOUT_MS = 120_000

@@ -112,7 +112,7 @@ def test_settings_validation_collects_every_problem_at_once() -> None:
         "RAY_RUNTIME_ENV must be a mapping",
         "entry 'not a name!'",
         "entry 3",
-        "MAX_RESULT_SIZE_BYTES must be an integer >= 0, not -1",
+        "MAX_RESULT_SIZE_BYTES must be an integer number of bytes >= 0, not -1",
         "RETRY_BACKOFF_SECONDS must be a number, not bool True",
     ):
         assert fragment in joined
@@ -152,9 +152,9 @@ def test_settings_unknown_storage_backend_is_refused() -> None:
 
 def test_settings_storage_backend_whose_extra_is_missing_names_the_pip_line(monkeypatch) -> None:
     # boto3 is installed for the test suite; hide it from the availability check only.
-    import dramatiq_ray.settings as module
+    from dramatiq_ray.settings import _results as module
 
-    monkeypatch.setattr(module, "_module_available", lambda name: name != "boto3")
+    monkeypatch.setattr(module, "module_available", lambda name: name != "boto3")
     assert problems_of({"RESULT_STORAGE_BACKEND": "s3", "RESULT_STORAGE_S3_BUCKET": "b"}) == [
         "RESULT_STORAGE_BACKEND='s3' needs the 'boto3' package: pip install \"dramatiq-ray[s3]\""
     ]

@@ -20,9 +20,9 @@ from ..callpath import wrapper as callpath
 from ..callpath.wrapper import Runner
 from ..errors import ConfigurationError, RayOptionsError
 from ..results.access import find_spilling_backend
+from . import checks
 from .connection import RayRuntime, keep_dramatiq_signal_handling
 from .options import check_options, merge_runtime_envs
-from .runners import RUNNERS
 from .runners.ray_job import JobRunner
 from .runners.ray_task import RayTaskRunner
 from .shared_head import run_shared_head, run_shared_head_with_dashboard
@@ -266,21 +266,19 @@ def _check_settings(**settings: Any) -> None:
         problems.append(f"max_in_flight must be an integer >= 1 or None, not {max_in_flight!r}")
     if ray_init_kwargs and {"address", "runtime_env"} & set(ray_init_kwargs):
         problems.append("ray_init_kwargs cannot set address or runtime_env: pass them as parameters")
-    if runner not in RUNNERS:
-        problems.append(f"runner must be one of {', '.join(RUNNERS)}, not {runner!r}")
-    if job_address is not None and (not isinstance(job_address, str) or "://" not in job_address):
-        problems.append(f"job_address must be an http(s):// address or None, not {job_address!r}")
-    if job_python is not None and (not isinstance(job_python, str) or not job_python.strip()):
-        problems.append(f"job_python must be a non-empty string or None, not {job_python!r}")
-    if isinstance(stuck_timeout, bool) or not isinstance(stuck_timeout, int | float) or not stuck_timeout > 0:
-        problems.append(f"stuck_timeout must be a number of seconds > 0, not {stuck_timeout!r}")
-    if isinstance(wait_slice, bool) or not isinstance(wait_slice, int | float) or not 0 < wait_slice <= 60:
-        problems.append(f"wait_slice must be a number of seconds in (0, 60], not {wait_slice!r}")
+    for name, problem in (
+        ("address", checks.address_problem(address)),
+        ("runner", checks.runner_problem(runner)),
+        ("job_address", checks.job_address_problem(job_address)),
+        ("job_python", checks.job_python_problem(job_python)),
+        ("stuck_timeout", checks.stuck_timeout_problem(stuck_timeout)),
+        ("wait_slice", checks.wait_slice_problem(wait_slice)),
+    ):
+        if problem:
+            problems.append(f"{name} {problem}")
     if runtime_env is not None and not isinstance(runtime_env, dict):
         problems.append(f"runtime_env must be a dict, not {type(runtime_env).__name__}")
     if not isinstance(enabled_by_default, bool):
         problems.append(f"enabled_by_default must be True or False, not {enabled_by_default!r}")
-    if address is not None and (not isinstance(address, str) or not address.strip()):
-        problems.append(f"address must be a non-empty string or None, not {address!r}")
     if problems:
         raise ConfigurationError("Invalid RayExecutionMiddleware settings: " + "; ".join(problems) + ".", problems)

@@ -24,7 +24,7 @@ from dramatiq.encoder import Encoder
 from ..errors import ConfigurationError
 from .compression import seal
 from .marker import ARGUMENT_KEY, StoredArgument, is_argument_shape, is_inline_shape, is_spilled_shape
-from .plan import encode_for_transport
+from .plan import byte_threshold_problem, encode_for_transport
 from .pointers import parse_pointer, with_reading
 from .stores.base import BlobInfo, BlobStore, payload_digest, put_payload
 
@@ -52,11 +52,13 @@ def check_arg_threshold(value: object, where: str) -> int | None:
     """
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    problem = byte_threshold_problem(value)
+    if problem:
         raise ConfigurationError(
             f"{where} max_inline_arg_bytes must be None (send arguments inline) or an integer number of bytes >= 0 "
-            f"(arguments whose encoded size is over it are sent by reference), got {value!r}."
+            f"(arguments whose encoded size is over it are sent by reference), not {value!r}."
         )
+    assert isinstance(value, int)
     return value
 
 

@@ -64,9 +64,15 @@ def check_on_store_error(value: object, where: str) -> str:
     Raises:
       ConfigurationError: it is not.
     """
-    if value not in ON_STORE_ERROR:
-        raise ConfigurationError(f"{where} on_store_error must be 'fail' or 'digest', got {value!r}.")
+    problem = on_store_error_problem(value)
+    if problem:
+        raise ConfigurationError(f"{where} on_store_error {problem}.")
     return str(value)
+
+
+def on_store_error_problem(value: object) -> str | None:
+    """What is wrong with an ``on_store_error`` value (the setting RESULT_ON_STORE_ERROR too), or ``None``."""
+    return None if value in ON_STORE_ERROR else f"must be one of {', '.join(ON_STORE_ERROR)}, not {value!r}"
 
 
 #: The actor and message options of the codec layer (looked up message, then actor, then the backend's default).
@@ -91,11 +97,19 @@ def check_threshold(value: object, where: str) -> int:
     Raises:
       ConfigurationError: it is not.
     """
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigurationError(
-            f"{where} max_inline_bytes must be an integer number of bytes >= 0 (0 spills every result), got {value!r}."
-        )
+    problem = byte_threshold_problem(value)
+    if problem:
+        raise ConfigurationError(f"{where} max_inline_bytes {problem} (0 spills every result).")
+    assert isinstance(value, int)
     return value
+
+
+def byte_threshold_problem(value: object) -> str | None:
+    """What is wrong with a size threshold in bytes (``max_inline_bytes``, ``max_inline_arg_bytes`` and the
+    settings MAX_RESULT_SIZE_BYTES and MAX_ARG_SIZE_BYTES), or ``None``: it must be an ``int`` >= 0."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return f"must be an integer number of bytes >= 0, not {value!r}"
+    return None
 
 
 @dataclass(frozen=True)

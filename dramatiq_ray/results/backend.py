@@ -119,7 +119,11 @@ class SpillingBackend(ResultBackend):
         self.compression = compression
         self.compression_level = compression_level
         self.encryption = encryption
-        # The wrapped backend's own unwrapping (its class's), then ours: reading through it returns values too.
+        # The one place the drop-in promise needs more than an extension point: users keep reading through the
+        # backend they passed to Results (``message.get_result(backend=redis_backend)``, Dramatiq's own tests), so
+        # that backend must return original values too. ``unwrap_result`` is Dramatiq's documented hook for reading
+        # what a backend stored; it is set on that one instance (never on its class or module): its class's own
+        # unwrapping first, then ours.
         self._unwrap_stored = type(backend).unwrap_result.__get__(backend)
         backend.unwrap_result = self.unwrap_result  # type: ignore[method-assign]
 

@@ -1,0 +1,35 @@
+"""Settings of the webhooks area: where results are delivered and with which secrets; secrets are checked by
+the function ``Webhooks``, ``verify`` and ``sign`` use."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..delivery.signing import secret_problem
+from ._common import WEEK, check_number, check_optional_str, redact_url
+
+
+def validate(values: dict[str, Any], problems: list[str]) -> None:
+    secrets, url, allow_http = values["WEBHOOK_SECRETS"], values["WEBHOOK_URL"], values["WEBHOOK_ALLOW_HTTP"]
+    if not isinstance(secrets, list | tuple) or not all(isinstance(s, str) and s for s in secrets):
+        problems.append("WEBHOOK_SECRETS must be a list of non-empty strings (several while rotating).")
+    else:
+        found = [(number, secret_problem(secret)) for number, secret in enumerate(secrets, 1)]
+        problems.extend(f"WEBHOOK_SECRETS, secret number {number}: {problem}." for number, problem in found if problem)
+        if url is not None and not secrets:
+            problems.append(
+                "WEBHOOK_URL is set but WEBHOOK_SECRETS is empty: webhooks are always signed; give a secret."
+            )
+    if not isinstance(allow_http, bool):
+        problems.append(f"WEBHOOK_ALLOW_HTTP must be true or false, not {allow_http!r}.")
+    check_optional_str("WEBHOOK_URL", url, problems)
+    if isinstance(url, str):
+        scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+        if scheme not in ("https", "http"):
+            problems.append(f"WEBHOOK_URL must be an https:// URL, not {redact_url(url)!r}.")
+        elif scheme == "http" and allow_http is not True:
+            problems.append(
+                "WEBHOOK_URL is plain http: use https, or set WEBHOOK_ALLOW_HTTP=true for a trusted network."
+            )
+    check_number("WEBHOOK_MAX_ATTEMPTS", values["WEBHOOK_MAX_ATTEMPTS"], problems, minimum=1, integer=True)
+    check_number("WEBHOOK_MAX_AGE_SECONDS", values["WEBHOOK_MAX_AGE_SECONDS"], problems, minimum=1, maximum=WEEK)
