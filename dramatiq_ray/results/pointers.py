@@ -32,6 +32,7 @@ from ..errors import InvalidPointerError
 __all__ = [
     "SCHEMES",
     "Pointer",
+    "as_pointer",
     "blob_name",
     "digest_of",
     "digest_pointer",
@@ -136,9 +137,14 @@ def parse_pointer(raw: str) -> Pointer:
     """Parse a pointer string.
 
     Raises:
-      InvalidPointerError: ``raw`` does not follow the grammar exactly.
+      InvalidPointerError: ``raw`` is not a string, or does not follow the grammar exactly.
     """
-    if not isinstance(raw, str) or len(raw) > 2048:
+    if not isinstance(raw, str):
+        raise InvalidPointerError(
+            f"Not a result pointer: a {type(raw).__name__}. Pointers are strings such as "
+            "'resultfs://sha256/<hex>?rel=...&bytes=<n>'."
+        )
+    if len(raw) > 2048:
         raise InvalidPointerError(f"Not a result pointer: {_shorten(raw)}. Pointers are short strings.")
     split = _WITH_PARAMS.fullmatch(raw)
     base, reading = (split["base"], _reading(raw, split["params"])) if split else (raw, {})
@@ -164,6 +170,18 @@ def parse_pointer(raw: str) -> Pointer:
     )
 
 
+def as_pointer(value: object) -> Pointer:
+    """``value`` as a :class:`Pointer`: a ``Pointer`` as it is, a string parsed. Every public entry that takes a
+    pointer goes through here, so any other input gets the same error.
+
+    Raises:
+      InvalidPointerError: ``value`` is neither a ``Pointer`` nor a string that follows the grammar.
+    """
+    if isinstance(value, Pointer):
+        return value
+    return parse_pointer(value)  # type: ignore[arg-type]
+
+
 def _reading(raw: str, params: str) -> dict[str, str]:
     """The ``codec``, ``compression`` and ``key_id`` a pointer's trailing parameters name.
 
@@ -176,7 +194,7 @@ def _reading(raw: str, params: str) -> dict[str, str]:
         name, sep, value = part.partition("=")
         if not sep or name not in _PARAM_ORDER:
             raise InvalidPointerError(
-                f"Not a valid result pointer: {_shorten(raw)}: unknown parameter {name!r} (known: codec, z, k)."
+                f"Not a valid result pointer: {_shorten(raw)}: unknown parameter {_shorten(name)} (known: codec, z, k)."
             )
         if _PARAM_ORDER.index(name) <= last:
             raise InvalidPointerError(
@@ -185,16 +203,16 @@ def _reading(raw: str, params: str) -> dict[str, str]:
         last = _PARAM_ORDER.index(name)
         if name == "codec" and value not in POINTER_CODECS:
             raise InvalidPointerError(
-                f"The result pointer {_shorten(raw)} names codec {value!r}, which this reader does not know "
+                f"The result pointer {_shorten(raw)} names codec {_shorten(value)}, which this reader does not know "
                 f"(known: json, {', '.join(POINTER_CODECS)}); read it with the dramatiq-ray version that wrote it."
             )
         if name == "z" and value not in POINTER_COMPRESSIONS:
             raise InvalidPointerError(
-                f"The result pointer {_shorten(raw)} names compression {value!r}, which this reader does not know "
+                f"The result pointer {_shorten(raw)} names compression {_shorten(value)}, which this reader does not know "
                 f"(known: {', '.join(POINTER_COMPRESSIONS)})."
             )
         if name == "k" and not _KEY_ID.fullmatch(value):
-            raise InvalidPointerError(f"The result pointer {_shorten(raw)} names an invalid key id {value!r}.")
+            raise InvalidPointerError(f"The result pointer {_shorten(raw)} names an invalid key id {_shorten(value)}.")
         found[{"codec": "codec", "z": "compression", "k": "key_id"}[name]] = value
     return found
 

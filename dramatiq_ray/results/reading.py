@@ -18,7 +18,7 @@ from ..errors import (
 from .codecs import decode_value
 from .compression import decompress
 from .marker import VALUE_KEY
-from .pointers import Pointer, parse_pointer
+from .pointers import Pointer, as_pointer
 from .stores.base import BlobStore, verify_blob
 
 __all__ = ["read_inline", "read_value"]
@@ -46,8 +46,7 @@ def read_value(
       DecryptionError: it is encrypted and the key is missing or wrong.
       PickleNotAllowedError: it was pickled and ``allow_pickle`` is false.
     """
-    if isinstance(pointer, str):
-        pointer = parse_pointer(pointer)
+    pointer = as_pointer(pointer)
     if pointer.scheme == "oversize":
         why = (
             f"{store.describe()} could not take it when it was produced and on_store_error='digest' kept only its "

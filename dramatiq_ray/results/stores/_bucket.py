@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 
 from ...errors import BlobNotFoundError, BlobWriteError, ConfigurationError, MissingDependencyError
-from ..pointers import Pointer, blob_name, object_pointer, parse_pointer
+from ..pointers import Pointer, as_pointer, blob_name, object_pointer, parse_pointer
 from ._payload import Payload, digest_parts, parts_of, size_of
 from .base import CHILD_NAMES, SETTLE_ATTEMPTS, BlobStore, check_name
 
@@ -104,12 +104,19 @@ class BucketStore(BlobStore):
     def _pointer(self, key: str, size: int) -> str:
         return object_pointer(self.scheme, self.bucket, key, size)
 
-    def _check_pointer(self, pointer: Pointer) -> None:
-        """Refuse, before any request, a pointer of another scheme, bucket or prefix."""
+    def _check_pointer(self, pointer: Pointer) -> Pointer:
+        """Return ``pointer`` parsed; refuse, before any request, a pointer of another scheme, bucket or prefix.
+
+        Raises:
+          InvalidPointerError: it is not a pointer.
+          ForeignPointerError: it names another scheme, bucket or prefix.
+        """
+        pointer = as_pointer(pointer)
         if pointer.scheme != self.scheme:
             raise self._refuse(pointer, f"its scheme is not {self.scheme}://")
         if pointer.bucket != self.bucket or pointer.prefix != self.prefix:
             raise self._refuse(pointer, f"it names bucket {pointer.bucket!r} and prefix {pointer.prefix!r}")
+        return pointer
 
     @staticmethod
     def _not_found(pointer: Pointer) -> BlobNotFoundError:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ...errors import BlobIntegrityError, ConfigurationError, ForeignPointerError
-from ..pointers import Pointer, digest_of
+from ..pointers import Pointer, as_pointer, digest_of
 from ._payload import Payload, digest_parts, join_parts, parts_of
 
 __all__ = [
@@ -201,6 +201,7 @@ class BlobStore(abc.ABC):
         """
         from ...errors import PresignError
 
+        as_pointer(pointer)
         raise PresignError(
             f"{self.describe()} cannot make download URLs: use S3Store or GCSStore to hand results out by URL, or "
             "read the value with message.get_result()."
@@ -306,6 +307,7 @@ def verify_blob(pointer: Pointer, data: _B) -> _B:
       BlobIntegrityError: they do not match; the data is never returned. The message says the sizes when the
         size is wrong, and the digests when only the contents are.
     """
+    pointer = as_pointer(pointer)
     if len(data) != pointer.size:
         found = f"more than {pointer.size}" if len(data) > pointer.size else str(len(data))
         problem = f"expected {pointer.size} bytes, found {found} bytes"

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Iterator
 
 from ...errors import BlobNotFoundError, BlobReadError, BlobWriteError, ConfigurationError
-from ..pointers import Pointer, blob_name, resultfs_pointer
+from ..pointers import Pointer, as_pointer, blob_name, resultfs_pointer
 from ._payload import Payload, parts_of, read_into, size_of, write_hashing
 from .base import (
     CHILD_NAMES,
@@ -97,6 +97,7 @@ class FilesystemStore(BlobStore):
         """
         from ...errors import PresignError
 
+        as_pointer(pointer)
         raise PresignError(
             f"{self.describe()} cannot make download URLs: files have no signed URLs. Serve the directory yourself "
             "(read-only, by pointer), use S3Store or GCSStore to hand results out by URL, or read the value with "
@@ -234,6 +235,7 @@ class FilesystemStore(BlobStore):
     # --- reading ---------------------------------------------------------------------------------------------
 
     def get(self, pointer: Pointer, *, writable: bool = False) -> bytes | bytearray:
+        pointer = as_pointer(pointer)
         if pointer.scheme != "resultfs":
             raise self._refuse(pointer, "it is not a resultfs:// pointer")
         final = os.path.join(self.path, pointer.location)

@@ -111,11 +111,9 @@ class GCSStore(BucketStore):
         import datetime
 
         from ...errors import PresignError
-        from ..pointers import parse_pointer
         from .base import check_expires_in
 
-        parsed = parse_pointer(pointer) if isinstance(pointer, str) else pointer
-        self._check_pointer(parsed)
+        parsed = self._check_pointer(pointer)
         seconds = check_expires_in(expires_in, 7 * 24 * 3600, self.describe())
         try:
             return str(
@@ -182,7 +180,7 @@ class GCSStore(BucketStore):
         return hasher.hexdigest()
 
     def get(self, pointer: Pointer, *, writable: bool = False) -> bytes | bytearray:
-        self._check_pointer(pointer)
+        pointer = self._check_pointer(pointer)
         from google.api_core.exceptions import NotFound
 
         blob = self._blob(pointer.location)

@@ -184,7 +184,7 @@ class S3Store(BucketStore):
             raise
 
     def get(self, pointer: Pointer, *, writable: bool = False) -> bytes | bytearray:
-        self._check_pointer(pointer)
+        pointer = self._check_pointer(pointer)
         from botocore.exceptions import ClientError
 
         try:
@@ -255,11 +255,9 @@ class S3Store(BucketStore):
           PresignError: boto3 has no credentials to sign with.
         """
         from ...errors import PresignError
-        from ..pointers import parse_pointer
         from .base import check_expires_in
 
-        parsed = parse_pointer(pointer) if isinstance(pointer, str) else pointer
-        self._check_pointer(parsed)
+        parsed = self._check_pointer(pointer)
         seconds = check_expires_in(expires_in, 7 * 24 * 3600, self.describe())
         try:
             return str(
