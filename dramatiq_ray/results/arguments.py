@@ -32,6 +32,7 @@ import dramatiq
 from dramatiq.encoder import Encoder
 
 from ..errors import ConfigurationError
+from ._safe import describe_error, shorten
 from .compression import seal
 from .marker import ARGUMENT_KEY, StoredArgument, is_argument_shape, is_inline_shape, is_spilled_shape
 from .plan import encode_for_transport
@@ -152,12 +153,11 @@ def release(store: BlobStore, message_id: str, pointers: list[str]) -> None:
             store.delete_blob(BlobInfo(pointer.location, pointer.size, 0.0), cutoff=looked)
         except Exception as error:
             logger.warning(
-                "Could not release argument blob %s of message %s (%s: %s); 'dramatiq-ray gc' collects it once "
+                "Could not release argument blob %s of message %s (%s); 'dramatiq-ray gc' collects it once "
                 "unreferenced and old.",
-                raw,
+                shorten(repr(raw)),
                 message_id,
-                type(error).__name__,
-                error,
+                describe_error(error),
             )
 
 

@@ -23,6 +23,7 @@ from ..errors import (
     ConfigurationError,
     MissingArgumentError,
 )
+from ._safe import describe_error, shorten
 from .codecs import encode_parts
 from .compression import check_compression, seal
 from .marker import InlineValue, SpilledResult, is_argument_shape, is_inline_shape, is_spilled_shape
@@ -160,17 +161,16 @@ class SpillPlan:
         except Exception as error:
             if self.on_store_error != "digest":
                 raise BlobWriteError(
-                    f"{store.describe()} could not store a {size}-byte result ({type(error).__name__}: "
-                    f"{error}); the message failed and the retry policy decides. Fix the store, or set "
+                    f"{store.describe()} could not store a {size}-byte result ({describe_error(error)}); the "
+                    "message failed and the retry policy decides. Fix the store, or set "
                     "on_store_error='digest' to keep only the digest of results the store cannot take."
                 ) from error
             logger.warning(
-                "%s could not store a %d-byte result (%s: %s); the result backend will keep only its digest "
+                "%s could not store a %d-byte result (%s); the result backend will keep only its digest "
                 "(on_store_error='digest').",
                 store.describe(),
                 size,
-                type(error).__name__,
-                error,
+                describe_error(error),
             )
             pointer = digest_pointer(payload_digest(stored), size)
         return SpilledResult(with_reading(pointer, codec=codec, compression=compression, key_id=key_id))
@@ -242,7 +242,7 @@ def read_argument(store: BlobStore | None, value: Any, where: str, read: Callabl
         return read(store, pointer)
     except BlobNotFoundError as error:
         raise MissingArgumentError(
-            f"Argument {where} of this message was sent by reference ({pointer!r}) and its blob is gone: it was "
+            f"Argument {where} of this message was sent by reference ({shorten(repr(pointer))}) and its blob is gone: it was "
             "deleted (by hand, a lifecycle rule, or 'dramatiq-ray gc' with --older-than shorter than the time the "
             "message waited). The message cannot run; send it again.",
             pointer=pointer,

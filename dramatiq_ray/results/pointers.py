@@ -28,6 +28,7 @@ import re
 from dataclasses import dataclass
 
 from ..errors import InvalidPointerError
+from ._safe import shorten
 
 __all__ = [
     "SCHEMES",
@@ -218,5 +219,4 @@ def _reading(raw: str, params: str) -> dict[str, str]:
 
 
 def _shorten(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 120 else text[:117] + "..."
+    return shorten(repr(value))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 
 from ...errors import BlobNotFoundError, BlobWriteError, ConfigurationError, MissingDependencyError
+from .._safe import describe_error
 from ..pointers import Pointer, as_pointer, blob_name, object_pointer, parse_pointer
 from ._payload import Payload, digest_parts, parts_of, size_of
 from .base import CHILD_NAMES, SETTLE_ATTEMPTS, BlobStore, check_name
@@ -70,7 +71,7 @@ class BucketStore(BlobStore):
         except (MissingDependencyError, BlobWriteError):
             raise
         except Exception as error:
-            raise BlobWriteError(f"{self.describe()} could not write {key}: {error}") from error
+            raise BlobWriteError(f"{self.describe()} could not write {key}: {describe_error(error)}") from error
         return self._pointer(key, size_of(parts))
 
     def _settle(self, key: str, digest: str, parts: tuple[memoryview, ...]) -> bool:

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterator
 
 from ...errors import BlobNotFoundError, BlobReadError, BlobWriteError, ConfigurationError
+from .._safe import describe_error
 from ..pointers import Pointer, as_pointer, blob_name, resultfs_pointer
 from ._payload import Payload, parts_of, read_into, size_of, write_hashing
 from .base import (
@@ -144,7 +145,7 @@ class FilesystemStore(BlobStore):
                     f"written ({SETTLE_ATTEMPTS} attempts). Storing the result again retries."
                 )
         except (OSError, ValueError) as error:
-            raise BlobWriteError(f"{self.describe()} could not write {rel}: {error}") from error
+            raise BlobWriteError(f"{self.describe()} could not write {rel}: {describe_error(error)}") from error
         finally:
             if temporary is not None:
                 with contextlib.suppress(FileNotFoundError):
@@ -160,7 +161,7 @@ class FilesystemStore(BlobStore):
                 file.write(data)
             os.replace(staging, final)
         except OSError as error:
-            raise BlobWriteError(f"{self.describe()} could not write {name}: {error}") from error
+            raise BlobWriteError(f"{self.describe()} could not write {name}: {describe_error(error)}") from error
 
     def delete_named(self, name: str) -> None:
         final = os.path.join(self.path, NAMED_DIR, check_name(name))
@@ -169,7 +170,7 @@ class FilesystemStore(BlobStore):
         except FileNotFoundError:
             return
         except OSError as error:
-            raise BlobWriteError(f"{self.describe()} could not delete {name}: {error}") from error
+            raise BlobWriteError(f"{self.describe()} could not delete {name}: {describe_error(error)}") from error
         with contextlib.suppress(OSError):  # the job's directory, once empty
             os.rmdir(os.path.dirname(final))
 
@@ -180,7 +181,7 @@ class FilesystemStore(BlobStore):
         except FileNotFoundError:
             return None
         except OSError as error:
-            raise BlobReadError(f"{self.describe()} could not read {name}: {error}", pointer=name) from error
+            raise BlobReadError(f"{self.describe()} could not read {name}: {describe_error(error)}", pointer=name) from error
 
     @staticmethod
     def _refresh(final: str, digest: str, size: int) -> str | None:
@@ -251,7 +252,7 @@ class FilesystemStore(BlobStore):
             ) from None
         except OSError as error:
             raise BlobReadError(
-                f"{self.describe()} could not read {pointer.raw!r}: {error}", pointer=pointer.raw
+                f"{self.describe()} could not read {pointer.raw!r}: {describe_error(error)}", pointer=pointer.raw
             ) from error
         try:
             fd = os.open(final, os.O_RDONLY | os.O_NOFOLLOW)
@@ -261,7 +262,7 @@ class FilesystemStore(BlobStore):
                 return read_into(handle.readinto, limit, READ_CHUNK_BYTES) if writable else handle.read(limit)
         except OSError as error:
             raise BlobReadError(
-                f"{self.describe()} could not read {pointer.raw!r}: {error}. Reading again once the volume is "
+                f"{self.describe()} could not read {pointer.raw!r}: {describe_error(error)}. Reading again once the volume is "
                 "available returns the value.",
                 pointer=pointer.raw,
             ) from error
@@ -289,7 +290,7 @@ class FilesystemStore(BlobStore):
                 rel = os.path.relpath(directory, os.path.join(self.path, NAMED_DIR))
                 found.extend(f"{rel}/{name}" for name in files if not name.endswith(".tmp"))
         except OSError as error:
-            raise BlobReadError(f"{self.describe()} could not list {prefix}: {error}", pointer=prefix) from error
+            raise BlobReadError(f"{self.describe()} could not list {prefix}: {describe_error(error)}", pointer=prefix) from error
         return sorted(found)
 
     # --- lifecycle -------------------------------------------------------------------------------------------

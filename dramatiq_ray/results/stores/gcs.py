@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ...errors import BlobReadError, BlobWriteError, MissingDependencyError
+from .._safe import describe_error
 from ..pointers import Pointer
 from ._bucket import BucketStore
 from ._payload import PartsReader, body_of, size_of
@@ -125,7 +126,7 @@ class GCSStore(BucketStore):
             raise
         except Exception as error:
             raise PresignError(
-                f"{self.describe()} cannot sign a URL for {parsed.raw!r}: its credentials cannot sign ({error}). "
+                f"{self.describe()} cannot sign a URL for {parsed.raw!r}: its credentials cannot sign ({describe_error(error)}). "
                 "Use a service-account key (GOOGLE_APPLICATION_CREDENTIALS, or pass GCSStore(client=...) a client "
                 "built with google.oauth2.service_account.Credentials)."
             ) from error
@@ -194,7 +195,7 @@ class GCSStore(BucketStore):
             raise self._not_found(pointer) from None
         except Exception as error:
             raise BlobReadError(
-                f"{self.describe()} could not read {pointer.raw!r}: {error}. Reading again once GCS answers "
+                f"{self.describe()} could not read {pointer.raw!r}: {describe_error(error)}. Reading again once GCS answers "
                 "returns the value.",
                 pointer=pointer.raw,
             ) from error
@@ -204,7 +205,7 @@ class GCSStore(BucketStore):
         try:
             self._blob(key).upload_from_string(data, content_type="application/octet-stream", retry=self._retry())
         except Exception as error:
-            raise BlobWriteError(f"{self.describe()} could not write {key}: {error}") from error
+            raise BlobWriteError(f"{self.describe()} could not write {key}: {describe_error(error)}") from error
 
     def delete_named(self, name: str) -> None:
         from google.api_core.exceptions import NotFound
@@ -215,7 +216,7 @@ class GCSStore(BucketStore):
         except NotFound:
             return
         except Exception as error:
-            raise BlobWriteError(f"{self.describe()} could not delete {key}: {error}") from error
+            raise BlobWriteError(f"{self.describe()} could not delete {key}: {describe_error(error)}") from error
 
     def get_named(self, name: str) -> bytes | None:
         from google.api_core.exceptions import NotFound
@@ -226,7 +227,7 @@ class GCSStore(BucketStore):
         except NotFound:
             return None
         except Exception as error:
-            raise BlobReadError(f"{self.describe()} could not read {key}: {error}", pointer=key) from error
+            raise BlobReadError(f"{self.describe()} could not read {key}: {describe_error(error)}", pointer=key) from error
 
     def list_blobs(self) -> Iterator[BlobInfo]:
         for blob in self._client().list_blobs(self.bucket, prefix=f"{self.prefix}/" if self.prefix else None):
@@ -240,7 +241,7 @@ class GCSStore(BucketStore):
         try:
             return sorted(blob.name[start:] for blob in self._client().list_blobs(self.bucket, prefix=top))
         except Exception as error:
-            raise BlobReadError(f"{self.describe()} could not list {top}: {error}", pointer=top) from error
+            raise BlobReadError(f"{self.describe()} could not list {top}: {describe_error(error)}", pointer=top) from error
 
     def delete_blob(self, info: BlobInfo, *, cutoff: float) -> bool:
         from google.api_core.exceptions import GoogleAPICallError

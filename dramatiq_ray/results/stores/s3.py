@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ...errors import BlobReadError, BlobWriteError, ConfigurationError, MissingDependencyError
+from .._safe import describe_error
 from ..pointers import Pointer
 from ._bucket import BucketStore
 from ._payload import body_of, read_into, size_of, slice_parts
@@ -210,7 +211,7 @@ class S3Store(BucketStore):
         except MissingDependencyError:
             raise
         except Exception as error:
-            raise BlobWriteError(f"{self.describe()} could not write {key}: {error}") from error
+            raise BlobWriteError(f"{self.describe()} could not write {key}: {describe_error(error)}") from error
 
     def delete_named(self, name: str) -> None:
         key = self._named_key(name)
@@ -219,7 +220,7 @@ class S3Store(BucketStore):
         except MissingDependencyError:
             raise
         except Exception as error:
-            raise BlobWriteError(f"{self.describe()} could not delete {key}: {error}") from error
+            raise BlobWriteError(f"{self.describe()} could not delete {key}: {describe_error(error)}") from error
 
     def get_named(self, name: str) -> bytes | None:
         key = self._named_key(name)
@@ -230,13 +231,13 @@ class S3Store(BucketStore):
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
                 return None
-            raise BlobReadError(f"{self.describe()} could not read {key}: {error}", pointer=key) from error
+            raise BlobReadError(f"{self.describe()} could not read {key}: {describe_error(error)}", pointer=key) from error
         except Exception as error:
-            raise BlobReadError(f"{self.describe()} could not read {key}: {error}", pointer=key) from error
+            raise BlobReadError(f"{self.describe()} could not read {key}: {describe_error(error)}", pointer=key) from error
 
     def _read_error(self, pointer: Pointer, error: Exception) -> BlobReadError:
         return BlobReadError(
-            f"{self.describe()} could not read {pointer.raw!r}: {error}. Reading again once S3 answers returns "
+            f"{self.describe()} could not read {pointer.raw!r}: {describe_error(error)}. Reading again once S3 answers returns "
             "the value.",
             pointer=pointer.raw,
         )
@@ -269,7 +270,7 @@ class S3Store(BucketStore):
             raise
         except Exception as error:
             raise PresignError(
-                f"{self.describe()} could not sign a URL for {parsed.raw!r}: {error}. Give boto3 credentials "
+                f"{self.describe()} could not sign a URL for {parsed.raw!r}: {describe_error(error)}. Give boto3 credentials "
                 "(environment, profile or role) that can read the bucket."
             ) from error
 
@@ -305,7 +306,7 @@ class S3Store(BucketStore):
                 for item in page.get("Contents", [])
             )
         except Exception as error:
-            raise BlobReadError(f"{self.describe()} could not list {top}: {error}", pointer=top) from error
+            raise BlobReadError(f"{self.describe()} could not list {top}: {describe_error(error)}", pointer=top) from error
 
     def delete_blob(self, info: BlobInfo, *, cutoff: float) -> bool:
         from botocore.exceptions import ClientError

@@ -1,0 +1,78 @@
+"""Errors of the payload layer: they carry sizes and a short prefix, never the payload, and errors that say what
+to do (a missing extra) reach the user as they are."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import traceback
+from typing import Any
+
+import pytest
+from dramatiq.encoder import JSONEncoder
+
+from dramatiq_ray import FilesystemStore, SpillingBackend
+from dramatiq_ray.errors import BlobReadError, SpilledResultError
+from dramatiq_ray.results.marker import InlineValue
+from dramatiq_ray.results.pointers import with_reading
+from dramatiq_ray.results.reading import read_inline, read_value
+
+#: Generous: a message with a pointer, a prefix and a decoder's error, far below the payload's size.
+MAX_MESSAGE = 2000
+PAYLOAD_BYTES = 3 * 1024 * 1024
+
+
+def _npy_with_a_huge_unparsable_header() -> bytes:
+    header = b"{" + b"x" * (PAYLOAD_BYTES - 13) + b"\n"
+    return b"\x93NUMPY\x02\x00" + len(header).to_bytes(4, "little") + header
+
+
+PAYLOADS = {
+    "json": b"\xff" + os.urandom(PAYLOAD_BYTES),  # not UTF-8: Dramatiq's DecodeError holds its repr
+    "npy": _npy_with_a_huge_unparsable_header(),  # numpy's header error holds the header's repr
+    "arrow": os.urandom(PAYLOAD_BYTES),
+    "pickle": b"DRPK\x01" + os.urandom(PAYLOAD_BYTES),
+}
+
+
+def _everything_shown(error: BaseException) -> str:
+    """What a log of this error shows: its message, its causes and the traceback."""
+    return "".join(traceback.format_exception(error))
+
+
+@pytest.mark.parametrize("codec", list(PAYLOADS))
+def test_blob_that_does_not_decode_as_its_pointer_says_is_described_by_size_and_prefix_only(
+    fs_store: FilesystemStore, codec: str
+) -> None:
+    # Given an intact 3 MiB blob whose pointer names a codec it does not follow
+    payload = PAYLOADS[codec]
+    pointer = with_reading(fs_store.put(None, payload), codec=codec)
+    # When it is read, then the error says its size and first bytes, and nothing shown holds more of it
+    with pytest.raises(SpilledResultError) as raised:
+        read_value(fs_store, JSONEncoder(), pointer, allow_pickle=True)
+    shown = _everything_shown(raised.value)
+    assert len(str(raised.value)) < MAX_MESSAGE
+    assert len(shown) < MAX_MESSAGE + 3000  # the traceback's own lines, no chained error quoting the payload
+    assert payload[100:132].hex() not in shown and repr(payload[100:132])[2:-1] not in shown
+
+
+def test_undecodable_json_blob_error_names_its_size_and_first_bytes(fs_store: FilesystemStore, stub_backend) -> None:
+    payload = PAYLOADS["json"]
+    pointer = fs_store.put(None, payload)
+    with pytest.raises(BlobReadError) as raised:
+        SpillingBackend(stub_backend, store=fs_store).read_pointer(pointer)
+    assert f"{len(payload)} bytes starting {payload[:16].hex()}" in str(raised.value)
+    assert "cannot be decoded as json" in str(raised.value)
+
+
+@pytest.mark.parametrize("codec", ["json", "npy", "raw-not-base64"])
+def test_inline_value_that_does_not_decode_is_described_by_size_only(codec: str) -> None:
+    import base64
+
+    payload = PAYLOADS["json"] if codec != "npy" else PAYLOADS["npy"]
+    data = "!" * PAYLOAD_BYTES if codec == "raw-not-base64" else base64.b64encode(payload).decode()
+    value = InlineValue(codec.split("-")[0], data)
+    with pytest.raises(SpilledResultError) as raised:
+        read_inline(value, JSONEncoder())
+    assert len(_everything_shown(raised.value)) < MAX_MESSAGE + 3000
