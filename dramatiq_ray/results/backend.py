@@ -13,7 +13,7 @@ from dramatiq.results import ResultBackend, ResultMissing, ResultTimeout
 from dramatiq.results.backend import DEFAULT_TIMEOUT
 
 from .. import metrics
-from ..errors import BlobWriteError, ConfigurationError, InvalidPointerError, SpilledResultError
+from ..errors import ConfigurationError, InvalidPointerError, SpilledResultError
 from .encryption import EncryptionKeys
 from .marker import LITERAL_KEY, InlineValue, SpilledResult, is_inline_shape, is_literal_shape
 from .plan import (
@@ -160,9 +160,9 @@ class SpillingBackend(ResultBackend):
             return
         try:
             outcome = self.plan(threshold).apply(result)
-        except BlobWriteError as error:
-            # Called from an after-hook, which cannot fail the message any more: store the failure, so that
-            # get_result raises ResultFailure now instead of returning nothing.
+        except Exception as error:
+            # Called from an after-hook, which cannot fail the message any more: store the failure (a store that
+            # cannot be written, a missing extra), so that get_result raises it now instead of timing out.
             logger.error("The result of message %r is lost: %s", message.message_id, error)
             self.backend.store_exception(message, error, ttl)
             return

@@ -83,7 +83,7 @@ def _module_root(value: Any) -> str:
 
 
 def _is_ndarray(value: Any) -> bool:
-    if _module_root(value) != "numpy" and "numpy" not in sys.modules:
+    if _module_root(value) != "numpy" and sys.modules.get("numpy") is None:
         return False
     import numpy
 
@@ -92,7 +92,7 @@ def _is_ndarray(value: Any) -> bool:
 
 
 def _is_arrow_table(value: Any) -> bool:
-    if "pyarrow" not in sys.modules:
+    if sys.modules.get("pyarrow") is None:  # not imported (or blocked): no value can be a Table
         return False
     import pyarrow
 
@@ -100,7 +100,7 @@ def _is_arrow_table(value: Any) -> bool:
 
 
 def _is_dataframe(value: Any) -> bool:
-    if "pandas" not in sys.modules:
+    if sys.modules.get("pandas") is None:
         return False
     import pandas
 

@@ -22,6 +22,7 @@ from ..errors import (
     BlobWriteError,
     ConfigurationError,
     MissingArgumentError,
+    UnsupportedResultError,
 )
 from ._safe import describe_error, shorten
 from .codecs import encode_parts
@@ -140,6 +141,7 @@ class SpillPlan:
 
         Raises:
           BlobWriteError: the store cannot be written and ``on_store_error`` is ``"fail"``.
+          MissingDependencyError: the value needs an extra that is not installed (a DataFrame without pyarrow).
         """
         if self.max_inline_bytes is None or value is None or isinstance(value, SpilledResult | InlineValue):
             return value
@@ -218,10 +220,17 @@ def encode_for_transport(
     (``None``: no limit), or for a value no codec takes (the encoder downstream then reports it);
     ``(InlineValue, None)`` for another codec's payload at most ``limit`` bytes; ``(None, (codec, payload))`` for a
     payload over ``limit``, which goes to a store. Serves results (:meth:`SpillPlan.apply`) and arguments sent by
-    reference alike."""
+    reference alike.
+
+    Raises:
+      MissingDependencyError: the value needs an optional dependency that is not installed (a DataFrame without
+        pyarrow): the error names the extra to install.
+      Exception: whatever pickling the value raised (``allow_pickle``), which says what does not pickle.
+    """
     try:
         codec, parts = encode_parts(value, encoder, allow_pickle=allow_pickle)
-    except Exception:
+    except UnsupportedResultError:
+        # Only "no codec takes it": every other error says what to do, and reaches the user as it is.
         return value, None
     payload = parts_of(parts)
     if limit is not None and size_of(payload) > limit:

@@ -76,3 +76,81 @@ def test_inline_value_that_does_not_decode_is_described_by_size_only(codec: str)
     with pytest.raises(SpilledResultError) as raised:
         read_inline(value, JSONEncoder())
     assert len(_everything_shown(raised.value)) < MAX_MESSAGE + 3000
+
+
+# --- an error that says what to do reaches the user --------------------------------------------------------
+
+# pyarrow is installed here; these scripts run in a process where importing it fails (``sys.modules["pyarrow"] =
+# None`` before anything imports it), which is what a machine without the extra sees.
+_WITHOUT_PYARROW = """
+import sys
+sys.modules["pyarrow"] = None  # importing pyarrow fails in this process, as without dramatiq-ray[arrow]
+import pandas
+"""
+
+_WORKER_SCRIPT = _WITHOUT_PYARROW + """
+import dramatiq
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.results import ResultFailure
+from dramatiq.results.backends import RedisBackend
+from dramatiq_ray import FilesystemStore, Results
+
+broker = StubBroker()
+backend = RedisBackend(url=sys.argv[1], namespace=sys.argv[2])
+broker.add_middleware(Results(backend=backend, store=FilesystemStore(sys.argv[3]), max_inline_bytes=0))
+dramatiq.set_broker(broker)
+
+@dramatiq.actor(store_results=True, max_retries=0)
+def frame():
+    return pandas.DataFrame({"a": [1, 2, 3]})
+
+worker = dramatiq.Worker(broker, worker_timeout=100)
+worker.start()
+message = frame.send()
+try:
+    message.get_result(block=True, timeout=30_000)
+except ResultFailure as failure:
+    print(failure.orig_exc_type)
+    print(failure.orig_exc_msg)
+finally:
+    worker.stop()
+"""
+
+_BODY_SCRIPT = _WITHOUT_PYARROW + """
+from dramatiq.encoder import JSONEncoder
+from dramatiq_ray import FilesystemStore, MissingDependencyError
+from dramatiq_ray.results.plan import SpillPlan
+
+plan = SpillPlan(FilesystemStore(sys.argv[1]), JSONEncoder(), 1024 * 1024)
+try:
+    plan.apply(pandas.DataFrame({"a": [1, 2, 3]}))
+except MissingDependencyError as error:
+    print("MissingDependencyError")
+    print(error)
+"""
+
+
+def _run(script: str, *args: str, env: dict[str, str]) -> list[str]:
+    done = subprocess.run(
+        [sys.executable, "-c", script, *args], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()
+
+
+def test_dataframe_result_without_pyarrow_fails_with_the_error_naming_the_extra(
+    redis_url: str, redis_namespace: str, tmp_path: Any, python_subprocess_env: dict[str, str]
+) -> None:
+    # Given a worker where pyarrow cannot be imported, and an actor returning a DataFrame
+    lines = _run(_WORKER_SCRIPT, redis_url, redis_namespace, str(tmp_path / "blobs"), env=python_subprocess_env)
+    # Then the caller gets the missing extra at once, not the generic "return a DataFrame" advice
+    assert lines[0] == "MissingDependencyError"
+    assert 'pip install "dramatiq-ray[arrow]"' in lines[1]
+
+
+def test_spill_plan_lets_a_missing_dependency_error_through_where_the_body_runs(
+    tmp_path: Any, python_subprocess_env: dict[str, str]
+) -> None:
+    lines = _run(_BODY_SCRIPT, str(tmp_path / "blobs"), env=python_subprocess_env)
+    assert lines[0] == "MissingDependencyError"
+    assert "dramatiq-ray[arrow]" in lines[1]
