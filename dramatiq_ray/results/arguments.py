@@ -36,7 +36,7 @@ from ._safe import describe_error, shorten
 from .compression import seal
 from .marker import ARGUMENT_KEY, StoredArgument, is_argument_shape, is_inline_shape, is_spilled_shape
 from .plan import encode_for_transport
-from .pointers import parse_pointer, with_reading
+from .pointers import blob_extension, parse_pointer, with_reading
 from .stores.base import ARGS_CHILD, BlobInfo, BlobStore, payload_digest, put_payload
 
 __all__ = [
@@ -127,7 +127,10 @@ class ArgumentPlan:
         # The reference first: a message finishing meanwhile then sees it and leaves the blob in place.
         self.store.put_named(_reference_name(digest, message_id), b"")
         pointer = with_reading(
-            put_payload(self.store, stored, digest), codec=codec, compression=compression, key_id=key_id
+            put_payload(self.store, stored, digest, extension=blob_extension(codec, compression, key_id)),
+            codec=codec,
+            compression=compression,
+            key_id=key_id,
         )
         return StoredArgument(pointer)
 

@@ -28,7 +28,7 @@ from ._safe import describe_error, shorten
 from .codecs import encode_parts
 from .compression import check_compression, seal
 from .marker import InlineValue, SpilledResult, is_argument_shape, is_inline_shape, is_spilled_shape
-from .pointers import Pointer, digest_pointer, with_reading
+from .pointers import Pointer, blob_extension, digest_pointer, with_reading
 from .reading import read_inline, read_value
 from .stores._payload import Payload, join_parts, parts_of, size_of
 from .stores.base import ARGS_CHILD, BlobStore, payload_digest, put_payload
@@ -159,7 +159,7 @@ class SpillPlan:
         stored, compression, key_id = seal(payload, self.compression, self.compression_level, self.encryption)
         size = size_of(parts_of(stored))
         try:
-            pointer = put_payload(store, stored)
+            pointer = put_payload(store, stored, extension=blob_extension(codec, compression, key_id))
         except Exception as error:
             if self.on_store_error != "digest":
                 raise BlobWriteError(
@@ -251,9 +251,9 @@ def read_argument(store: BlobStore | None, value: Any, where: str, read: Callabl
         return read(store, pointer)
     except BlobNotFoundError as error:
         raise MissingArgumentError(
-            f"Argument {where} of this message was sent by reference ({shorten(repr(pointer))}) and its blob is gone: it was "
-            "deleted (by hand, a lifecycle rule, or 'dramatiq-ray gc' with --older-than shorter than the time the "
-            "message waited). The message cannot run; send it again.",
+            f"Argument {where} of this message was sent by reference ({shorten(repr(pointer))}) and its blob is "
+            "gone: it was deleted (by hand, a lifecycle rule, or 'dramatiq-ray gc' with --older-than shorter than "
+            "the time the message waited). The message cannot run; send it again.",
             pointer=pointer,
             argument=where,
         ) from error

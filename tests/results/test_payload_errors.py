@@ -88,7 +88,9 @@ sys.modules["pyarrow"] = None  # importing pyarrow fails in this process, as wit
 import pandas
 """
 
-_WORKER_SCRIPT = _WITHOUT_PYARROW + """
+_WORKER_SCRIPT = (
+    _WITHOUT_PYARROW
+    + """
 import dramatiq
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.results import ResultFailure
@@ -115,8 +117,11 @@ except ResultFailure as failure:
 finally:
     worker.stop()
 """
+)
 
-_BODY_SCRIPT = _WITHOUT_PYARROW + """
+_BODY_SCRIPT = (
+    _WITHOUT_PYARROW
+    + """
 from dramatiq.encoder import JSONEncoder
 from dramatiq_ray import FilesystemStore, MissingDependencyError
 from dramatiq_ray.results.plan import SpillPlan
@@ -128,6 +133,7 @@ except MissingDependencyError as error:
     print("MissingDependencyError")
     print(error)
 """
+)
 
 
 def _run(script: str, *args: str, env: dict[str, str]) -> list[str]:

@@ -15,7 +15,9 @@ __all__ = ["BucketStore"]
 
 
 class BucketStore(BlobStore):
-    """Base class of stores that keep blobs as objects ``<scheme>://<bucket>/<prefix>/ab/cd/<digest>.json``.
+    """Base class of stores that keep blobs as objects ``<scheme>://<bucket>/<prefix>/ab/cd/<digest>.<ext>``,
+    named by what they hold (``.json``, ``.bin``, ``.npy``, ``.arrow``, ``.pkl``, then ``.zst``/``.gz``/``.xz``
+    when compressed and ``.enc`` when encrypted).
 
     Raises:
       ConfigurationError: the bucket is empty, or the bucket or prefix cannot appear in a pointer (it is a
@@ -49,16 +51,18 @@ class BucketStore(BlobStore):
     def __repr__(self) -> str:
         return self.describe()
 
-    def _key(self, digest: str) -> str:
-        return f"{self.prefix}/{blob_name(digest)}" if self.prefix else blob_name(digest)
+    def _key(self, digest: str, extension: str = "json") -> str:
+        name = blob_name(digest, extension)
+        return f"{self.prefix}/{name}" if self.prefix else name
 
     zero_copy = True
 
-    def put(self, digest: str | None, data: Payload) -> str:
+    def put(self, digest: str | None, data: Payload, *, extension: str = "json") -> str:
         parts = parts_of(data)
+        key = self._key("0" * 64, extension)  # a valid extension, before anything is hashed or sent
         if digest is None:
             digest = digest_parts(parts)  # the one pass over the bytes before the upload: the key names it
-        key = self._key(digest)
+        key = self._key(digest, extension)
         try:
             for _ in range(SETTLE_ATTEMPTS):
                 if self._settle(key, digest, parts):
@@ -105,7 +109,7 @@ class BucketStore(BlobStore):
     def _pointer(self, key: str, size: int) -> str:
         return object_pointer(self.scheme, self.bucket, key, size)
 
-    def _check_pointer(self, pointer: Pointer) -> Pointer:
+    def _check_pointer(self, pointer: Pointer | str) -> Pointer:
         """Return ``pointer`` parsed; refuse, before any request, a pointer of another scheme, bucket or prefix.
 
         Raises:

@@ -21,7 +21,7 @@ class DigestStore(BlobStore):
     scheme = "oversize"
     zero_copy = True
 
-    def put(self, digest: str | None, data: Payload) -> str:
+    def put(self, digest: str | None, data: Payload, *, extension: str = "json") -> str:
         parts = parts_of(data)
         return digest_pointer(digest if digest is not None else digest_parts(parts), size_of(parts))
 

@@ -19,7 +19,8 @@ __all__ = ["GCSStore"]
 
 
 class GCSStore(BucketStore):
-    """Write oversized results as objects ``gs://<bucket>/<prefix>/ab/cd/<digest>.json``.
+    """Write oversized results as objects ``gs://<bucket>/<prefix>/ab/cd/<digest>.<ext>`` (``.json``, ``.npy``,
+    ``.bin.zst``...: named by what they hold).
 
     Writes are create-only (``if_generation_match=0``). When the object already exists it is checked first: its
     size (from its metadata) and, only when the size matches, the SHA-256 of its bytes. An intact object has its
@@ -126,9 +127,9 @@ class GCSStore(BucketStore):
             raise
         except Exception as error:
             raise PresignError(
-                f"{self.describe()} cannot sign a URL for {parsed.raw!r}: its credentials cannot sign ({describe_error(error)}). "
-                "Use a service-account key (GOOGLE_APPLICATION_CREDENTIALS, or pass GCSStore(client=...) a client "
-                "built with google.oauth2.service_account.Credentials)."
+                f"{self.describe()} cannot sign a URL for {parsed.raw!r}: its credentials cannot sign "
+                f"({describe_error(error)}). Use a service-account key (GOOGLE_APPLICATION_CREDENTIALS, or pass "
+                "GCSStore(client=...) a client built with google.oauth2.service_account.Credentials)."
             ) from error
 
     def _settle(self, key: str, digest: str, parts: tuple[memoryview, ...]) -> bool:
@@ -195,8 +196,8 @@ class GCSStore(BucketStore):
             raise self._not_found(pointer) from None
         except Exception as error:
             raise BlobReadError(
-                f"{self.describe()} could not read {pointer.raw!r}: {describe_error(error)}. Reading again once GCS answers "
-                "returns the value.",
+                f"{self.describe()} could not read {pointer.raw!r}: {describe_error(error)}. Reading again once GCS "
+                "answers returns the value.",
                 pointer=pointer.raw,
             ) from error
 
@@ -227,7 +228,9 @@ class GCSStore(BucketStore):
         except NotFound:
             return None
         except Exception as error:
-            raise BlobReadError(f"{self.describe()} could not read {key}: {describe_error(error)}", pointer=key) from error
+            raise BlobReadError(
+                f"{self.describe()} could not read {key}: {describe_error(error)}", pointer=key
+            ) from error
 
     def list_blobs(self) -> Iterator[BlobInfo]:
         for blob in self._client().list_blobs(self.bucket, prefix=f"{self.prefix}/" if self.prefix else None):
@@ -241,7 +244,9 @@ class GCSStore(BucketStore):
         try:
             return sorted(blob.name[start:] for blob in self._client().list_blobs(self.bucket, prefix=top))
         except Exception as error:
-            raise BlobReadError(f"{self.describe()} could not list {top}: {describe_error(error)}", pointer=top) from error
+            raise BlobReadError(
+                f"{self.describe()} could not list {top}: {describe_error(error)}", pointer=top
+            ) from error
 
     def delete_blob(self, info: BlobInfo, *, cutoff: float) -> bool:
         from google.api_core.exceptions import GoogleAPICallError

@@ -30,7 +30,8 @@ def _code(error: Any) -> str:
 
 
 class S3Store(BucketStore):
-    """Write oversized results as objects ``s3://<bucket>/<prefix>/ab/cd/<digest>.json``.
+    """Write oversized results as objects ``s3://<bucket>/<prefix>/ab/cd/<digest>.<ext>`` (``.json``, ``.npy``,
+    ``.bin.zst``...: named by what they hold).
 
     Writes are create-only (``If-None-Match: *``). When the object already exists it is checked first: its size
     (from a ``HEAD``) and, only when the size matches, the SHA-256 of its bytes. An intact object has its
@@ -231,14 +232,18 @@ class S3Store(BucketStore):
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
                 return None
-            raise BlobReadError(f"{self.describe()} could not read {key}: {describe_error(error)}", pointer=key) from error
+            raise BlobReadError(
+                f"{self.describe()} could not read {key}: {describe_error(error)}", pointer=key
+            ) from error
         except Exception as error:
-            raise BlobReadError(f"{self.describe()} could not read {key}: {describe_error(error)}", pointer=key) from error
+            raise BlobReadError(
+                f"{self.describe()} could not read {key}: {describe_error(error)}", pointer=key
+            ) from error
 
     def _read_error(self, pointer: Pointer, error: Exception) -> BlobReadError:
         return BlobReadError(
-            f"{self.describe()} could not read {pointer.raw!r}: {describe_error(error)}. Reading again once S3 answers returns "
-            "the value.",
+            f"{self.describe()} could not read {pointer.raw!r}: {describe_error(error)}. Reading again once S3 answers "
+            "returns the value.",
             pointer=pointer.raw,
         )
 
@@ -270,8 +275,8 @@ class S3Store(BucketStore):
             raise
         except Exception as error:
             raise PresignError(
-                f"{self.describe()} could not sign a URL for {parsed.raw!r}: {describe_error(error)}. Give boto3 credentials "
-                "(environment, profile or role) that can read the bucket."
+                f"{self.describe()} could not sign a URL for {parsed.raw!r}: {describe_error(error)}. Give boto3 "
+                "credentials (environment, profile or role) that can read the bucket."
             ) from error
 
     def _presigner(self) -> Any:
@@ -306,7 +311,9 @@ class S3Store(BucketStore):
                 for item in page.get("Contents", [])
             )
         except Exception as error:
-            raise BlobReadError(f"{self.describe()} could not list {top}: {describe_error(error)}", pointer=top) from error
+            raise BlobReadError(
+                f"{self.describe()} could not list {top}: {describe_error(error)}", pointer=top
+            ) from error
 
     def delete_blob(self, info: BlobInfo, *, cutoff: float) -> bool:
         from botocore.exceptions import ClientError
