@@ -14,6 +14,7 @@ from dramatiq.results.backend import DEFAULT_TIMEOUT
 
 from .. import metrics
 from ..errors import ConfigurationError, InvalidPointerError, SpilledResultError
+from ._safe import describe_error
 from .encryption import EncryptionKeys
 from .marker import LITERAL_KEY, InlineValue, SpilledResult, is_inline_shape, is_literal_shape
 from .plan import (
@@ -321,7 +322,7 @@ def _encoding_error(encoder: Any, value: Any) -> str | None:
     try:
         encoder.encode(value)
     except Exception as error:
-        return f"{type(error).__name__}: {error}"
+        return describe_error(error)  # an encoder's error may quote the value
     return None
 
 

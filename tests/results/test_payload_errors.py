@@ -160,3 +160,32 @@ def test_spill_plan_lets_a_missing_dependency_error_through_where_the_body_runs(
     lines = _run(_BODY_SCRIPT, str(tmp_path / "blobs"), env=python_subprocess_env)
     assert lines[0] == "MissingDependencyError"
     assert "dramatiq-ray[arrow]" in lines[1]
+
+
+class _QuotingEncoder(JSONEncoder):
+    """An encoder whose error quotes the whole value it refused, as some do."""
+
+    def encode(self, data: Any) -> bytes:
+        if isinstance(data, set):
+            raise TypeError(f"cannot encode {data!r}")
+        return super().encode(data)
+
+
+def test_result_the_encoder_refuses_is_stored_as_a_failure_without_the_encoders_quote_of_it(
+    redis_client: Any, redis_namespace: str, fs_store: FilesystemStore
+) -> None:
+    from dramatiq.results import ResultFailure
+    from dramatiq.results.backends import RedisBackend
+
+    from tests.results.conftest import make_message
+
+    backend = SpillingBackend(
+        RedisBackend(client=redis_client, namespace=redis_namespace, encoder=_QuotingEncoder()), store=fs_store
+    )
+    message = make_message()
+    value = {f"item-{index:07d}" for index in range(100_000)}
+    backend.store_result(message, value, 60_000)
+    with pytest.raises(ResultFailure) as failed:
+        backend.get_result(message)
+    assert "cannot encode" in failed.value.orig_exc_msg
+    assert len(failed.value.orig_exc_msg) < MAX_MESSAGE
