@@ -269,3 +269,59 @@ def test_misspelled_ray_option_is_refused_at_declaration_with_a_suggestion(ray_b
     assert type(refused.value) is RayOptionsError
     assert "did you mean 'num_cpus'?" in str(refused.value)
     assert "_labels" not in str(refused.value)
+
+
+# --- the same bad pointer gets the same error from every entry -----------------------------------------------
+
+NOT_POINTERS = [12345, None, b"resultfs://sha256/x", ["s3://bucket/key"], "resultfs://sha256/nothing-else"]
+
+
+def _store(request: pytest.FixtureRequest, kind: str) -> Any:
+    from dramatiq_ray import DigestStore, GCSStore
+
+    if kind == "filesystem":
+        return FilesystemStore(request.getfixturevalue("tmp_path") / "blobs")
+    if kind == "digest":
+        return DigestStore()
+    server = request.getfixturevalue(f"{kind}_server")
+    bucket = request.getfixturevalue(f"{kind}_bucket")
+    if kind == "s3":
+        return S3Store(bucket, endpoint_url=server.endpoint_url, region="us-east-1")
+    return GCSStore(bucket, endpoint_url=server.endpoint_url, retry_timeout=1.0)
+
+
+@pytest.mark.parametrize("raw", NOT_POINTERS)
+@pytest.mark.parametrize("kind", ["filesystem", "digest", "s3", "gcs"])
+def test_every_pointer_entry_refuses_a_non_pointer_with_invalid_pointer_error(
+    request: pytest.FixtureRequest, kind: str, raw: Any
+) -> None:
+    from dramatiq_ray.payloads.reading import read_value
+    from dramatiq_ray.payloads.stores.base import verify_blob
+
+    store = _store(request, kind)
+    backend = SpillingBackend(StubBackend(), store=store, max_inline_bytes=0)
+    entries = {
+        "SpillingBackend.read_pointer": lambda: backend.read_pointer(raw),
+        "SpillPlan.read": lambda: backend.plan(0).read(raw),
+        "read_value": lambda: read_value(store, backend.encoder, raw),
+        "store.get": lambda: store.get(raw),
+        "store.presign": lambda: store.presign(raw),
+        "verify_blob": lambda: verify_blob(raw, b""),
+    }
+    for name, entry in entries.items():
+        with pytest.raises(InvalidPointerError, match="pointer"):
+            entry()
+        assert name  # each entry raised the library's error, not AttributeError or TypeError
+
+
+def test_get_pointer_refuses_a_stored_malformed_pointer_as_reading_it_does(spilling: SpillingBackend) -> None:
+    from dramatiq_ray import get_pointer
+
+    # Given a backend holding a string that starts like a pointer but is not one (written by hand, truncated)
+    message = dramatiq.Message(queue_name="default", actor_name="render", args=(), kwargs={}, options={})
+    spilling.backend.store_result(message, "resultfs://sha256/truncated", 60_000)
+    # When its pointer is asked for, then the error is the one reading the result gives
+    with pytest.raises(InvalidPointerError):
+        get_pointer(message, backend=spilling)
+    with pytest.raises(InvalidPointerError):
+        spilling.get_result(message)

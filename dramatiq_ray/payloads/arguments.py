@@ -22,10 +22,11 @@ from typing import Any
 from dramatiq.encoder import Encoder
 
 from ..errors import ConfigurationError
+from ._safe import describe_error, shorten
 from .compression import seal
 from .marker import ARGUMENT_KEY, StoredArgument, is_argument_shape, is_inline_shape, is_spilled_shape
 from .plan import byte_threshold_problem, encode_for_transport
-from .pointers import parse_pointer, with_reading
+from .pointers import blob_extension, parse_pointer, with_reading
 from .stores.base import BlobInfo, BlobStore, payload_digest, put_payload
 
 __all__ = [
@@ -113,7 +114,10 @@ class ArgumentPlan:
         # The reference first: a message finishing meanwhile then sees it and leaves the blob in place.
         self.store.put_named(_reference_name(digest, message_id), b"")
         pointer = with_reading(
-            put_payload(self.store, stored, digest), codec=codec, compression=compression, key_id=key_id
+            put_payload(self.store, stored, digest, extension=blob_extension(codec, compression, key_id)),
+            codec=codec,
+            compression=compression,
+            key_id=key_id,
         )
         return StoredArgument(pointer)
 
@@ -139,12 +143,11 @@ def release(store: BlobStore, message_id: str, pointers: list[str]) -> None:
             store.delete_blob(BlobInfo(pointer.location, pointer.size, 0.0), cutoff=looked)
         except Exception as error:
             logger.warning(
-                "Could not release argument blob %s of message %s (%s: %s); 'dramatiq-ray gc' collects it once "
+                "Could not release argument blob %s of message %s (%s); 'dramatiq-ray gc' collects it once "
                 "unreferenced and old.",
-                raw,
+                shorten(repr(raw)),
                 message_id,
-                type(error).__name__,
-                error,
+                describe_error(error),
             )
 
 

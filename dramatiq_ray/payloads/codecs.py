@@ -51,11 +51,13 @@ from dramatiq.encoder import Encoder
 
 from ..errors import (
     BlobIntegrityError,
+    BlobReadError,
     InvalidPointerError,
     MissingDependencyError,
     PickleNotAllowedError,
     UnsupportedResultError,
 )
+from ._safe import describe_bytes, describe_error, shorten
 
 __all__ = ["CODECS", "decode_value", "encode_parts"]
 
@@ -81,7 +83,7 @@ def _module_root(value: Any) -> str:
 
 
 def _is_ndarray(value: Any) -> bool:
-    if _module_root(value) != "numpy" and "numpy" not in sys.modules:
+    if _module_root(value) != "numpy" and sys.modules.get("numpy") is None:
         return False
     import numpy
 
@@ -90,7 +92,7 @@ def _is_ndarray(value: Any) -> bool:
 
 
 def _is_arrow_table(value: Any) -> bool:
-    if "pyarrow" not in sys.modules:
+    if sys.modules.get("pyarrow") is None:  # not imported (or blocked): no value can be a Table
         return False
     import pyarrow
 
@@ -98,7 +100,7 @@ def _is_arrow_table(value: Any) -> bool:
 
 
 def _is_dataframe(value: Any) -> bool:
-    if "pandas" not in sys.modules:
+    if sys.modules.get("pandas") is None:
         return False
     import pandas
 
@@ -112,6 +114,17 @@ def _import_pyarrow(feature: str) -> Any:
     except ImportError:
         raise MissingDependencyError(feature, "arrow", "pyarrow") from None
     return pyarrow
+
+
+def undecodable(codec: str, data: bytes | bytearray | memoryview, error: BaseException, pointer: str) -> BlobReadError:
+    """The error for a payload that is intact (its digest matched) but does not decode as ``codec``: it names the
+    payload's size and first bytes and the decoder's error, cut short, never the payload."""
+    where = f"The blob for {shorten(repr(pointer))}" if pointer else "An inline value"
+    return BlobReadError(
+        f"{where} is intact but cannot be decoded as {codec} ({describe_error(error)}; the payload is "
+        f"{describe_bytes(data)}); read it with the encoder and libraries that wrote it.",
+        pointer=pointer,
+    )
 
 
 def _corrupt(codec: str, problem: str, pointer: str) -> BlobIntegrityError:
@@ -167,11 +180,12 @@ def encode_parts(
     if allow_pickle:
         return "pickle", (_encode_pickle(value),)
     type_name = f"{type(value).__module__}.{type(value).__qualname__}"
+    # Not chained: an encoder's error may quote the value, and tracebacks are logged.
     raise UnsupportedResultError(
-        f"A result of type {type_name} cannot be stored ({type(encoder).__name__} refused it: {encoder_error}): "
-        f"{_ALLOW_PICKLE_HINT}.",
+        f"A result of type {type_name} cannot be stored ({type(encoder).__name__} refused it: "
+        f"{describe_error(encoder_error)}): {_ALLOW_PICKLE_HINT}.",
         type_name=type_name,
-    ) from encoder_error
+    ) from None
 
 
 def _encode_npy(array: Any) -> tuple[bytes, memoryview]:
@@ -250,7 +264,11 @@ def decode_value(
     if codec == "raw":
         return bytes(data)
     if codec == "json":
-        return encoder.decode(bytes(data))
+        try:
+            return encoder.decode(bytes(data))
+        except Exception as error:
+            # Not chained: Dramatiq's DecodeError holds (and prints) everything it failed to decode.
+            raise undecodable(codec, data, error, pointer) from None
     if codec == "npy":
         return _decode_npy(data, pointer, owned)
     if codec == "arrow":
@@ -262,7 +280,7 @@ def decode_value(
                 "Results, the actor or the message if you trust whoever wrote it."
             )
         return _decode_pickle(data, pointer, owned)
-    raise InvalidPointerError(f"Unknown result codec {codec!r}: expected one of {', '.join(CODECS)}.")
+    raise InvalidPointerError(f"Unknown result codec {shorten(repr(codec))}: expected one of {', '.join(CODECS)}.")
 
 
 def _decode_npy(data: bytes | bytearray | memoryview, pointer: str, owned: bool) -> Any:
@@ -289,7 +307,7 @@ def _decode_npy(data: bytes | bytearray | memoryview, pointer: str, owned: bool)
         else:
             shape, fortran_order, dtype = npy_format.read_array_header_2_0(header)
     except (ValueError, SyntaxError, TypeError) as error:
-        raise _corrupt("npy", f"its header cannot be read ({error})", pointer) from None
+        raise _corrupt("npy", f"its header cannot be read ({describe_error(error)})", pointer) from None
     if dtype.hasobject:
         raise _corrupt("npy", "it declares a dtype holding Python objects", pointer)
     count = 1
@@ -311,7 +329,7 @@ def _decode_arrow(data: bytes | bytearray | memoryview, pointer: str) -> Any:
     try:
         table = pyarrow.ipc.open_stream(pyarrow.py_buffer(data)).read_all()
     except (pyarrow.ArrowException, OSError) as error:
-        raise _corrupt("arrow", f"it is not a readable Arrow IPC stream ({error})", pointer) from None
+        raise _corrupt("arrow", f"it is not a readable Arrow IPC stream ({describe_error(error)})", pointer) from None
     if table.schema.pandas_metadata is None:
         return table
     try:

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import BlobIntegrityError, ConfigurationError, MissingDependencyError
+from ._safe import describe_error, shorten
 
 __all__ = ["COMPRESSIONS", "check_compression", "compress", "decompress", "seal"]
 
@@ -43,11 +44,11 @@ def check_compression(method: object, level: object, where: str) -> None:
     if method is not None and method not in COMPRESSIONS:
         problems.append(
             f"{where}: compression must be None or one of {', '.join(repr(name) for name in COMPRESSIONS)}, "
-            f"not {method!r}."
+            f"not {shorten(repr(method))}."
         )
     if level is not None:
         if isinstance(level, bool) or not isinstance(level, int):
-            problems.append(f"{where}: compression level must be None or an integer, not {level!r}.")
+            problems.append(f"{where}: compression level must be None or an integer, not {shorten(repr(level))}.")
         elif method is None:
             problems.append(f"{where}: a compression level ({level}) was given without a compression method.")
         elif isinstance(method, str) and method in LEVELS:
@@ -141,7 +142,7 @@ def decompress(
         )
     else:
         raise BlobIntegrityError(
-            f"Unknown compression {method!r}: expected one of {', '.join(COMPRESSIONS)}.", pointer=pointer
+            f"Unknown compression {shorten(repr(method))}: expected one of {', '.join(COMPRESSIONS)}.", pointer=pointer
         )
     return output
 
@@ -169,7 +170,7 @@ def _inflate_stream(
         # One byte past max_size is enough to know the output is too large.
         output: bytes = inflater.decompress(data) if max_size is None else inflater.decompress(data, max_size + 1)
     except error_type as error:
-        raise _corrupt(method, str(error), pointer) from None
+        raise _corrupt(method, describe_error(error), pointer) from None
     if max_size is not None and len(output) > max_size:
         raise _too_large(method, max_size, pointer)
     if not inflater.eof:
@@ -184,7 +185,7 @@ def _inflate_zstd(data: bytes | memoryview, max_size: int | None, pointer: str) 
     try:
         declared = zstandard.frame_content_size(data)
     except zstandard.ZstdError as error:
-        raise _corrupt("zstd", str(error), pointer) from None
+        raise _corrupt("zstd", describe_error(error), pointer) from None
     if declared >= 0 and max_size is not None and declared > max_size:
         raise _too_large("zstd", max_size, pointer)
     decompressor = zstandard.ZstdDecompressor()
@@ -200,7 +201,7 @@ def _inflate_zstd(data: bytes | memoryview, max_size: int | None, pointer: str) 
             if not inflater.eof:
                 raise _corrupt("zstd", "the frame ends early", pointer)
     except zstandard.ZstdError as error:
-        raise _corrupt("zstd", str(error), pointer) from None
+        raise _corrupt("zstd", describe_error(error), pointer) from None
     if max_size is not None and len(output) > max_size:
         raise _too_large("zstd", max_size, pointer)
     return output

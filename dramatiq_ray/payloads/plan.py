@@ -22,11 +22,13 @@ from ..errors import (
     BlobWriteError,
     ConfigurationError,
     MissingArgumentError,
+    UnsupportedResultError,
 )
+from ._safe import describe_error, shorten
 from .codecs import encode_parts
 from .compression import check_compression, seal
 from .marker import InlineValue, SpilledResult, is_argument_shape, is_inline_shape, is_spilled_shape
-from .pointers import Pointer, digest_pointer, with_reading
+from .pointers import Pointer, blob_extension, digest_pointer, with_reading
 from .reading import read_inline, read_value
 from .stores._payload import Payload, join_parts, parts_of, size_of
 from .stores.base import ARGS_CHILD, BlobStore, payload_digest, put_payload
@@ -153,6 +155,7 @@ class SpillPlan:
 
         Raises:
           BlobWriteError: the store cannot be written and ``on_store_error`` is ``"fail"``.
+          MissingDependencyError: the value needs an extra that is not installed (a DataFrame without pyarrow).
         """
         if self.max_inline_bytes is None or value is None or isinstance(value, SpilledResult | InlineValue):
             return value
@@ -170,21 +173,20 @@ class SpillPlan:
         stored, compression, key_id = seal(payload, self.compression, self.compression_level, self.encryption)
         size = size_of(parts_of(stored))
         try:
-            pointer = put_payload(store, stored)
+            pointer = put_payload(store, stored, extension=blob_extension(codec, compression, key_id))
         except Exception as error:
             if self.on_store_error != "digest":
                 raise BlobWriteError(
-                    f"{store.describe()} could not store a {size}-byte result ({type(error).__name__}: "
-                    f"{error}); the message failed and the retry policy decides. Fix the store, or set "
+                    f"{store.describe()} could not store a {size}-byte result ({describe_error(error)}); the "
+                    "message failed and the retry policy decides. Fix the store, or set "
                     "on_store_error='digest' to keep only the digest of results the store cannot take."
                 ) from error
             logger.warning(
-                "%s could not store a %d-byte result (%s: %s); the result backend will keep only its digest "
+                "%s could not store a %d-byte result (%s); the result backend will keep only its digest "
                 "(on_store_error='digest').",
                 store.describe(),
                 size,
-                type(error).__name__,
-                error,
+                describe_error(error),
             )
             pointer = digest_pointer(payload_digest(stored), size)
         return SpilledResult(with_reading(pointer, codec=codec, compression=compression, key_id=key_id))
@@ -232,10 +234,17 @@ def encode_for_transport(
     (``None``: no limit), or for a value no codec takes (the encoder downstream then reports it);
     ``(InlineValue, None)`` for another codec's payload at most ``limit`` bytes; ``(None, (codec, payload))`` for a
     payload over ``limit``, which goes to a store. Serves results (:meth:`SpillPlan.apply`) and arguments sent by
-    reference alike."""
+    reference alike.
+
+    Raises:
+      MissingDependencyError: the value needs an optional dependency that is not installed (a DataFrame without
+        pyarrow): the error names the extra to install.
+      Exception: whatever pickling the value raised (``allow_pickle``), which says what does not pickle.
+    """
     try:
         codec, parts = encode_parts(value, encoder, allow_pickle=allow_pickle)
-    except Exception:
+    except UnsupportedResultError:
+        # Only "no codec takes it": every other error says what to do, and reaches the user as it is.
         return value, None
     payload = parts_of(parts)
     if limit is not None and size_of(payload) > limit:
@@ -256,9 +265,9 @@ def read_argument(store: BlobStore | None, value: Any, where: str, read: Callabl
         return read(store, pointer)
     except BlobNotFoundError as error:
         raise MissingArgumentError(
-            f"Argument {where} of this message was sent by reference ({pointer!r}) and its blob is gone: it was "
-            "deleted (by hand, a lifecycle rule, or 'dramatiq-ray gc' with --older-than shorter than the time the "
-            "message waited). The message cannot run; send it again.",
+            f"Argument {where} of this message was sent by reference ({shorten(repr(pointer))}) and its blob is "
+            "gone: it was deleted (by hand, a lifecycle rule, or 'dramatiq-ray gc' with --older-than shorter than "
+            "the time the message waited). The message cannot run; send it again.",
             pointer=pointer,
             argument=where,
         ) from error

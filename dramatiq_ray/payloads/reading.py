@@ -8,6 +8,7 @@ from typing import Any
 from dramatiq.encoder import Encoder
 
 from ..errors import (
+    BlobIntegrityError,
     BlobReadError,
     DecryptionError,
     DigestOnlyResultError,
@@ -15,10 +16,11 @@ from ..errors import (
     PickleNotAllowedError,
     SpilledResultError,
 )
-from .codecs import decode_value
+from ._safe import describe_error, shorten
+from .codecs import decode_value, undecodable
 from .compression import decompress
 from .marker import VALUE_KEY
-from .pointers import Pointer, parse_pointer
+from .pointers import Pointer, as_pointer
 from .stores.base import BlobStore, verify_blob
 
 __all__ = ["read_inline", "read_value"]
@@ -46,8 +48,7 @@ def read_value(
       DecryptionError: it is encrypted and the key is missing or wrong.
       PickleNotAllowedError: it was pickled and ``allow_pickle`` is false.
     """
-    if isinstance(pointer, str):
-        pointer = parse_pointer(pointer)
+    pointer = as_pointer(pointer)
     if pointer.scheme == "oversize":
         why = (
             f"{store.describe()} could not take it when it was produced and on_store_error='digest' kept only its "
@@ -76,7 +77,7 @@ def read_value(
         raise
     except Exception as error:
         raise BlobReadError(
-            f"{store.describe()} could not read {pointer.raw!r}: {error}", pointer=pointer.raw
+            f"{store.describe()} could not read {pointer.raw!r}: {describe_error(error)}", pointer=pointer.raw
         ) from error
     verify_blob(pointer, stored)
     data: bytes | memoryview = stored if isinstance(stored, bytes) else memoryview(stored)
@@ -95,11 +96,8 @@ def read_value(
     except (PickleNotAllowedError, SpilledResultError):
         raise
     except Exception as error:
-        raise BlobReadError(
-            f"The blob for {pointer.raw!r} is intact but cannot be decoded as {pointer.codec} ({error}); read it "
-            "with the encoder and libraries that wrote it.",
-            pointer=pointer.raw,
-        ) from error
+        # Not chained: a decoder's error may quote the payload, and tracebacks are logged.
+        raise undecodable(pointer.codec, data, error, pointer.raw) from None
 
 
 def read_inline(value: Any, encoder: Encoder, *, allow_pickle: bool = False) -> Any:
@@ -108,6 +106,21 @@ def read_inline(value: Any, encoder: Encoder, *, allow_pickle: bool = False) -> 
     Raises:
       PickleNotAllowedError: it was pickled and ``allow_pickle`` is false.
       InvalidPointerError: it names an unknown codec.
+      BlobIntegrityError, BlobReadError: its data is not base64, or does not decode as its codec.
     """
     inner = value[VALUE_KEY]
-    return decode_value(inner["codec"], base64.b64decode(inner["data"]), encoder, allow_pickle=allow_pickle)
+    codec = inner["codec"]
+    try:
+        data = base64.b64decode(inner["data"], validate=True)
+    except ValueError as error:
+        raise BlobIntegrityError(
+            f"An inline {shorten(codec)} value ({len(inner['data'])} characters) is not valid base64 "
+            f"({describe_error(error)}); it was altered on its way.",
+            pointer="",
+        ) from None
+    try:
+        return decode_value(codec, data, encoder, allow_pickle=allow_pickle)
+    except (PickleNotAllowedError, SpilledResultError):
+        raise
+    except Exception as error:
+        raise undecodable(codec, data, error, "") from None

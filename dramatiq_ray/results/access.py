@@ -6,7 +6,7 @@ import dramatiq
 from dramatiq.results import Results as DramatiqResults
 
 from ..errors import ConfigurationError
-from ..payloads.pointers import looks_like_pointer
+from ..payloads.pointers import looks_like_pointer, parse_pointer
 from .backend import _RAW, AnyMessage, SpillingBackend
 
 __all__ = ["find_spilling_backend", "get_pointer"]
@@ -39,6 +39,7 @@ def get_pointer(
     Raises:
       ConfigurationError: no SpillingBackend was given or found on the global broker.
       ResultMissing, ResultTimeout, ResultFailure: as ``message.get_result``.
+      InvalidPointerError: what is stored starts like a pointer but is not a valid one.
     """
     if backend is None:
         backend = find_spilling_backend(dramatiq.get_broker())
@@ -51,4 +52,6 @@ def get_pointer(
         stored = backend.get_result(message, block=block, timeout=timeout)
     finally:
         _RAW.reset(token)
-    return stored if looks_like_pointer(stored) else None
+    if not looks_like_pointer(stored):
+        return None
+    return parse_pointer(stored).raw  # a malformed pointer gets the error reading it would

@@ -13,7 +13,8 @@ from dramatiq.results import ResultBackend, ResultMissing, ResultTimeout
 from dramatiq.results.backend import DEFAULT_TIMEOUT
 
 from .. import metrics
-from ..errors import BlobWriteError, ConfigurationError, InvalidPointerError, SpilledResultError
+from ..errors import ConfigurationError, InvalidPointerError, SpilledResultError
+from ..payloads._safe import describe_error
 from ..payloads.encryption import EncryptionKeys
 from ..payloads.marker import LITERAL_KEY, InlineValue, SpilledResult, is_inline_shape, is_literal_shape
 from ..payloads.plan import (
@@ -164,9 +165,9 @@ class SpillingBackend(ResultBackend):
             return
         try:
             outcome = self.plan(threshold).apply(result)
-        except BlobWriteError as error:
-            # Called from an after-hook, which cannot fail the message any more: store the failure, so that
-            # get_result raises ResultFailure now instead of returning nothing.
+        except Exception as error:
+            # Called from an after-hook, which cannot fail the message any more: store the failure (a store that
+            # cannot be written, a missing extra), so that get_result raises it now instead of timing out.
             logger.error("The result of message %r is lost: %s", message.message_id, error)
             self.backend.store_exception(message, error, ttl)
             return
@@ -325,7 +326,7 @@ def _encoding_error(encoder: Any, value: Any) -> str | None:
     try:
         encoder.encode(value)
     except Exception as error:
-        return f"{type(error).__name__}: {error}"
+        return describe_error(error)  # an encoder's error may quote the value
     return None
 
 

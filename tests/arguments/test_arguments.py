@@ -32,7 +32,7 @@ BIG = os.urandom(256 * KIB)
 
 def arg_blobs(root: Path) -> list[Path]:
     """The argument blobs under a filesystem store's root (not the references)."""
-    return sorted(p for p in (root / "args").rglob("*.json") if "named" not in p.parts)
+    return sorted(p for p in (root / "args").rglob("*.*") if "named" not in p.parts and ".tmp-" not in p.name)
 
 
 def references(root: Path) -> list[Path]:

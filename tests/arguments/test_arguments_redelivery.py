@@ -21,7 +21,7 @@ pytestmark = pytest.mark.cli
 
 
 def arg_blobs(root: Path) -> list[Path]:
-    return sorted(p for p in (root / "args").rglob("*.json") if "named" not in p.parts)
+    return sorted(p for p in (root / "args").rglob("*.*") if "named" not in p.parts and ".tmp-" not in p.name)
 
 
 def test_a_killed_worker_s_message_is_redelivered_with_its_argument_blobs(

@@ -17,7 +17,7 @@ TIMEOUT_MS = 120_000
 
 
 def arg_blobs(root: Path) -> list[Path]:
-    return sorted(p for p in (root / "args").rglob("*.json") if "named" not in p.parts)
+    return sorted(p for p in (root / "args").rglob("*.*") if "named" not in p.parts and ".tmp-" not in p.name)
 
 
 def test_a_64_mib_argument_leaves_a_redis_broker_message_under_1_kib(
@@ -82,7 +82,7 @@ def test_arguments_go_under_the_s3_prefix_args_and_results_gc_leaves_them(
 
     message = size.send(os.urandom(MIB))
     keys = [item["Key"] for item in client.list_objects_v2(Bucket=s3_bucket).get("Contents", [])]
-    assert any(key.startswith("results/args/") and key.endswith(".json") for key in keys)
+    assert any(key.startswith("results/args/") and key.endswith(".bin") for key in keys)
     assert any(key.startswith("results/args/named/refs/") for key in keys)
     # A results gc of the whole store, far in the future, collects only unreferenced argument blobs: none here
     # (the message's reference is young).
@@ -132,7 +132,7 @@ def test_arguments_go_under_the_gcs_prefix_args_and_are_released(
 
     message = size.send(os.urandom(MIB))
     names = [blob.name for blob in client.list_blobs(gcs_bucket)]
-    assert any(name.startswith("results/args/") and name.endswith(".json") for name in names)
+    assert any(name.startswith("results/args/") and name.endswith(".bin") for name in names)
     assert store.child("args").list_named("refs") == [
         name.removeprefix("results/args/named/") for name in names if "/named/refs/" in name
     ]

@@ -189,7 +189,7 @@ def test_encrypted_spill_names_its_key_and_needs_it_to_read(stub_broker, store, 
     assert message.get_result(block=True, timeout=RESULT_TIMEOUT_MS) == b"secret payload" * 100
     pointer = get_pointer(message)
     assert parse_pointer(pointer).key_id == "2026-11"
-    stored = next(Path(store.path).rglob("*.json")).read_bytes()
+    stored = (Path(store.path) / parse_pointer(pointer).location).read_bytes()
     assert b"secret payload" not in stored
     with pytest.raises(DecryptionError, match="2026-11"):
         SpillingBackend(StubBackend(), store=store).read_pointer(pointer)
@@ -201,7 +201,7 @@ def test_altered_compressed_or_encrypted_blob_is_an_integrity_error(store) -> No
     keys = EncryptionKeys({"a": KEY_A}, current="a")
     backend = SpillingBackend(StubBackend(), store=store, max_inline_bytes=0, compression="gzip", encryption=keys)
     marker = backend.plan(0).apply(b"abc" * 10_000)
-    blob = next(Path(store.path).rglob("*.json"))
+    blob = Path(store.path) / parse_pointer(marker.pointer).location
     data = bytearray(blob.read_bytes())
     data[len(data) // 2] ^= 0xFF
     blob.write_bytes(bytes(data))

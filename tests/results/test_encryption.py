@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import pickle
+from pathlib import Path
 
 import pytest
 
@@ -122,13 +124,86 @@ def test_encryption_keys_construction_error_never_shows_key_bytes() -> None:
     assert len(caught.value.problems) == 2
 
 
-def test_encryption_keys_pickle_with_their_keys() -> None:
+def test_encryption_keys_from_key_bytes_refuse_to_pickle_saying_how_to_provide_keys() -> None:
     keys = EncryptionKeys({"a": KEY_A, "b": KEY_B}, current="b")
-    _, blob = keys.encrypt(DATA)
-    copy = pickle.loads(pickle.dumps(keys))
-    assert copy.current == "b"
-    assert copy.key_ids == ("a", "b")
-    assert copy.decrypt("b", blob) == DATA
+    with pytest.raises(ConfigurationError, match="from_env") as refused:
+        pickle.dumps(keys)
+    assert "from_file" in str(refused.value) and "from_provider" in str(refused.value)
+    assert KEY_A.hex() not in str(refused.value) and repr(KEY_A) not in str(refused.value)
+
+
+def _key_text(*pairs: tuple[str, bytes]) -> str:
+    return ",".join(f"{key_id}:{base64.b64encode(key).decode()}" for key_id, key in pairs)
+
+
+def provide_keys() -> EncryptionKeys:
+    """A provider named by module path in the tests below."""
+    return EncryptionKeys({"p": KEY_A}, current="p")
+
+
+@pytest.mark.parametrize("source", ["env", "file", "registered provider", "module provider"])
+def test_encryption_keys_pickle_as_a_reference_never_with_key_material(
+    source: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Given keys from each kind of source
+    text = _key_text(("b", KEY_B), ("a", KEY_A))
+    if source == "env":
+        monkeypatch.setenv("DRAMATIQ_RAY_TEST_KEYS", text)
+        keys = EncryptionKeys.from_env("DRAMATIQ_RAY_TEST_KEYS")
+    elif source == "file":
+        (tmp_path / "keys").write_text(text + "\n")
+        keys = EncryptionKeys.from_file(tmp_path / "keys")
+    elif source == "registered provider":
+        EncryptionKeys.register_provider("tests.keys", lambda: EncryptionKeys.parse(text))
+        keys = EncryptionKeys.from_provider("tests.keys")
+    else:
+        keys = EncryptionKeys.from_provider(f"{__name__}:provide_keys")
+    key_id, blob = keys.encrypt(DATA)
+    # When pickled (as Ray does, with cloudpickle, and with pickle)
+    import ray.cloudpickle
+
+    for dumped in (pickle.dumps(keys), ray.cloudpickle.dumps(keys)):
+        # Then no key material is in the bytes, in any form
+        for key in (KEY_A, KEY_B):
+            assert key not in dumped and key.hex().encode() not in dumped
+            assert base64.b64encode(key) not in dumped
+        # And the copy reads its keys from the same source and decrypts
+        assert pickle.loads(dumped).decrypt(key_id, blob) == DATA
+
+
+def test_encryption_keys_from_env_read_in_the_unpickling_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DRAMATIQ_RAY_TEST_KEYS", _key_text(("a", KEY_A)))
+    dumped = pickle.dumps(EncryptionKeys.from_env("DRAMATIQ_RAY_TEST_KEYS"))
+    # In a process where the variable names other keys, the copy uses those
+    monkeypatch.setenv("DRAMATIQ_RAY_TEST_KEYS", _key_text(("b", KEY_B)))
+    assert pickle.loads(dumped).key_ids == ("b",)
+    # And where it is not set, the first use says what to set, and where
+    monkeypatch.delenv("DRAMATIQ_RAY_TEST_KEYS")
+    copy = pickle.loads(dumped)
+    with pytest.raises(ConfigurationError, match=r"DRAMATIQ_RAY_TEST_KEYS is not set.*runtime_env"):
+        copy.encrypt(DATA)
+
+
+def test_encryption_keys_text_names_the_first_key_current() -> None:
+    keys = EncryptionKeys.parse(_key_text(("2026-12", KEY_B), ("2026-11", KEY_A)))
+    assert (keys.current, keys.key_ids) == ("2026-12", ("2026-11", "2026-12"))
+
+
+@pytest.mark.parametrize(
+    "text", ["", "a", "a:not-base64!", f"a:{base64.b64encode(KEY_A[:31]).decode()}", "a:AAAA,a:AAAA"]
+)
+def test_malformed_key_text_is_refused_without_showing_it(text: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DRAMATIQ_RAY_TEST_KEYS", text)
+    with pytest.raises(ConfigurationError) as refused:
+        EncryptionKeys.from_env("DRAMATIQ_RAY_TEST_KEYS")
+    assert "DRAMATIQ_RAY_TEST_KEYS" in str(refused.value)
+    if len(text) > 2:
+        assert text.partition(":")[2] not in str(refused.value)
+
+
+def test_unknown_key_provider_error_says_how_to_register_it() -> None:
+    with pytest.raises(ConfigurationError, match="register_provider"):
+        EncryptionKeys.from_provider("tests.nobody-registered-this".replace("-", "_"))
 
 
 def test_decryption_error_pickles_with_its_key_id() -> None:

@@ -64,3 +64,64 @@ def test_ray_run_actor_receives_a_piped_spilled_value_as_the_value(ray_broker, s
     start_worker(ray_broker, threads=2)
     pipe = dramatiq.pipeline([produce.message(20_000), measure.message()]).run()
     assert pipe.get_result(block=True, timeout=RESULT_TIMEOUT_MS) == 20_000
+
+
+def test_ray_task_encrypts_and_decrypts_with_keys_read_from_its_environment(
+    stub_broker, stub_backend, tmp_path: Path, ray_local: Any, start_worker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import base64
+
+    from dramatiq_ray import EncryptionKeys
+    from dramatiq_ray.payloads.pointers import parse_pointer
+
+    # Given keys in an environment variable, here and (through the runtime_env) in the Ray workers: the plan that
+    # travels into each task carries only the variable's name
+    variable = "DRAMATIQ_RAY_TEST_RESULT_KEYS"
+    text = f"k1:{base64.b64encode(os.urandom(32)).decode()}"
+    monkeypatch.setenv(variable, text)
+    store = FilesystemStore(tmp_path / "blobs")
+    keys = EncryptionKeys.from_env(variable)
+    stub_broker.add_middleware(Results(backend=stub_backend, store=store, max_inline_bytes=1_000, encryption=keys))
+    stub_broker.add_middleware(RayExecutionMiddleware(runtime_env={"env_vars": {variable: text}}))
+
+    @dramatiq.actor(store_results=True, max_retries=0)
+    def produce(n: int) -> str:
+        return "s" * n  # spilled, so encrypted, inside the Ray task
+
+    @dramatiq.actor(store_results=True, max_retries=0)
+    def measure(value: Any) -> list[Any]:
+        return [len(value), os.getpid()]  # the piped value was decrypted inside the Ray task
+
+    start_worker(stub_broker, threads=2)
+    first = produce.message(20_000)
+    pipe = dramatiq.pipeline([first, measure.message()]).run()
+    length, pid = pipe.get_result(block=True, timeout=RESULT_TIMEOUT_MS)
+    # Then the body ran on Ray, read the encrypted input there, and the result was encrypted there too
+    assert length == 20_000 and pid != os.getpid()
+    pointer = parse_pointer(get_pointer(first))
+    assert pointer.key_id == "k1"
+    assert b"sss" not in (tmp_path / "blobs" / pointer.location).read_bytes()
+    assert first.get_result() == "s" * 20_000
+
+
+def test_ray_task_with_keys_given_as_bytes_fails_saying_how_to_provide_keys(
+    stub_broker, stub_backend, tmp_path: Path, ray_local: Any, start_worker
+) -> None:
+    from dramatiq.results import ResultFailure
+
+    from dramatiq_ray import EncryptionKeys
+
+    keys = EncryptionKeys({"k1": os.urandom(32)}, current="k1")
+    stub_broker.add_middleware(
+        Results(backend=stub_backend, store=FilesystemStore(tmp_path / "blobs"), encryption=keys)
+    )
+    stub_broker.add_middleware(RayExecutionMiddleware())
+
+    @dramatiq.actor(store_results=True, max_retries=0)
+    def produce() -> str:
+        return "value"
+
+    start_worker(stub_broker, threads=2)
+    with pytest.raises(ResultFailure) as failed:
+        produce.send().get_result(block=True, timeout=RESULT_TIMEOUT_MS)
+    assert "from_env" in failed.value.orig_exc_msg

@@ -6,7 +6,8 @@ from __future__ import annotations
 import copy
 
 from ...errors import BlobNotFoundError, BlobWriteError, ConfigurationError, MissingDependencyError
-from ..pointers import Pointer, blob_name, object_pointer, parse_pointer
+from .._safe import describe_error
+from ..pointers import Pointer, as_pointer, blob_name, object_pointer, parse_pointer
 from ._payload import Payload, digest_parts, parts_of, size_of
 from .base import CHILD_NAMES, SETTLE_ATTEMPTS, BlobStore, check_name
 
@@ -14,7 +15,9 @@ __all__ = ["BucketStore"]
 
 
 class BucketStore(BlobStore):
-    """Base class of stores that keep blobs as objects ``<scheme>://<bucket>/<prefix>/ab/cd/<digest>.json``.
+    """Base class of stores that keep blobs as objects ``<scheme>://<bucket>/<prefix>/ab/cd/<digest>.<ext>``,
+    named by what they hold (``.json``, ``.bin``, ``.npy``, ``.arrow``, ``.pkl``, then ``.zst``/``.gz``/``.xz``
+    when compressed and ``.enc`` when encrypted).
 
     Raises:
       ConfigurationError: the bucket is empty, or the bucket or prefix cannot appear in a pointer (it is a
@@ -48,16 +51,18 @@ class BucketStore(BlobStore):
     def __repr__(self) -> str:
         return self.describe()
 
-    def _key(self, digest: str) -> str:
-        return f"{self.prefix}/{blob_name(digest)}" if self.prefix else blob_name(digest)
+    def _key(self, digest: str, extension: str = "json") -> str:
+        name = blob_name(digest, extension)
+        return f"{self.prefix}/{name}" if self.prefix else name
 
     zero_copy = True
 
-    def put(self, digest: str | None, data: Payload) -> str:
+    def put(self, digest: str | None, data: Payload, *, extension: str = "json") -> str:
         parts = parts_of(data)
+        key = self._key("0" * 64, extension)  # a valid extension, before anything is hashed or sent
         if digest is None:
             digest = digest_parts(parts)  # the one pass over the bytes before the upload: the key names it
-        key = self._key(digest)
+        key = self._key(digest, extension)
         try:
             for _ in range(SETTLE_ATTEMPTS):
                 if self._settle(key, digest, parts):
@@ -70,7 +75,7 @@ class BucketStore(BlobStore):
         except (MissingDependencyError, BlobWriteError):
             raise
         except Exception as error:
-            raise BlobWriteError(f"{self.describe()} could not write {key}: {error}") from error
+            raise BlobWriteError(f"{self.describe()} could not write {key}: {describe_error(error)}") from error
         return self._pointer(key, size_of(parts))
 
     def _settle(self, key: str, digest: str, parts: tuple[memoryview, ...]) -> bool:
@@ -104,12 +109,19 @@ class BucketStore(BlobStore):
     def _pointer(self, key: str, size: int) -> str:
         return object_pointer(self.scheme, self.bucket, key, size)
 
-    def _check_pointer(self, pointer: Pointer) -> None:
-        """Refuse, before any request, a pointer of another scheme, bucket or prefix."""
+    def _check_pointer(self, pointer: Pointer | str) -> Pointer:
+        """Return ``pointer`` parsed; refuse, before any request, a pointer of another scheme, bucket or prefix.
+
+        Raises:
+          InvalidPointerError: it is not a pointer.
+          ForeignPointerError: it names another scheme, bucket or prefix.
+        """
+        pointer = as_pointer(pointer)
         if pointer.scheme != self.scheme:
             raise self._refuse(pointer, f"its scheme is not {self.scheme}://")
         if pointer.bucket != self.bucket or pointer.prefix != self.prefix:
             raise self._refuse(pointer, f"it names bucket {pointer.bucket!r} and prefix {pointer.prefix!r}")
+        return pointer
 
     @staticmethod
     def _not_found(pointer: Pointer) -> BlobNotFoundError:

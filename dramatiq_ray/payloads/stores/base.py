@@ -8,7 +8,9 @@ clients lazily and drop cached clients when pickled.
 from __future__ import annotations
 
 import abc
+import functools
 import hashlib
+import inspect
 import logging
 import re
 import time
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ...errors import BlobIntegrityError, ConfigurationError, ForeignPointerError
-from ..pointers import Pointer, digest_of
+from ..pointers import Pointer, as_pointer, digest_of
 from ._payload import Payload, digest_parts, join_parts, parts_of
 
 __all__ = [
@@ -75,7 +77,10 @@ class BlobStore(abc.ABC):
 
     @abc.abstractmethod
     def put(self, digest: str | None, data: Payload) -> str:
-        """Store ``data`` (whose SHA-256 is ``digest``) and return its pointer string.
+        """Store ``data`` (whose SHA-256 is ``digest``) and return its pointer string. The stores shipped with
+        dramatiq-ray also take ``extension=`` (default ``"json"``), the end of the blob's name, which says what it
+        holds (see :func:`~dramatiq_ray.payloads.pointers.blob_extension`); a store whose ``put`` does not take it
+        is called without it.
 
         ``data`` is a bytes-like object (``bytes``, ``bytearray``, ``memoryview``), or, for stores with
         :attr:`zero_copy`, a sequence of them stored back to back; it is not copied. With :attr:`zero_copy`,
@@ -201,6 +206,7 @@ class BlobStore(abc.ABC):
         """
         from ...errors import PresignError
 
+        as_pointer(pointer)
         raise PresignError(
             f"{self.describe()} cannot make download URLs: use S3Store or GCSStore to hand results out by URL, or "
             "read the value with message.get_result()."
@@ -260,20 +266,30 @@ def log_repair(store: BlobStore, name: str, problem: str) -> None:
     )
 
 
-def put_payload(store: BlobStore, payload: Payload, digest: str | None = None) -> str:
+def put_payload(store: BlobStore, payload: Payload, digest: str | None = None, *, extension: str = "json") -> str:
     """Store a payload (a bytes-like object or a sequence of them) with ``store.put`` and return the pointer: as
     it is to a store with :attr:`~BlobStore.zero_copy` (with ``digest`` when the caller already knows it, else
     none: the store hashes while it writes, or hashes once); as ``bytes`` and with its digest to any other store,
-    as before stores took buffers.
+    as before stores took buffers. A store whose ``put`` takes ``extension=`` names the blob with it (what it
+    holds, see :func:`~dramatiq_ray.payloads.pointers.blob_extension`).
 
     Raises:
       Exception: whatever ``store.put`` raised.
     """
+    named = {"extension": extension} if _takes_extension(type(store)) else {}
     if store.zero_copy:
-        return store.put(digest, payload)
+        return store.put(digest, payload, **named)  # type: ignore[call-arg]
     parts = parts_of(payload)
     data = join_parts(parts)
-    return store.put(digest or digest_parts(parts), data if isinstance(data, bytes) else bytes(data))
+    return store.put(digest or digest_parts(parts), data if isinstance(data, bytes) else bytes(data), **named)  # type: ignore[call-arg]
+
+
+@functools.lru_cache(maxsize=64)
+def _takes_extension(store_type: type[BlobStore]) -> bool:
+    """Whether a store class's ``put`` takes ``extension=``: a subclass overriding ``put`` the way stores did
+    before blobs were named by what they hold (``put(digest, data)``) is called that way."""
+    parameters = inspect.signature(store_type.put).parameters
+    return "extension" in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
 
 
 def payload_digest(payload: Payload) -> str:
@@ -306,6 +322,7 @@ def verify_blob(pointer: Pointer, data: _B) -> _B:
       BlobIntegrityError: they do not match; the data is never returned. The message says the sizes when the
         size is wrong, and the digests when only the contents are.
     """
+    pointer = as_pointer(pointer)
     if len(data) != pointer.size:
         found = f"more than {pointer.size}" if len(data) > pointer.size else str(len(data))
         problem = f"expected {pointer.size} bytes, found {found} bytes"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ...errors import ForeignPointerError
-from ..pointers import Pointer, digest_pointer
+from ..pointers import Pointer, as_pointer, digest_pointer
 from ._payload import Payload, digest_parts, parts_of, size_of
 from .base import BlobStore
 
@@ -21,11 +21,12 @@ class DigestStore(BlobStore):
     scheme = "oversize"
     zero_copy = True
 
-    def put(self, digest: str | None, data: Payload) -> str:
+    def put(self, digest: str | None, data: Payload, *, extension: str = "json") -> str:
         parts = parts_of(data)
         return digest_pointer(digest if digest is not None else digest_parts(parts), size_of(parts))
 
     def get(self, pointer: Pointer, *, writable: bool = False) -> bytes:
+        pointer = as_pointer(pointer)
         raise ForeignPointerError(f"{pointer.raw!r} cannot be read: a DigestStore keeps no payloads.")
 
     def presign(self, pointer: Pointer | str, expires_in: int = 3600) -> str:
@@ -36,6 +37,7 @@ class DigestStore(BlobStore):
         """
         from ...errors import PresignError
 
+        as_pointer(pointer)
         raise PresignError(
             "A DigestStore keeps only the digest of large results, so there is nothing to download: configure an "
             "S3Store or GCSStore to hand large results out by URL."

@@ -11,7 +11,8 @@ import uuid
 from collections.abc import Iterator
 
 from ...errors import BlobNotFoundError, BlobReadError, BlobWriteError, ConfigurationError
-from ..pointers import Pointer, blob_name, resultfs_pointer
+from .._safe import describe_error
+from ..pointers import EXTENSION_PATTERN, Pointer, as_pointer, blob_name, resultfs_pointer
 from ._payload import Payload, parts_of, read_into, size_of, write_hashing
 from .base import (
     CHILD_NAMES,
@@ -28,7 +29,7 @@ __all__ = ["FilesystemStore"]
 
 #: Where named objects live under the root (apart from the content-addressed ``ab/cd/`` tree).
 NAMED_DIR = "named"
-_BLOB_FILE = re.compile(r"[0-9a-f]{64}\.json")
+_BLOB_FILE = re.compile(rf"[0-9a-f]{{64}}\.(?:{EXTENSION_PATTERN.pattern})")
 #: The largest single write(2) of a payload (Linux writes at most about 2 GiB at once).
 WRITE_CHUNK_BYTES = 64 * 1024 * 1024
 #: The largest single read(2) into a caller's buffer.
@@ -36,9 +37,11 @@ READ_CHUNK_BYTES = 64 * 1024 * 1024
 
 
 class FilesystemStore(BlobStore):
-    """Write oversized results as files ``<root>/ab/cd/<digest>.json``.
+    """Write oversized results as files ``<root>/ab/cd/<digest>.<ext>``, named by what they hold (``.json``,
+    ``.bin``, ``.npy``, ``.arrow``, ``.pkl``, then ``.zst``/``.gz``/``.xz`` when compressed and ``.enc`` when
+    encrypted; blobs written by earlier versions are all ``.json``).
 
-    Pointers look like ``resultfs://sha256/<digest>?rel=ab/cd/<digest>.json&bytes=<n>``: they carry no root,
+    Pointers look like ``resultfs://sha256/<digest>?rel=ab/cd/<digest>.npy&bytes=<n>&codec=npy``: they carry no root,
     so every host that mounts the same volume (at any path) reads them. A payload is written once: to a
     temporary file under the root while its SHA-256 is computed (in a helper thread for payloads of 1 MiB and
     more), fsynced, then hard-linked to its content address, which fails if the name exists. So readers never see
@@ -97,6 +100,7 @@ class FilesystemStore(BlobStore):
         """
         from ...errors import PresignError
 
+        as_pointer(pointer)
         raise PresignError(
             f"{self.describe()} cannot make download URLs: files have no signed URLs. Serve the directory yourself "
             "(read-only, by pointer), use S3Store or GCSStore to hand results out by URL, or read the value with "
@@ -105,11 +109,12 @@ class FilesystemStore(BlobStore):
 
     # --- writing ---------------------------------------------------------------------------------------------
 
-    def put(self, digest: str | None, data: Payload) -> str:
+    def put(self, digest: str | None, data: Payload, *, extension: str = "json") -> str:
         parts = parts_of(data)
         size = size_of(parts)
         rel = "a blob"
         temporary = None
+        blob_name("0" * 64, extension)  # a valid extension, before anything is written
         try:
             _make_directory(self.path)
             temporary, found = self._write_temporary(parts)
@@ -119,7 +124,7 @@ class FilesystemStore(BlobStore):
                     f"{digest} it was stored under, so it changed while being stored or the digest is wrong. "
                     "Nothing was stored; store the payload again, unchanged, or without a digest."
                 )
-            rel = blob_name(found)
+            rel = blob_name(found, extension)
             final = os.path.join(self.path, rel)
             directory = os.path.dirname(final)
             _make_directory(directory)
@@ -143,12 +148,12 @@ class FilesystemStore(BlobStore):
                     f"written ({SETTLE_ATTEMPTS} attempts). Storing the result again retries."
                 )
         except (OSError, ValueError) as error:
-            raise BlobWriteError(f"{self.describe()} could not write {rel}: {error}") from error
+            raise BlobWriteError(f"{self.describe()} could not write {rel}: {describe_error(error)}") from error
         finally:
             if temporary is not None:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(temporary)
-        return resultfs_pointer(found, size)
+        return resultfs_pointer(found, size, extension)
 
     def put_named(self, name: str, data: bytes) -> None:
         final = os.path.join(self.path, NAMED_DIR, check_name(name))
@@ -159,7 +164,7 @@ class FilesystemStore(BlobStore):
                 file.write(data)
             os.replace(staging, final)
         except OSError as error:
-            raise BlobWriteError(f"{self.describe()} could not write {name}: {error}") from error
+            raise BlobWriteError(f"{self.describe()} could not write {name}: {describe_error(error)}") from error
 
     def delete_named(self, name: str) -> None:
         final = os.path.join(self.path, NAMED_DIR, check_name(name))
@@ -168,7 +173,7 @@ class FilesystemStore(BlobStore):
         except FileNotFoundError:
             return
         except OSError as error:
-            raise BlobWriteError(f"{self.describe()} could not delete {name}: {error}") from error
+            raise BlobWriteError(f"{self.describe()} could not delete {name}: {describe_error(error)}") from error
         with contextlib.suppress(OSError):  # the job's directory, once empty
             os.rmdir(os.path.dirname(final))
 
@@ -179,7 +184,9 @@ class FilesystemStore(BlobStore):
         except FileNotFoundError:
             return None
         except OSError as error:
-            raise BlobReadError(f"{self.describe()} could not read {name}: {error}", pointer=name) from error
+            raise BlobReadError(
+                f"{self.describe()} could not read {name}: {describe_error(error)}", pointer=name
+            ) from error
 
     @staticmethod
     def _refresh(final: str, digest: str, size: int) -> str | None:
@@ -234,6 +241,7 @@ class FilesystemStore(BlobStore):
     # --- reading ---------------------------------------------------------------------------------------------
 
     def get(self, pointer: Pointer, *, writable: bool = False) -> bytes | bytearray:
+        pointer = as_pointer(pointer)
         if pointer.scheme != "resultfs":
             raise self._refuse(pointer, "it is not a resultfs:// pointer")
         final = os.path.join(self.path, pointer.location)
@@ -249,7 +257,7 @@ class FilesystemStore(BlobStore):
             ) from None
         except OSError as error:
             raise BlobReadError(
-                f"{self.describe()} could not read {pointer.raw!r}: {error}", pointer=pointer.raw
+                f"{self.describe()} could not read {pointer.raw!r}: {describe_error(error)}", pointer=pointer.raw
             ) from error
         try:
             fd = os.open(final, os.O_RDONLY | os.O_NOFOLLOW)
@@ -259,8 +267,8 @@ class FilesystemStore(BlobStore):
                 return read_into(handle.readinto, limit, READ_CHUNK_BYTES) if writable else handle.read(limit)
         except OSError as error:
             raise BlobReadError(
-                f"{self.describe()} could not read {pointer.raw!r}: {error}. Reading again once the volume is "
-                "available returns the value.",
+                f"{self.describe()} could not read {pointer.raw!r}: {describe_error(error)}. Reading again once "
+                "the volume is available returns the value.",
                 pointer=pointer.raw,
             ) from error
 
@@ -287,7 +295,9 @@ class FilesystemStore(BlobStore):
                 rel = os.path.relpath(directory, os.path.join(self.path, NAMED_DIR))
                 found.extend(f"{rel}/{name}" for name in files if not name.endswith(".tmp"))
         except OSError as error:
-            raise BlobReadError(f"{self.describe()} could not list {prefix}: {error}", pointer=prefix) from error
+            raise BlobReadError(
+                f"{self.describe()} could not list {prefix}: {describe_error(error)}", pointer=prefix
+            ) from error
         return sorted(found)
 
     # --- lifecycle -------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ...errors import BlobReadError, BlobWriteError, MissingDependencyError
+from .._safe import describe_error
 from ..pointers import Pointer
 from ._bucket import BucketStore
 from ._payload import PartsReader, body_of, size_of
@@ -18,7 +19,8 @@ __all__ = ["GCSStore"]
 
 
 class GCSStore(BucketStore):
-    """Write oversized results as objects ``gs://<bucket>/<prefix>/ab/cd/<digest>.json``.
+    """Write oversized results as objects ``gs://<bucket>/<prefix>/ab/cd/<digest>.<ext>`` (``.json``, ``.npy``,
+    ``.bin.zst``...: named by what they hold).
 
     Writes are create-only (``if_generation_match=0``). When the object already exists it is checked first: its
     size (from its metadata) and, only when the size matches, the SHA-256 of its bytes. An intact object has its
@@ -111,11 +113,9 @@ class GCSStore(BucketStore):
         import datetime
 
         from ...errors import PresignError
-        from ..pointers import parse_pointer
         from .base import check_expires_in
 
-        parsed = parse_pointer(pointer) if isinstance(pointer, str) else pointer
-        self._check_pointer(parsed)
+        parsed = self._check_pointer(pointer)
         seconds = check_expires_in(expires_in, 7 * 24 * 3600, self.describe())
         try:
             return str(
@@ -127,9 +127,9 @@ class GCSStore(BucketStore):
             raise
         except Exception as error:
             raise PresignError(
-                f"{self.describe()} cannot sign a URL for {parsed.raw!r}: its credentials cannot sign ({error}). "
-                "Use a service-account key (GOOGLE_APPLICATION_CREDENTIALS, or pass GCSStore(client=...) a client "
-                "built with google.oauth2.service_account.Credentials)."
+                f"{self.describe()} cannot sign a URL for {parsed.raw!r}: its credentials cannot sign "
+                f"({describe_error(error)}). Use a service-account key (GOOGLE_APPLICATION_CREDENTIALS, or pass "
+                "GCSStore(client=...) a client built with google.oauth2.service_account.Credentials)."
             ) from error
 
     def _settle(self, key: str, digest: str, parts: tuple[memoryview, ...]) -> bool:
@@ -182,7 +182,7 @@ class GCSStore(BucketStore):
         return hasher.hexdigest()
 
     def get(self, pointer: Pointer, *, writable: bool = False) -> bytes | bytearray:
-        self._check_pointer(pointer)
+        pointer = self._check_pointer(pointer)
         from google.api_core.exceptions import NotFound
 
         blob = self._blob(pointer.location)
@@ -196,8 +196,8 @@ class GCSStore(BucketStore):
             raise self._not_found(pointer) from None
         except Exception as error:
             raise BlobReadError(
-                f"{self.describe()} could not read {pointer.raw!r}: {error}. Reading again once GCS answers "
-                "returns the value.",
+                f"{self.describe()} could not read {pointer.raw!r}: {describe_error(error)}. Reading again once GCS "
+                "answers returns the value.",
                 pointer=pointer.raw,
             ) from error
 
@@ -206,7 +206,7 @@ class GCSStore(BucketStore):
         try:
             self._blob(key).upload_from_string(data, content_type="application/octet-stream", retry=self._retry())
         except Exception as error:
-            raise BlobWriteError(f"{self.describe()} could not write {key}: {error}") from error
+            raise BlobWriteError(f"{self.describe()} could not write {key}: {describe_error(error)}") from error
 
     def delete_named(self, name: str) -> None:
         from google.api_core.exceptions import NotFound
@@ -217,7 +217,7 @@ class GCSStore(BucketStore):
         except NotFound:
             return
         except Exception as error:
-            raise BlobWriteError(f"{self.describe()} could not delete {key}: {error}") from error
+            raise BlobWriteError(f"{self.describe()} could not delete {key}: {describe_error(error)}") from error
 
     def get_named(self, name: str) -> bytes | None:
         from google.api_core.exceptions import NotFound
@@ -228,7 +228,9 @@ class GCSStore(BucketStore):
         except NotFound:
             return None
         except Exception as error:
-            raise BlobReadError(f"{self.describe()} could not read {key}: {error}", pointer=key) from error
+            raise BlobReadError(
+                f"{self.describe()} could not read {key}: {describe_error(error)}", pointer=key
+            ) from error
 
     def list_blobs(self) -> Iterator[BlobInfo]:
         for blob in self._client().list_blobs(self.bucket, prefix=f"{self.prefix}/" if self.prefix else None):
@@ -242,7 +244,9 @@ class GCSStore(BucketStore):
         try:
             return sorted(blob.name[start:] for blob in self._client().list_blobs(self.bucket, prefix=top))
         except Exception as error:
-            raise BlobReadError(f"{self.describe()} could not list {top}: {error}", pointer=top) from error
+            raise BlobReadError(
+                f"{self.describe()} could not list {top}: {describe_error(error)}", pointer=top
+            ) from error
 
     def delete_blob(self, info: BlobInfo, *, cutoff: float) -> bool:
         from google.api_core.exceptions import GoogleAPICallError

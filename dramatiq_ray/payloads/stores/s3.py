@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ...errors import BlobReadError, BlobWriteError, ConfigurationError, MissingDependencyError
+from .._safe import describe_error
 from ..pointers import Pointer
 from ._bucket import BucketStore
 from ._payload import body_of, read_into, size_of, slice_parts
@@ -29,7 +30,8 @@ def _code(error: Any) -> str:
 
 
 class S3Store(BucketStore):
-    """Write oversized results as objects ``s3://<bucket>/<prefix>/ab/cd/<digest>.json``.
+    """Write oversized results as objects ``s3://<bucket>/<prefix>/ab/cd/<digest>.<ext>`` (``.json``, ``.npy``,
+    ``.bin.zst``...: named by what they hold).
 
     Writes are create-only (``If-None-Match: *``). When the object already exists it is checked first: its size
     (from a ``HEAD``) and, only when the size matches, the SHA-256 of its bytes. An intact object has its
@@ -184,7 +186,7 @@ class S3Store(BucketStore):
             raise
 
     def get(self, pointer: Pointer, *, writable: bool = False) -> bytes | bytearray:
-        self._check_pointer(pointer)
+        pointer = self._check_pointer(pointer)
         from botocore.exceptions import ClientError
 
         try:
@@ -210,7 +212,7 @@ class S3Store(BucketStore):
         except MissingDependencyError:
             raise
         except Exception as error:
-            raise BlobWriteError(f"{self.describe()} could not write {key}: {error}") from error
+            raise BlobWriteError(f"{self.describe()} could not write {key}: {describe_error(error)}") from error
 
     def delete_named(self, name: str) -> None:
         key = self._named_key(name)
@@ -219,7 +221,7 @@ class S3Store(BucketStore):
         except MissingDependencyError:
             raise
         except Exception as error:
-            raise BlobWriteError(f"{self.describe()} could not delete {key}: {error}") from error
+            raise BlobWriteError(f"{self.describe()} could not delete {key}: {describe_error(error)}") from error
 
     def get_named(self, name: str) -> bytes | None:
         key = self._named_key(name)
@@ -230,14 +232,18 @@ class S3Store(BucketStore):
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
                 return None
-            raise BlobReadError(f"{self.describe()} could not read {key}: {error}", pointer=key) from error
+            raise BlobReadError(
+                f"{self.describe()} could not read {key}: {describe_error(error)}", pointer=key
+            ) from error
         except Exception as error:
-            raise BlobReadError(f"{self.describe()} could not read {key}: {error}", pointer=key) from error
+            raise BlobReadError(
+                f"{self.describe()} could not read {key}: {describe_error(error)}", pointer=key
+            ) from error
 
     def _read_error(self, pointer: Pointer, error: Exception) -> BlobReadError:
         return BlobReadError(
-            f"{self.describe()} could not read {pointer.raw!r}: {error}. Reading again once S3 answers returns "
-            "the value.",
+            f"{self.describe()} could not read {pointer.raw!r}: {describe_error(error)}. Reading again once S3 answers "
+            "returns the value.",
             pointer=pointer.raw,
         )
 
@@ -255,11 +261,9 @@ class S3Store(BucketStore):
           PresignError: boto3 has no credentials to sign with.
         """
         from ...errors import PresignError
-        from ..pointers import parse_pointer
         from .base import check_expires_in
 
-        parsed = parse_pointer(pointer) if isinstance(pointer, str) else pointer
-        self._check_pointer(parsed)
+        parsed = self._check_pointer(pointer)
         seconds = check_expires_in(expires_in, 7 * 24 * 3600, self.describe())
         try:
             return str(
@@ -271,8 +275,8 @@ class S3Store(BucketStore):
             raise
         except Exception as error:
             raise PresignError(
-                f"{self.describe()} could not sign a URL for {parsed.raw!r}: {error}. Give boto3 credentials "
-                "(environment, profile or role) that can read the bucket."
+                f"{self.describe()} could not sign a URL for {parsed.raw!r}: {describe_error(error)}. Give boto3 "
+                "credentials (environment, profile or role) that can read the bucket."
             ) from error
 
     def _presigner(self) -> Any:
@@ -307,7 +311,9 @@ class S3Store(BucketStore):
                 for item in page.get("Contents", [])
             )
         except Exception as error:
-            raise BlobReadError(f"{self.describe()} could not list {top}: {error}", pointer=top) from error
+            raise BlobReadError(
+                f"{self.describe()} could not list {top}: {describe_error(error)}", pointer=top
+            ) from error
 
     def delete_blob(self, info: BlobInfo, *, cutoff: float) -> bool:
         from botocore.exceptions import ClientError
