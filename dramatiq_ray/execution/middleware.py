@@ -20,7 +20,7 @@ from ..errors import ConfigurationError, RayOptionsError
 from . import callpath
 from .callpath import Runner
 from .connection import RayRuntime, keep_dramatiq_signal_handling
-from .options import check_options, merge_runtime_envs
+from .options import check_message_options, check_options, merge_runtime_envs
 from .runners import RUNNERS
 from .runners.ray_job import JobRunner
 from .runners.ray_task import RayTaskRunner
@@ -157,18 +157,24 @@ class RayExecutionMiddleware(Middleware):
     # --- declaring and sending -----------------------------------------------------------------------------
 
     def before_declare_actor(self, broker: dramatiq.Broker, actor: dramatiq.Actor[Any, Any]) -> None:
-        self._check(actor.options, actor_name=actor.actor_name, where="actor options")
+        _check_ray_flag(actor.options, actor_name=actor.actor_name, where="actor options")
+        check_options(actor.options.get("ray_options"), actor_name=actor.actor_name, where="actor options")
 
     def after_declare_actor(self, broker: dramatiq.Broker, actor: dramatiq.Actor[Any, Any]) -> None:
         callpath.install(actor)
 
     def before_enqueue(self, broker: dramatiq.Broker, message: dramatiq.Message[Any], delay: int) -> None:
-        self._check(message.options, actor_name=message.actor_name, where="message options")
-
-    def _check(self, options: dict[str, Any], *, actor_name: str, where: str) -> None:
-        if "ray" in options and not isinstance(options["ray"], bool):
-            raise RayOptionsError(f"The ray option of actor {actor_name!r} must be True or False in {where}.")
-        check_options(options.get("ray_options"), actor_name=actor_name, where=where)
+        # Everything a message may carry is checked here, as the worker will apply it: a message Ray would refuse
+        # is refused at send instead of failing (and being retried) in the worker.
+        _check_ray_flag(message.options, actor_name=message.actor_name, where="message options")
+        if message.options.get("ray_options") is None:
+            return
+        actor = broker.actors.get(message.actor_name)
+        check_message_options(
+            message.options["ray_options"],
+            actor_name=message.actor_name,
+            actor_options=actor.options.get("ray_options") if actor is not None else None,
+        )
 
     # --- processing ----------------------------------------------------------------------------------------
 
@@ -232,6 +238,11 @@ class RayExecutionMiddleware(Middleware):
 
     def after_skip_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
         callpath.end()
+
+
+def _check_ray_flag(options: dict[str, Any], *, actor_name: str, where: str) -> None:
+    if "ray" in options and not isinstance(options["ray"], bool):
+        raise RayOptionsError(f"The ray option of actor {actor_name!r} must be True or False in {where}.")
 
 
 def _check_settings(**settings: Any) -> None:

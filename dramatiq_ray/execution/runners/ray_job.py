@@ -45,7 +45,7 @@ from ...results.stores.base import BlobStore
 from ..body import rebuild_exception, target_for
 from ..callpath import Call
 from ..connection import RayRuntime
-from ..options import check_options, merge_runtime_envs
+from ..options import check_message_options, check_options, merge_runtime_envs
 from .job_entry import STORE_ENV, encode_store
 
 logger = logging.getLogger(__name__)
@@ -204,9 +204,7 @@ class JobRunner:
             check_options(actor.options.get("ray_options"), actor_name=actor.actor_name, where="actor").get(
                 "runtime_env"
             ),
-            check_options(message.options.get("ray_options"), actor_name=actor.actor_name, where="message options").get(
-                "runtime_env"
-            ),
+            check_message_options(message.options.get("ray_options"), actor_name=actor.actor_name).get("runtime_env"),
         )
         sid = submission_id(message)
         job_dir = f"jobs/{sid}"

@@ -18,7 +18,7 @@ from ...errors import ConfigurationError, RayOptionsError, RaySystemError, RayUn
 from ..body import entry_for, target_for
 from ..callpath import Call
 from ..connection import RayRuntime
-from ..options import check_options, merge_runtime_envs
+from ..options import check_message_options, check_options, merge_runtime_envs
 from ..outcome import translate
 
 __all__ = ["RayTaskRunner"]
@@ -51,7 +51,7 @@ class RayTaskRunner:
         self.runtime_env = runtime_env
         self.wait_slice = wait_slice
         self._slots = threading.BoundedSemaphore(max_in_flight) if max_in_flight else None
-        self._remotes: dict[str, tuple[int, Any, dict[str, Any]]] = {}
+        self._remotes: dict[str, tuple[int, Any, dict[str, Any], dict[str, Any]]] = {}
         self._lock = threading.Lock()
 
     def run(self, call: Call) -> Any:
@@ -149,7 +149,7 @@ class RayTaskRunner:
                 remote = ray.remote(**options)(entry_for(target_for(actor)))
             except (ValueError, TypeError) as error:
                 raise RayOptionsError(f"Ray refused the ray_options of actor {actor.actor_name!r}: {error}") from None
-            self._remotes[actor.actor_name] = (generation, remote, options.get("runtime_env") or {})
+            self._remotes[actor.actor_name] = (generation, remote, options.get("runtime_env") or {}, options)
             return remote
 
     def base_options(self, actor: dramatiq.Actor[Any, Any]) -> dict[str, Any]:
@@ -166,7 +166,7 @@ class RayTaskRunner:
         return options
 
     def _with_message_options(self, actor_name: str, remote: Any, raw: Any) -> Any:
-        options = check_options(raw, actor_name=actor_name, where="message options")
+        options = check_message_options(raw, actor_name=actor_name, actor_options=self._remotes[actor_name][3])
         if "runtime_env" in options:
             options["runtime_env"] = merge_runtime_envs(self._remotes[actor_name][2], options["runtime_env"])
         try:
