@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -19,7 +20,7 @@ import pytest
 from dramatiq_ray import ConfigurationError, RayExecutionMiddleware, RayUnavailableError
 from dramatiq_ray.execution.connection import RayRuntime
 from dramatiq_ray.execution.local_head import LocalHead
-from dramatiq_ray.execution.shared_head import run_shared_head, wait_for_shared_head
+from dramatiq_ray.execution.shared_head import run_shared_head, shared_head_dir, wait_for_shared_head
 from tests._services import wait_until
 
 
@@ -62,9 +63,55 @@ def test_explicit_address_contributes_no_fork(monkeypatch) -> None:
     assert RayExecutionMiddleware(address="ray://head:10001").forks == []
 
 
-def test_missing_shared_head_fails_with_a_hint() -> None:
-    with pytest.raises(ConfigurationError, match="RAY_ADDRESS"):
+def test_missing_shared_head_fails_retryably_with_a_hint() -> None:
+    # A head still starting on a busy machine is not a configuration error: the message is retried
+    with pytest.raises(RayUnavailableError, match="RAY_ADDRESS") as caught:
         wait_for_shared_head(cli_pid=-1, timeout=0.3)
+    assert not isinstance(caught.value, ConfigurationError)
+
+
+@pytest.fixture
+def private_tempdir(monkeypatch, tmp_path: Path) -> Path:
+    """Point the shared head's directory at a temp dir of this test."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    return tmp_path
+
+
+def test_shared_head_address_in_a_directory_others_can_write_is_refused(private_tempdir: Path) -> None:
+    # Given another local user who created the predictable directory first and published an address of theirs
+    directory = shared_head_dir(4242)
+    directory.mkdir()
+    directory.chmod(0o777)
+    (directory / "address").write_text("10.6.6.6:6379")
+
+    # Then a worker does not attach there
+    with pytest.raises(ConfigurationError, match="accessible to other users"):
+        wait_for_shared_head(cli_pid=4242, timeout=5)
+
+
+def test_shared_head_directory_that_is_a_symbolic_link_is_refused(private_tempdir: Path) -> None:
+    elsewhere = private_tempdir / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    (elsewhere / "address").write_text("10.6.6.6:6379")
+    shared_head_dir(4242).symlink_to(elsewhere)
+
+    with pytest.raises(ConfigurationError, match="symbolic link"):
+        wait_for_shared_head(cli_pid=4242, timeout=5)
+
+
+def test_shared_head_address_is_published_in_a_private_directory(private_tempdir: Path) -> None:
+    from dramatiq_ray.execution.shared_head import _make_private_dir
+
+    # Given a stale directory of ours that others could write (an earlier CLI with the same pid)
+    directory = shared_head_dir(4242)
+    directory.mkdir()
+    directory.chmod(0o777)
+    (directory / "address").write_text("stale")
+
+    _make_private_dir(directory)
+
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    assert list(directory.iterdir()) == []
 
 
 def test_runtime_reuses_a_ray_it_did_not_start_and_never_shuts_it_down(ray_local) -> None:
@@ -389,6 +436,30 @@ def test_shared_head_stopped_like_a_fork_process_leaves_no_process_and_no_temp_d
         assert not alive(running)
         assert not processes_naming(str(directory))
         assert not directory.exists()
+    finally:
+        if fork.poll() is None:
+            fork.kill()
+            fork.wait()
+
+
+def test_shared_head_refuses_a_directory_planted_as_a_symbolic_link(shared_head_env) -> None:
+    # Given the shared head's predictable path taken first by a symbolic link to a directory of someone else's
+    env, directory = shared_head_env
+    elsewhere = directory.parent / "elsewhere"
+    elsewhere.mkdir()
+    directory.symlink_to(elsewhere)
+    fork = subprocess.Popen(
+        [sys.executable, "-c", SHARED_HEAD_AS_A_FORK], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        wait_until(lambda: fork.poll() is not None or any(elsewhere.iterdir()), timeout=180, what="the fork")
+        output = fork.communicate(timeout=120)[0].decode(errors="replace") if fork.poll() is not None else ""
+
+        # Then it starts no head there and leaves the link alone
+        assert list(elsewhere.iterdir()) == []
+        assert fork.returncode not in (None, 0)
+        assert "symbolic link" in output
+        assert directory.is_symlink()
     finally:
         if fork.poll() is None:
             fork.kill()
