@@ -304,3 +304,45 @@ def test_actor_that_cannot_be_pickled_by_value_fails_with_a_configuration_error(
 
     assert isinstance(error, ConfigurationError)
     assert "importable module" in str(error)
+
+
+class PicklesWhileAvailable:
+    """An argument whose pickling needs a service (here: the absence of ``unavailable``), as a lazy value or a
+    client may; it fails with the TypeError Ray turns into "Could not serialize the argument"."""
+
+    def __init__(self, unavailable: str) -> None:
+        self.unavailable = unavailable
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        if Path(self.unavailable).exists():
+            raise TypeError("cannot pickle: the key service is unreachable")
+        return (PicklesWhileAvailable, (self.unavailable,))
+
+
+@pytest.fixture
+def pickle_encoder() -> Any:
+    """Messages encoded with Dramatiq's PickleEncoder, so an argument can be any picklable object."""
+    previous = dramatiq.get_encoder()
+    dramatiq.set_encoder(dramatiq.PickleEncoder())
+    yield
+    dramatiq.set_encoder(previous)
+
+
+def test_argument_that_fails_to_serialize_fails_the_message_retryably(
+    broker, start_worker, pickle_encoder, tmp_path: Path
+) -> None:
+    @dramatiq.actor(broker=broker, max_retries=0)
+    def takes(value: Any) -> None: ...
+
+    # Given a message whose argument pickled when it was sent, but not when the worker submits it to Ray
+    unavailable = tmp_path / "unavailable"
+    takes.send(PicklesWhileAvailable(str(unavailable)))
+    unavailable.touch()
+
+    start_worker(broker)
+    with pytest.raises(BaseException) as caught:
+        broker.join(takes.queue_name, fail_fast=True, timeout=JOIN_TIMEOUT_MS)
+
+    # Then the message fails with a Ray system error, which the retry policy retries, not a configuration error
+    assert isinstance(caught.value, RaySystemError)
+    assert not isinstance(caught.value, ConfigurationError)

@@ -83,11 +83,20 @@ class RayTaskRunner:
             self.runtime.lost(generation)
             raise RayUnavailableError(f"Could not submit actor {actor_name!r} to Ray: {error}") from error
         except Exception as error:
-            if "pickle" in str(error).lower() or "serializ" in str(error).lower():
+            if not _pickles(entry_for(target_for(call.actor))):
+                # The one submit failure that is configuration: a by-value function that cannot pickle fails the
+                # same way every time.
                 raise ConfigurationError(
                     f"Actor {actor_name!r} cannot be sent to Ray: {error}. Define it at module level in an "
                     "importable module (not __main__ or inside a function) so Ray workers import it, or set "
                     "ray=False on the actor."
+                ) from error
+            if "pickle" in str(error).lower() or "serializ" in str(error).lower():
+                # The arguments or the spill plan did not serialize this time: retryable, as whatever made them
+                # fail (a store client, a lazy value) may recover.
+                raise RaySystemError(
+                    f"Ray could not serialize the call of actor {actor_name!r} ({type(error).__name__}); the "
+                    "message is retried. If it fails every time, make the actor's arguments picklable."
                 ) from error
             if isinstance(error, ValueError | TypeError):
                 why = f"Ray refused to run actor {actor_name!r} with its ray_options: {error}"
@@ -173,3 +182,14 @@ class RayTaskRunner:
             return remote.options(**options)
         except (ValueError, TypeError) as error:
             raise RayOptionsError(f"Ray refused the message ray_options of actor {actor_name!r}: {error}") from None
+
+
+def _pickles(fn: Any) -> bool:
+    """Whether Ray can ship ``fn`` (the remote function's body, with its target) to its workers."""
+    from ray import cloudpickle
+
+    try:
+        cloudpickle.dumps(fn)  # type: ignore[no-untyped-call]
+    except Exception:
+        return False
+    return True
