@@ -117,5 +117,5 @@ def test_message_ray_options_are_checked_with_the_actors_at_send(stub_broker: An
     @dramatiq.actor(broker=stub_broker, ray_options={"placement_group": "pg"})
     def train() -> None: ...
 
-    with pytest.raises(RayOptionsError, match="placement_group and scheduling_strategy.*with the actor's"):
+    with pytest.raises(RayOptionsError, match=r"placement_group and scheduling_strategy.*with the actor's"):
         train.send_with_options(ray_options={"scheduling_strategy": "SPREAD"})

@@ -12,6 +12,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -142,6 +143,104 @@ def test_lost_connection_leads_to_a_new_attachment(ray_local) -> None:
 
     assert runtime.attach() == generation + 1
     assert ray_local.is_initialized()
+
+
+def test_thread_waiting_for_another_threads_attach_can_be_interrupted() -> None:
+    from dramatiq.middleware.threading import raise_thread_exception
+
+    class Interrupted(BaseException):
+        pass
+
+    # Given a thread inside attach, holding the connection's lock (as while it waits minutes for the shared head)
+    runtime = RayRuntime(address="10.255.255.1:6379")
+    runtime._lock.acquire()
+    outcome: list[BaseException] = []
+    started = threading.Event()
+
+    def attach() -> None:
+        started.set()
+        try:
+            runtime.attach()
+        except BaseException as error:
+            outcome.append(error)
+
+    waiter = threading.Thread(target=attach, daemon=True)
+    waiter.start()
+    started.wait(10)
+    try:
+        # When a time limit (Dramatiq's async exception) is raised in another thread waiting for that lock
+        wait_until(lambda: waiter.ident is not None, timeout=10, what="the waiter")
+        raise_thread_exception(waiter.ident, Interrupted)
+        waiter.join(timeout=30)
+
+        # Then it lands while the lock is still held
+        assert not waiter.is_alive()
+        assert [type(error) for error in outcome] == [Interrupted]
+    finally:
+        runtime._lock.release()
+        waiter.join(timeout=30)
+
+
+#: A worker with two threads on a Ray it started: one message runs a long body; another thread of the process
+#: loses the connection (marked as a thread seeing a connection error marks it); the next message re-attaches.
+#: Prints what failed the long message and the short message's result.
+CONCURRENT_RECONNECT = """
+import os, sys, time
+import dramatiq
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.middleware import Middleware
+from dramatiq_ray import RayExecutionMiddleware
+
+class Record(Middleware):
+    outcomes = {}
+    def after_process_message(self, broker, message, *, result=None, exception=None):
+        self.outcomes[message.actor_name] = type(exception).__name__ if exception else repr(result)
+
+broker = StubBroker()
+broker.emit_after("process_boot")
+execution = RayExecutionMiddleware(wait_slice=0.2, ray_init_kwargs={"num_cpus": 2, "include_dashboard": False})
+broker.add_middleware(execution)
+broker.add_middleware(Record())
+
+@dramatiq.actor(broker=broker, max_retries=0)
+def slow(marker):
+    open(marker, "w").close()
+    time.sleep(600)
+
+@dramatiq.actor(broker=broker, max_retries=0)
+def quick():
+    return 42
+
+worker = dramatiq.Worker(broker, worker_threads=2, worker_timeout=100)
+worker.start()
+slow.send(sys.argv[1])
+deadline = time.monotonic() + 120
+while not os.path.exists(sys.argv[1]) and time.monotonic() < deadline:
+    time.sleep(0.05)
+execution.runtime.lost(execution.runtime.attach())  # attached: the current generation
+quick.send()
+deadline = time.monotonic() + 120
+while len(Record.outcomes) < 2 and time.monotonic() < deadline:
+    time.sleep(0.05)
+print(Record.outcomes.get("slow"), Record.outcomes.get("quick"), flush=True)
+worker.stop()
+"""
+
+
+def test_lost_connection_fails_other_threads_in_flight_messages_retryably_before_reattaching(
+    python_subprocess_env, tmp_path: Path
+) -> None:
+    env = {key: value for key, value in python_subprocess_env.items() if key != "RAY_ADDRESS"}
+    result = subprocess.run(
+        [sys.executable, "-c", CONCURRENT_RECONNECT, str(tmp_path / "started")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == ["RayUnavailableError", "42"], result.stderr[-3000:]
 
 
 IN_PROCESS_WORKER = """

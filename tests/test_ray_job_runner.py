@@ -504,13 +504,13 @@ class FlakyJobsAPI:
                 import http.client
 
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                if self.command == "GET" and self.path.startswith("/api/jobs/dramatiq-") and "/logs" not in self.path:
-                    if proxy.failed < proxy.failures:
-                        proxy.failed += 1
-                        self.send_response(503)
-                        self.send_header("Content-Length", "0")
-                        self.end_headers()
-                        return
+                status_read = self.command == "GET" and self.path.startswith("/api/jobs/dramatiq-")
+                if status_read and "/logs" not in self.path and proxy.failed < proxy.failures:
+                    proxy.failed += 1
+                    self.send_response(503)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 upstream = http.client.HTTPConnection(proxy.upstream, timeout=60)
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
                 upstream.request(self.command, self.path, body=body or None, headers=headers)

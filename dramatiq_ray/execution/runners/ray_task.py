@@ -68,8 +68,14 @@ class RayTaskRunner:
                 self._slots.release()
 
     def _submit_and_wait(self, call: Call) -> Any:
+        generation = self.runtime.enter()  # first: it prepares the environment Ray reads when imported
+        try:
+            return self._on(generation, call)
+        finally:
+            self.runtime.leave(generation)
+
+    def _on(self, generation: int, call: Call) -> Any:
         actor_name = call.actor.actor_name
-        generation = self.runtime.attach()  # first: it prepares the environment Ray reads when imported
         import ray
         from ray import exceptions as rx
 
@@ -110,7 +116,13 @@ class RayTaskRunner:
                 try:
                     return ray.get(ref, timeout=self.wait_slice)
                 except rx.GetTimeoutError:
-                    continue
+                    if not self.runtime.usable(generation):
+                        # Another thread lost the connection and this process is about to shut it down: the task
+                        # dies with it, so the message fails now, retryably, rather than under ray.shutdown().
+                        self.cancel(ref, actor_name)
+                        raise RayUnavailableError(
+                            f"The connection to Ray was lost while actor {actor_name!r} ran; the message is retried."
+                        ) from None
         except Exception as error:
             if isinstance(error, ConnectionError | rx.RaySystemError | rx.LocalRayletDiedError) or (
                 isinstance(error, rx.NodeDiedError) and self.runtime.names_local_node(str(error))
