@@ -231,7 +231,14 @@ def test_unknown_ray_option_is_refused_at_declaration_naming_the_actor(broker) -
 
 @pytest.mark.parametrize(
     "ray_options",
-    [{"num_cpus": -1}, {"memory": "2GB"}, {"resources": {"CPU": 2}}, {"num_returns": 2}, ["num_cpus", 1]],
+    [
+        {"num_cpus": -1},
+        {"memory": "2GB"},
+        {"resources": {"CPU": 2}},
+        {"num_returns": 2},
+        ["num_cpus", 1],
+        {"scheduling_strategy": "NOWHERE"},
+    ],
 )
 def test_invalid_ray_option_values_are_refused_at_declaration(broker, ray_options) -> None:
     with pytest.raises(RayOptionsError, match="actor 'train'"):
@@ -256,7 +263,8 @@ def test_invalid_message_ray_options_are_refused_when_sending(broker) -> None:
 
 
 def test_option_that_ray_itself_refuses_fails_the_message_with_ray_options_error(broker, start_worker) -> None:
-    @dramatiq.actor(broker=broker, max_retries=0, ray_options={"scheduling_strategy": "NOWHERE"})
+    # Only Ray checks what a runtime_env holds
+    @dramatiq.actor(broker=broker, max_retries=0, ray_options={"runtime_env": {"pip": 5}})
     def train() -> None: ...
 
     start_worker(broker)
@@ -296,3 +304,45 @@ def test_actor_that_cannot_be_pickled_by_value_fails_with_a_configuration_error(
 
     assert isinstance(error, ConfigurationError)
     assert "importable module" in str(error)
+
+
+class PicklesWhileAvailable:
+    """An argument whose pickling needs a service (here: the absence of ``unavailable``), as a lazy value or a
+    client may; it fails with the TypeError Ray turns into "Could not serialize the argument"."""
+
+    def __init__(self, unavailable: str) -> None:
+        self.unavailable = unavailable
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        if Path(self.unavailable).exists():
+            raise TypeError("cannot pickle: the key service is unreachable")
+        return (PicklesWhileAvailable, (self.unavailable,))
+
+
+@pytest.fixture
+def pickle_encoder() -> Any:
+    """Messages encoded with Dramatiq's PickleEncoder, so an argument can be any picklable object."""
+    previous = dramatiq.get_encoder()
+    dramatiq.set_encoder(dramatiq.PickleEncoder())
+    yield
+    dramatiq.set_encoder(previous)
+
+
+def test_argument_that_fails_to_serialize_fails_the_message_retryably(
+    broker, start_worker, pickle_encoder, tmp_path: Path
+) -> None:
+    @dramatiq.actor(broker=broker, max_retries=0)
+    def takes(value: Any) -> None: ...
+
+    # Given a message whose argument pickled when it was sent, but not when the worker submits it to Ray
+    unavailable = tmp_path / "unavailable"
+    takes.send(PicklesWhileAvailable(str(unavailable)))
+    unavailable.touch()
+
+    start_worker(broker)
+    with pytest.raises(BaseException) as caught:
+        broker.join(takes.queue_name, fail_fast=True, timeout=JOIN_TIMEOUT_MS)
+
+    # Then the message fails with a Ray system error, which the retry policy retries, not a configuration error
+    assert isinstance(caught.value, RaySystemError)
+    assert not isinstance(caught.value, ConfigurationError)

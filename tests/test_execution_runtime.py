@@ -8,9 +8,11 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -19,7 +21,7 @@ import pytest
 from dramatiq_ray import ConfigurationError, RayExecutionMiddleware, RayUnavailableError
 from dramatiq_ray.execution.connection import RayRuntime
 from dramatiq_ray.execution.local_head import LocalHead
-from dramatiq_ray.execution.shared_head import run_shared_head, wait_for_shared_head
+from dramatiq_ray.execution.shared_head import run_shared_head, shared_head_dir, wait_for_shared_head
 from tests._services import wait_until
 
 
@@ -62,9 +64,55 @@ def test_explicit_address_contributes_no_fork(monkeypatch) -> None:
     assert RayExecutionMiddleware(address="ray://head:10001").forks == []
 
 
-def test_missing_shared_head_fails_with_a_hint() -> None:
-    with pytest.raises(ConfigurationError, match="RAY_ADDRESS"):
+def test_missing_shared_head_fails_retryably_with_a_hint() -> None:
+    # A head still starting on a busy machine is not a configuration error: the message is retried
+    with pytest.raises(RayUnavailableError, match="RAY_ADDRESS") as caught:
         wait_for_shared_head(cli_pid=-1, timeout=0.3)
+    assert not isinstance(caught.value, ConfigurationError)
+
+
+@pytest.fixture
+def private_tempdir(monkeypatch, tmp_path: Path) -> Path:
+    """Point the shared head's directory at a temp dir of this test."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    return tmp_path
+
+
+def test_shared_head_address_in_a_directory_others_can_write_is_refused(private_tempdir: Path) -> None:
+    # Given another local user who created the predictable directory first and published an address of theirs
+    directory = shared_head_dir(4242)
+    directory.mkdir()
+    directory.chmod(0o777)
+    (directory / "address").write_text("10.6.6.6:6379")
+
+    # Then a worker does not attach there
+    with pytest.raises(ConfigurationError, match="accessible to other users"):
+        wait_for_shared_head(cli_pid=4242, timeout=5)
+
+
+def test_shared_head_directory_that_is_a_symbolic_link_is_refused(private_tempdir: Path) -> None:
+    elsewhere = private_tempdir / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    (elsewhere / "address").write_text("10.6.6.6:6379")
+    shared_head_dir(4242).symlink_to(elsewhere)
+
+    with pytest.raises(ConfigurationError, match="symbolic link"):
+        wait_for_shared_head(cli_pid=4242, timeout=5)
+
+
+def test_shared_head_address_is_published_in_a_private_directory(private_tempdir: Path) -> None:
+    from dramatiq_ray.execution.shared_head import _make_private_dir
+
+    # Given a stale directory of ours that others could write (an earlier CLI with the same pid)
+    directory = shared_head_dir(4242)
+    directory.mkdir()
+    directory.chmod(0o777)
+    (directory / "address").write_text("stale")
+
+    _make_private_dir(directory)
+
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    assert list(directory.iterdir()) == []
 
 
 def test_runtime_reuses_a_ray_it_did_not_start_and_never_shuts_it_down(ray_local) -> None:
@@ -95,6 +143,104 @@ def test_lost_connection_leads_to_a_new_attachment(ray_local) -> None:
 
     assert runtime.attach() == generation + 1
     assert ray_local.is_initialized()
+
+
+def test_thread_waiting_for_another_threads_attach_can_be_interrupted() -> None:
+    from dramatiq.middleware.threading import raise_thread_exception
+
+    class Interrupted(BaseException):
+        pass
+
+    # Given a thread inside attach, holding the connection's lock (as while it waits minutes for the shared head)
+    runtime = RayRuntime(address="10.255.255.1:6379")
+    runtime._lock.acquire()
+    outcome: list[BaseException] = []
+    started = threading.Event()
+
+    def attach() -> None:
+        started.set()
+        try:
+            runtime.attach()
+        except BaseException as error:
+            outcome.append(error)
+
+    waiter = threading.Thread(target=attach, daemon=True)
+    waiter.start()
+    started.wait(10)
+    try:
+        # When a time limit (Dramatiq's async exception) is raised in another thread waiting for that lock
+        wait_until(lambda: waiter.ident is not None, timeout=10, what="the waiter")
+        raise_thread_exception(waiter.ident, Interrupted)
+        waiter.join(timeout=30)
+
+        # Then it lands while the lock is still held
+        assert not waiter.is_alive()
+        assert [type(error) for error in outcome] == [Interrupted]
+    finally:
+        runtime._lock.release()
+        waiter.join(timeout=30)
+
+
+#: A worker with two threads on a Ray it started: one message runs a long body; another thread of the process
+#: loses the connection (marked as a thread seeing a connection error marks it); the next message re-attaches.
+#: Prints what failed the long message and the short message's result.
+CONCURRENT_RECONNECT = """
+import os, sys, time
+import dramatiq
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.middleware import Middleware
+from dramatiq_ray import RayExecutionMiddleware
+
+class Record(Middleware):
+    outcomes = {}
+    def after_process_message(self, broker, message, *, result=None, exception=None):
+        self.outcomes[message.actor_name] = type(exception).__name__ if exception else repr(result)
+
+broker = StubBroker()
+broker.emit_after("process_boot")
+execution = RayExecutionMiddleware(wait_slice=0.2, ray_init_kwargs={"num_cpus": 2, "include_dashboard": False})
+broker.add_middleware(execution)
+broker.add_middleware(Record())
+
+@dramatiq.actor(broker=broker, max_retries=0)
+def slow(marker):
+    open(marker, "w").close()
+    time.sleep(600)
+
+@dramatiq.actor(broker=broker, max_retries=0)
+def quick():
+    return 42
+
+worker = dramatiq.Worker(broker, worker_threads=2, worker_timeout=100)
+worker.start()
+slow.send(sys.argv[1])
+deadline = time.monotonic() + 120
+while not os.path.exists(sys.argv[1]) and time.monotonic() < deadline:
+    time.sleep(0.05)
+execution.runtime.lost(execution.runtime.attach())  # attached: the current generation
+quick.send()
+deadline = time.monotonic() + 120
+while len(Record.outcomes) < 2 and time.monotonic() < deadline:
+    time.sleep(0.05)
+print(Record.outcomes.get("slow"), Record.outcomes.get("quick"), flush=True)
+worker.stop()
+"""
+
+
+def test_lost_connection_fails_other_threads_in_flight_messages_retryably_before_reattaching(
+    python_subprocess_env, tmp_path: Path
+) -> None:
+    env = {key: value for key, value in python_subprocess_env.items() if key != "RAY_ADDRESS"}
+    result = subprocess.run(
+        [sys.executable, "-c", CONCURRENT_RECONNECT, str(tmp_path / "started")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == ["RayUnavailableError", "42"], result.stderr[-3000:]
 
 
 IN_PROCESS_WORKER = """
@@ -389,6 +535,30 @@ def test_shared_head_stopped_like_a_fork_process_leaves_no_process_and_no_temp_d
         assert not alive(running)
         assert not processes_naming(str(directory))
         assert not directory.exists()
+    finally:
+        if fork.poll() is None:
+            fork.kill()
+            fork.wait()
+
+
+def test_shared_head_refuses_a_directory_planted_as_a_symbolic_link(shared_head_env) -> None:
+    # Given the shared head's predictable path taken first by a symbolic link to a directory of someone else's
+    env, directory = shared_head_env
+    elsewhere = directory.parent / "elsewhere"
+    elsewhere.mkdir()
+    directory.symlink_to(elsewhere)
+    fork = subprocess.Popen(
+        [sys.executable, "-c", SHARED_HEAD_AS_A_FORK], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        wait_until(lambda: fork.poll() is not None or any(elsewhere.iterdir()), timeout=180, what="the fork")
+        output = fork.communicate(timeout=120)[0].decode(errors="replace") if fork.poll() is not None else ""
+
+        # Then it starts no head there and leaves the link alone
+        assert list(elsewhere.iterdir()) == []
+        assert fork.returncode not in (None, 0)
+        assert "symbolic link" in output
+        assert directory.is_symlink()
     finally:
         if fork.poll() is None:
             fork.kill()

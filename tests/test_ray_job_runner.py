@@ -72,7 +72,9 @@ def jobs_head() -> Iterator[Any]:
         assert not leftovers, f"Ray head processes left behind: {sorted(leftovers)}"
 
 
-def make_broker(head: Any, store_dir: Path, *, store: Any = None, stuck_timeout: float = 300) -> StubBroker:
+def make_broker(
+    head: Any, store_dir: Path, *, store: Any = None, stuck_timeout: float = 300, job_address: str | None = None
+) -> StubBroker:
     broker = StubBroker()
     broker.emit_after("process_boot")
     backend = SpillingBackend(StubBackend(), store=store or FilesystemStore(store_dir))
@@ -81,7 +83,7 @@ def make_broker(head: Any, store_dir: Path, *, store: Any = None, stuck_timeout:
         RayExecutionMiddleware(
             runner="ray_job",
             address=head.address,
-            job_address=head.dashboard_url,
+            job_address=job_address or head.dashboard_url,
             job_python=sys.executable,
             runtime_env={"env_vars": {"PYTHONPATH": REPO_ROOT}},
             wait_slice=0.2,
@@ -441,3 +443,170 @@ def test_ray_job_runner_returns_bytes_spilled_raw_inside_the_job(
 
     assert message.get_result(block=True, timeout=RESULT_TIMEOUT_MS) == b"\x07" * (3 * 1024 * 1024)
     assert "codec=raw" in str(get_pointer(message))
+
+
+# --- a Jobs API that fails or hangs --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def pickle_encoder() -> Iterator[None]:
+    previous = dramatiq.get_encoder()
+    dramatiq.set_encoder(dramatiq.PickleEncoder())
+    yield
+    dramatiq.set_encoder(previous)
+
+
+def test_ray_job_runner_works_with_a_custom_encoder(
+    pickle_encoder: None, jobs_head: Any, tmp_path: Path, start_worker: Any
+) -> None:
+    # Given a worker whose Dramatiq encoder (and so the job's spec and outcome) is not JSON
+    broker = make_broker(jobs_head, tmp_path / "store")
+    add = declare(broker, ray_jobs.add)
+    start_worker(broker, threads=1)
+
+    message = add.send(2, 3)
+
+    # Then the job reads its spec and writes its outcome with that encoder
+    assert message.get_result(block=True, timeout=RESULT_TIMEOUT_MS) == 5
+
+
+def test_ray_job_runner_result_that_goes_nowhere_need_not_be_json(
+    jobs_head: Any, tmp_path: Path, start_worker: Any
+) -> None:
+    # Given an actor that returns a set, and whose result is not stored, piped or passed on
+    broker = make_broker(jobs_head, tmp_path / "store")
+    a_set = declare(broker, ray_jobs.a_set, store_results=False)
+    start_worker(broker, threads=1)
+
+    a_set.send()
+
+    # Then its message succeeds
+    broker.join(a_set.queue_name, fail_fast=True, timeout=RESULT_TIMEOUT_MS)
+
+
+class FlakyJobsAPI:
+    """An HTTP proxy in front of a real Jobs API that answers the first ``failures`` reads of a job's status with
+    503, as a dashboard that is restarting does."""
+
+    def __init__(self, upstream: str, failures: int) -> None:
+        import http.server
+        import threading
+
+        self.upstream = upstream.removeprefix("http://")
+        self.failures = failures
+        self.failed = 0
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None: ...
+
+            def forward(self) -> None:
+                import http.client
+
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                status_read = self.command == "GET" and self.path.startswith("/api/jobs/dramatiq-")
+                if status_read and "/logs" not in self.path and proxy.failed < proxy.failures:
+                    proxy.failed += 1
+                    self.send_response(503)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                upstream = http.client.HTTPConnection(proxy.upstream, timeout=60)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+                upstream.request(self.command, self.path, body=body or None, headers=headers)
+                response = upstream.getresponse()
+                data = response.read()
+                self.send_response(response.status)
+                for key, value in response.getheaders():
+                    if key.lower() not in ("transfer-encoding", "content-length", "connection"):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                upstream.close()
+
+            do_GET = do_POST = do_DELETE = forward
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.address = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_ray_job_runner_survives_a_failed_status_read_without_a_second_job(
+    jobs_head: Any, tmp_path: Path, start_worker: Any
+) -> None:
+    # Given a Jobs API whose first two status reads fail
+    proxy = FlakyJobsAPI(jobs_head.dashboard_url, failures=2)
+    try:
+        broker = make_broker(jobs_head, tmp_path / "store", job_address=proxy.address)
+        add = declare(broker, ray_jobs.add)
+        start_worker(broker, threads=1)
+
+        message = add.send(20, 22)
+
+        # Then the message still gets its job's result, from that one job
+        assert message.get_result(block=True, timeout=RESULT_TIMEOUT_MS) == 42
+        assert proxy.failed == 2
+        jobs = [
+            job
+            for job in jobs_head.jobs.list_jobs()
+            if (job.metadata or {}).get("dramatiq_message_id") == message.message_id
+        ]
+        assert [(job.submission_id, str(job.status.value)) for job in jobs] == [(submission_id(message), "SUCCEEDED")]
+    finally:
+        proxy.close()
+
+
+@pytest.fixture
+def hung_jobs_api() -> Iterator[str]:
+    """The address of a "Jobs API" that accepts connections and never answers (a hung dashboard)."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    listener.close()  # resets the connections still waiting, so nothing stays blocked on it
+
+
+def make_hung_broker(store_dir: Path, job_address: str) -> tuple[StubBroker, RayExecutionMiddleware]:
+    broker = StubBroker()
+    broker.emit_after("process_boot")
+    broker.add_middleware(Results(backend=SpillingBackend(StubBackend(), store=FilesystemStore(store_dir))))
+    middleware = RayExecutionMiddleware(runner="ray_job", job_address=job_address, wait_slice=0.2)
+    broker.add_middleware(middleware)
+    return broker, middleware
+
+
+def test_ray_job_runner_hung_jobs_api_does_not_hold_the_worker_past_its_time_limit(
+    tmp_path: Path, start_worker: Any, hung_jobs_api: str
+) -> None:
+    broker, _ = make_hung_broker(tmp_path / "store", hung_jobs_api)
+    add = declare(broker, ray_jobs.add, time_limit=2_000, store_results=True)
+    start_worker(broker, threads=1)
+
+    message = add.send(1, 2)
+
+    with pytest.raises(ResultFailure) as failure:
+        message.get_result(block=True, timeout=RESULT_TIMEOUT_MS)
+    assert failure.value.orig_exc_type == "TimeLimitExceeded"
+
+
+def test_ray_job_runner_hung_jobs_api_call_fails_retryably(
+    tmp_path: Path, start_worker: Any, hung_jobs_api: str
+) -> None:
+    broker, middleware = make_hung_broker(tmp_path / "store", hung_jobs_api)
+    middleware._runner.api_timeout = 1  # type: ignore[attr-defined]
+    add = declare(broker, ray_jobs.add, store_results=True)
+    start_worker(broker, threads=1)
+
+    message = add.send(1, 2)
+
+    with pytest.raises(ResultFailure) as failure:
+        message.get_result(block=True, timeout=RESULT_TIMEOUT_MS)
+    assert failure.value.orig_exc_type == "RayUnavailableError"

@@ -19,6 +19,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,12 @@ from .ray_compat import reload_auth_config
 from .shared_head import wait_for_shared_head
 
 logger = logging.getLogger(__name__)
+
+#: How long each wait for the connection's lock (or for other threads to leave a lost connection) blocks, in
+#: seconds: between two, a time limit or shutdown interrupt lands.
+LOCK_SLICE = 0.2
+#: How long a re-attach waits for other threads to leave the lost connection before shutting it down, in seconds.
+DRAIN_TIMEOUT = 30.0
 
 
 class RayRuntime:
@@ -48,6 +55,11 @@ class RayRuntime:
         self._owned = False
         self._stale = False
         self._generation = 0
+        # Work in flight per connection generation, and the generations this process will shut down (lost, and
+        # started by this process): their waiters leave cleanly before ray.shutdown() runs under them.
+        self._flight = threading.Condition()
+        self._in_flight: dict[int, int] = {}
+        self._closing: set[int] = set()
 
     def resolved_address(self) -> str | None:
         """The address to attach to, or ``None`` for the embedded default."""
@@ -65,31 +77,86 @@ class RayRuntime:
     def attach(self) -> int:
         """Attach this process to Ray unless it already is; return the connection's generation number.
 
+        The lock is taken in slices, so a time limit or shutdown lands in a thread waiting for another thread's
+        attach (which may wait minutes for the shared head).
+
         Raises:
           RayUnavailableError: when Ray cannot be reached.
         """
         if self.attached:
             return self._generation
-        with self._lock:
+        with self._locked():
             if self.attached:
                 return self._generation
             keep_dramatiq_signal_handling()  # before Ray is imported: Ray reads it then
             import ray
 
-            if self._pid == os.getpid() and self._stale and self._owned:
+            reattach = self._pid == os.getpid() and self._stale and self._owned
+            if reattach:
                 logger.warning("Re-attaching to Ray after a lost connection.")
+                self._drain(self._generation)
                 with contextlib.suppress(Exception):
                     ray.shutdown()
-            if ray.is_initialized() and not (self._stale and self._owned and self._pid == os.getpid()):
+            if ray.is_initialized() and not reattach:
                 # Someone else in this process (an application, a test session) owns Ray: use it, never stop it.
                 self._owned = False
             else:
                 self._init(ray)
                 self._owned = True
-            self._pid = os.getpid()
-            self._stale = False
-            self._generation += 1
-            return self._generation
+            with self._flight:
+                self._pid = os.getpid()
+                self._stale = False
+                self._generation += 1
+                return self._generation
+
+    def enter(self) -> int:
+        """Attach (see :meth:`attach`) and count one piece of work in flight on the connection; return its
+        generation, to pass to :meth:`leave` when the work is over (and to :meth:`usable` meanwhile)."""
+        while True:
+            generation = self.attach()
+            with self._flight:
+                if generation == self._generation and generation not in self._closing:
+                    self._in_flight[generation] = self._in_flight.get(generation, 0) + 1
+                    return generation
+
+    def leave(self, generation: int) -> None:
+        """The work counted by :meth:`enter` on ``generation`` is over."""
+        with self._flight:
+            left = self._in_flight.get(generation, 0) - 1
+            if left > 0:
+                self._in_flight[generation] = left
+            else:
+                self._in_flight.pop(generation, None)
+            self._flight.notify_all()
+
+    def usable(self, generation: int) -> bool:
+        """Whether work on ``generation`` may go on: not when that connection was lost and this process will shut
+        it down (its tasks die with it), so the waiter fails cleanly, and retryably, instead."""
+        return generation not in self._closing
+
+    def _drain(self, generation: int, timeout: float | None = None) -> None:
+        """Wait, in slices, until no work is in flight on ``generation`` (its waiters notice :meth:`usable` turn
+        false within a wait slice), at most ``timeout`` seconds."""
+        deadline = time.monotonic() + (DRAIN_TIMEOUT if timeout is None else timeout)
+        with self._flight:
+            while self._in_flight.get(generation, 0) > 0:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    logger.warning(
+                        "Shutting the lost Ray connection down with %d message(s) still on it.",
+                        self._in_flight[generation],
+                    )
+                    return
+                self._flight.wait(min(LOCK_SLICE, remaining))
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        while not self._lock.acquire(timeout=LOCK_SLICE):
+            pass
+        try:
+            yield
+        finally:
+            self._lock.release()
 
     def _init(self, ray: Any) -> None:
         address = self.resolved_address()
@@ -127,14 +194,18 @@ class RayRuntime:
             return True
 
     def lost(self, generation: int) -> None:
-        """Mark the connection of ``generation`` as lost: the next :meth:`attach` connects again."""
-        with self._lock:
+        """Mark the connection of ``generation`` as lost: the next :meth:`attach` connects again (after the work
+        still in flight on it has left, when this process started that Ray and so shuts it down)."""
+        with self._flight:
             if generation == self._generation and self._pid == os.getpid():
                 self._stale = True
+                if self._owned:
+                    self._closing.add(generation)
+                self._flight.notify_all()
 
     def detach(self) -> None:
         """Shut Ray down in this process, only if this process started it."""
-        with self._lock:
+        with self._locked():
             if self._owned and self._pid == os.getpid():
                 import ray
 

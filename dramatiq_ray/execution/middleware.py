@@ -22,7 +22,7 @@ from ..errors import ConfigurationError, RayOptionsError
 from ..results.access import find_spilling_backend
 from . import checks
 from .connection import RayRuntime, keep_dramatiq_signal_handling
-from .options import check_options, merge_runtime_envs
+from .options import check_message_options, check_options, merge_runtime_envs
 from .runners.ray_job import JobRunner
 from .runners.ray_task import RayTaskRunner
 from .shared_head import run_shared_head, run_shared_head_with_dashboard
@@ -159,7 +159,8 @@ class RayExecutionMiddleware(Middleware):
     # --- declaring and sending -----------------------------------------------------------------------------
 
     def before_declare_actor(self, broker: dramatiq.Broker, actor: dramatiq.Actor[Any, Any]) -> None:
-        self._check(actor.options, actor_name=actor.actor_name, where="actor options")
+        _check_ray_flag(actor.options, actor_name=actor.actor_name, where="actor options")
+        check_options(actor.options.get("ray_options"), actor_name=actor.actor_name, where="actor options")
 
     def after_declare_actor(self, broker: dramatiq.Broker, actor: dramatiq.Actor[Any, Any]) -> None:
         callpath.install(actor)
@@ -171,12 +172,17 @@ class RayExecutionMiddleware(Middleware):
         return self._owner
 
     def before_enqueue(self, broker: dramatiq.Broker, message: dramatiq.Message[Any], delay: int) -> None:
-        self._check(message.options, actor_name=message.actor_name, where="message options")
-
-    def _check(self, options: dict[str, Any], *, actor_name: str, where: str) -> None:
-        if "ray" in options and not isinstance(options["ray"], bool):
-            raise RayOptionsError(f"The ray option of actor {actor_name!r} must be True or False in {where}.")
-        check_options(options.get("ray_options"), actor_name=actor_name, where=where)
+        # Everything a message may carry is checked here, as the worker will apply it: a message Ray would refuse
+        # is refused at send instead of failing (and being retried) in the worker.
+        _check_ray_flag(message.options, actor_name=message.actor_name, where="message options")
+        if message.options.get("ray_options") is None:
+            return
+        actor = broker.actors.get(message.actor_name)
+        check_message_options(
+            message.options["ray_options"],
+            actor_name=message.actor_name,
+            actor_options=actor.options.get("ray_options") if actor is not None else None,
+        )
 
     # --- processing ----------------------------------------------------------------------------------------
 
@@ -245,6 +251,11 @@ class RayExecutionMiddleware(Middleware):
         owner = self._callpath(broker)
         if owner.drives(self):
             owner.end()
+
+
+def _check_ray_flag(options: dict[str, Any], *, actor_name: str, where: str) -> None:
+    if "ray" in options and not isinstance(options["ray"], bool):
+        raise RayOptionsError(f"The ray option of actor {actor_name!r} must be True or False in {where}.")
 
 
 def _check_settings(**settings: Any) -> None:

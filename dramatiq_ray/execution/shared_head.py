@@ -1,6 +1,10 @@
 """The one local Ray head a ``dramatiq`` CLI shares among its worker processes: a fork function of the
 middleware starts it beside the workers and publishes its address; the workers wait for it on their first
-message (the CLI starts fork processes only after every worker has booted)."""
+message (the CLI starts fork processes only after every worker has booted).
+
+The address is published in ``<temp dir>/dramatiq-ray-<CLI pid>``, a name another local user can guess and
+create first: the directory is made private (mode 0700, owned by this user, not a symbolic link) and both sides
+check that before they use it, refusing otherwise."""
 
 from __future__ import annotations
 
@@ -9,12 +13,13 @@ import logging
 import os
 import shutil
 import signal
+import stat
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, RayUnavailableError
 from .local_head import LocalHead
 
 logger = logging.getLogger(__name__)
@@ -47,8 +52,7 @@ def run_shared_head_with_dashboard() -> int:
 
 def _run(*, dashboard: bool) -> int:
     directory = shared_head_dir(os.getppid())
-    if directory.exists():
-        shutil.rmtree(directory, ignore_errors=True)
+    _make_private_dir(directory)
     head = LocalHead(temp_dir=directory / "ray", dashboard=dashboard)
     try:
         address = head.start()
@@ -68,6 +72,37 @@ def _run(*, dashboard: bool) -> int:
         except Exception:
             logger.exception("Stopping the shared Ray head failed.")
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def _make_private_dir(directory: Path) -> None:
+    """Create ``directory`` for this user alone; a stale one of ours (a CLI that had the same pid) is replaced.
+
+    Raises:
+      ConfigurationError: the path is taken by another user or is a symbolic link.
+    """
+    if os.path.lexists(directory):
+        _check_ours(directory, private=False)
+        shutil.rmtree(directory)
+    os.mkdir(directory, 0o700)
+    _check_ours(directory, private=True)
+
+
+def _check_ours(directory: Path, *, private: bool) -> None:
+    """Raise ``ConfigurationError`` unless ``directory`` is a real directory owned by this user (and, with
+    ``private``, accessible to this user only)."""
+    info = os.lstat(directory)
+    problem = None
+    if not stat.S_ISDIR(info.st_mode):
+        problem = "is not a directory (a symbolic link?)"
+    elif hasattr(os, "getuid") and info.st_uid != os.getuid():
+        problem = f"belongs to another user (uid {info.st_uid})"
+    elif private and stat.S_IMODE(info.st_mode) & 0o077:
+        problem = f"is accessible to other users (mode {stat.S_IMODE(info.st_mode):o})"
+    if problem is not None:
+        raise ConfigurationError(
+            f"The shared Ray head's directory {directory} {problem}, so dramatiq-ray does not trust it. Remove it, "
+            "set TMPDIR to a private directory, or pass address= / set RAY_ADDRESS to attach to a Ray cluster."
+        )
 
 
 def _publish(path: Path, value: str) -> None:
@@ -91,18 +126,24 @@ def wait_for_shared_head(cli_pid: int, timeout: float = SHARED_HEAD_TIMEOUT) -> 
     """Wait for the shared head of this CLI to publish its address, and return it.
 
     Raises:
-      ConfigurationError: when no shared head appears (the middleware was not on the broker when the CLI
-        collected fork functions, or the head failed to start).
+      RayUnavailableError: no shared head appeared within ``timeout`` seconds (it may still be starting on a
+        busy machine, so the message is retried).
+      ConfigurationError: its directory is not private to this user (see the module's docstring).
     """
-    path = shared_head_dir(cli_pid) / "address"
+    directory = shared_head_dir(cli_pid)
+    path = directory / "address"
     deadline = time.monotonic() + timeout
     while not path.exists():
         if time.monotonic() > deadline:
-            raise ConfigurationError(
-                f"No shared Ray head appeared at {path} within {timeout:.0f} s. Pass address= to "
+            raise RayUnavailableError(
+                f"No shared Ray head appeared at {path} within {timeout:.0f} s; the message is retried. If this "
+                "persists, check the worker's log for the head's output, or pass address= to "
                 "RayExecutionMiddleware or set RAY_ADDRESS to attach to a running Ray cluster."
             )
+        if os.path.lexists(directory):
+            _check_ours(directory, private=True)
         time.sleep(0.2)
+    _check_ours(directory, private=True)
     return path.read_text().strip()
 
 
@@ -110,7 +151,8 @@ def shared_head_dashboard(cli_pid: int, timeout: float = SHARED_HEAD_TIMEOUT) ->
     """Wait for the shared head of this CLI, and return its dashboard's (Ray Jobs API's) address.
 
     Raises:
-      ConfigurationError: no shared head appeared, or it runs no dashboard.
+      RayUnavailableError: no shared head appeared within ``timeout`` seconds.
+      ConfigurationError: it runs no dashboard, or its directory is not private to this user.
     """
     wait_for_shared_head(cli_pid, timeout)
     path = shared_head_dir(cli_pid) / "dashboard"

@@ -33,3 +33,8 @@ def repeat(text: str, times: int) -> str:
 
 def raw_bytes(size: int) -> bytes:
     return b"\x07" * size
+
+
+def a_set() -> set[int]:
+    """A result no JSON encoder takes."""
+    return {1, 2}

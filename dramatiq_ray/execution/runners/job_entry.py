@@ -6,6 +6,11 @@ environment variable, imports the actor's function by module path, runs it with 
 writes the outcome to ``<job-dir>/outcome.json``: ``{"ok": true, "result": ...}`` or ``{"ok": false, "type":
 "module.Name", "args": [...], "message": ..., "traceback": ...}``. A body that raises still exits 0 (its failure
 is in the outcome); a non-zero exit means the entrypoint itself could not run (the job's logs say why).
+
+The spec and the outcome are encoded with the submitting worker's Dramatiq encoder, and results with its result
+backend's, both carried in ``DRAMATIQ_RAY_JOB_ENCODERS`` (Dramatiq's JSON encoder when it is absent), so a
+custom encoder works on both sides. A result that goes nowhere (not stored, not piped, no ``on_success``) and
+that the encoder cannot encode is left out of the outcome: nothing would read it.
 """
 
 from __future__ import annotations
@@ -19,13 +24,40 @@ import traceback
 from typing import Any
 
 import dramatiq
+from dramatiq.encoder import Encoder
 
 from ...callpath.body import Target, run_body
+from ...errors import ConfigurationError
 from ...payloads.plan import SpillPlan
 from ...payloads.stores.base import BlobStore
 
 #: The environment variable carrying the (pickled, base64) blob store of the job.
 STORE_ENV = "DRAMATIQ_RAY_JOB_STORE"
+#: The environment variable carrying the (pickled, base64) encoders of the job: the broker's (spec, outcome) and
+#: the result backend's (the spill plan's).
+ENCODERS_ENV = "DRAMATIQ_RAY_JOB_ENCODERS"
+
+
+def encode_encoders(messages: Encoder, results: Encoder) -> str:
+    """The value of :data:`ENCODERS_ENV` for these encoders.
+
+    Raises:
+      ConfigurationError: an encoder cannot be pickled, so a job cannot use it.
+    """
+    try:
+        return base64.b64encode(pickle.dumps((messages, results))).decode()
+    except Exception as error:
+        raise ConfigurationError(
+            f"The ray_job runner hands the Dramatiq and result encoders to each job, and they cannot be pickled "
+            f"({type(error).__name__}: {error}): make the encoder classes picklable, or use runner='ray_core'."
+        ) from None
+
+
+def decode_encoders(value: str | None) -> tuple[Encoder, Encoder]:
+    if not value:
+        return dramatiq.JSONEncoder(), dramatiq.JSONEncoder()
+    messages, results = pickle.loads(base64.b64decode(value))
+    return messages, results
 
 
 def encode_store(store: BlobStore) -> str:
@@ -40,15 +72,24 @@ def decode_store(value: str) -> BlobStore:
     return store
 
 
-def run(spec: dict[str, Any], store: BlobStore | None = None) -> dict[str, Any]:
+def run(
+    spec: dict[str, Any],
+    store: BlobStore | None = None,
+    encoders: tuple[Encoder, Encoder] | None = None,
+) -> dict[str, Any]:
     """Run the body a spec describes (reading piped inputs from ``store`` and spilling an oversized result to it);
-    return its outcome document."""
-    encoder = dramatiq.get_encoder()
+    return its outcome document, which ``encoders[0]`` (the broker's) can encode.
+
+    Parameters:
+      encoders: the broker's encoder (for the outcome) and the result backend's (for the spill plan); ``None``:
+        Dramatiq's JSON encoder for both.
+    """
+    encoder, results_encoder = encoders or decode_encoders(None)
     message: dramatiq.Message[Any] = dramatiq.Message(**spec["message"])
     plan = (
         SpillPlan(
             store,
-            encoder,
+            results_encoder,
             spec.get("max_inline_bytes"),
             allow_pickle=bool(spec.get("allow_pickle")),
             compression=spec.get("compression"),
@@ -61,6 +102,13 @@ def run(spec: dict[str, Any], store: BlobStore | None = None) -> dict[str, Any]:
         fn = Target(spec["actor"], module=spec["module"], qualname=spec["qualname"]).resolve()
         result = run_body(fn, tuple(spec["args"]), dict(spec["kwargs"]), message, plan)
         outcome = {"ok": True, "result": result}
+        if spec.get("max_inline_bytes") is None and result is not None:
+            # The result goes nowhere: it need not survive the trip back, so one the encoder refuses is dropped.
+            try:
+                encoder.encode(outcome)
+            except Exception:
+                print(f"The result ({type(result).__name__}) is not sent back: nothing reads it.", flush=True)
+                return {"ok": True, "result": None}
         encoder.encode(outcome)
         return outcome
     except Exception as error:
@@ -88,11 +136,11 @@ def main(argv: list[str]) -> int:
     if raw is None:
         print(f"No job spec at {job_dir}/spec.json in {store.describe()}.", file=sys.stderr)
         return 1
-    encoder = dramatiq.get_encoder()
-    spec = encoder.decode(raw)
+    encoders = decode_encoders(os.environ.get(ENCODERS_ENV))
+    spec = encoders[0].decode(raw)
     print(f"Running actor {spec['actor']!r} for message {spec['message']['message_id']}.", flush=True)
-    outcome = run(spec, store)
-    store.put_named(f"{job_dir}/outcome.json", encoder.encode(outcome))
+    outcome = run(spec, store, encoders)
+    store.put_named(f"{job_dir}/outcome.json", encoders[0].encode(outcome))
     print("Actor finished." if outcome["ok"] else f"Actor raised {outcome['type']}.", flush=True)
     return 0
 

@@ -45,8 +45,8 @@ from ...payloads.marker import (
 )
 from ...payloads.stores.base import BlobStore
 from ..connection import RayRuntime
-from ..options import check_options, merge_runtime_envs
-from .job_entry import STORE_ENV, encode_store
+from ..options import check_message_options, check_options, merge_runtime_envs
+from .job_entry import ENCODERS_ENV, STORE_ENV, encode_encoders, encode_store
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +54,11 @@ logger = logging.getLogger(__name__)
 DEFAULT_DASHBOARD_PORT = 8265
 #: How many characters of a failed job's logs go into the error.
 LOG_TAIL = 2000
+#: The longest one Jobs API call may take, in seconds, before it counts as failed (the dashboard is hung).
+JOBS_API_TIMEOUT = 30.0
+#: How long a job's status may fail to be read, in seconds, before the worker gives up on the job (the Jobs API
+#: is down, not just restarting).
+STATUS_GRACE = 120.0
 
 
 def submission_id(message: dramatiq.Message[Any] | MessageProxy) -> str:
@@ -84,6 +89,11 @@ class JobRunner:
         own interpreter (``sys.executable``) when the Jobs API is on this host, else ``python``.
       stuck_timeout: seconds without progress after which a job is stopped and failed (retryably).
       wait_slice: seconds between two looks at the job.
+      api_timeout: seconds one Jobs API call may take before it fails with ``RayUnavailableError``.
+      status_grace: seconds during which failures to read a job's status are retried before the worker gives up.
+
+    Every Jobs API call runs in a helper thread that the worker thread waits for in slices, so a hung dashboard
+    holds no worker thread past ``api_timeout`` and a time limit or shutdown still lands.
     """
 
     def __init__(
@@ -95,6 +105,8 @@ class JobRunner:
         python: str | None,
         stuck_timeout: float,
         wait_slice: float,
+        api_timeout: float = JOBS_API_TIMEOUT,
+        status_grace: float = STATUS_GRACE,
     ) -> None:
         self.runtime_env = runtime_env
         self.job_address = job_address
@@ -102,6 +114,8 @@ class JobRunner:
         self.python = python
         self.stuck_timeout = stuck_timeout
         self.wait_slice = wait_slice
+        self.api_timeout = api_timeout
+        self.status_grace = status_grace
         self._client: tuple[int, Any] | None = None
         self._lock = threading.Lock()
 
@@ -156,21 +170,55 @@ class JobRunner:
             ) from None
 
     def client(self) -> Any:
+        # Not under the lock while connecting: a hung dashboard would hold every other thread at the lock.
+        cached = self._client
+        if cached is not None and cached[0] == os.getpid():
+            return cached[1]
+        from ray.job_submission import JobSubmissionClient
+
+        from ..connection import prepare_auth
+
+        address = self.address()
         with self._lock:
-            if self._client is not None and self._client[0] == os.getpid():
-                return self._client[1]
-            from ray.job_submission import JobSubmissionClient
-
-            from ..connection import prepare_auth
-
-            address = self.address()
             prepare_auth(self.runtime.resolved_address() or address)
-            try:
-                client = JobSubmissionClient(address)
-            except (ConnectionError, RuntimeError, OSError) as error:
-                raise RayUnavailableError(f"Could not reach the Ray Jobs API at {address}: {error}") from error
+        try:
+            client = self._api("connecting", JobSubmissionClient, address)
+        except (ConnectionError, RuntimeError, OSError) as error:
+            raise RayUnavailableError(f"Could not reach the Ray Jobs API at {address}: {error}") from error
+        with self._lock:
             self._client = (os.getpid(), client)
-            return client
+        return client
+
+    def _api(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Call ``fn`` (one Jobs API call) in a helper thread and wait for it in slices, at most ``api_timeout``
+        seconds.
+
+        Raises:
+          RayUnavailableError: the call did not return in time (the helper thread is left to finish on its own).
+          Exception: whatever the call raised.
+        """
+        outcome: dict[str, Any] = {}
+        done = threading.Event()
+
+        def call() -> None:
+            try:
+                outcome["value"] = fn(*args, **kwargs)
+            except BaseException as error:
+                outcome["error"] = error
+            finally:
+                done.set()
+
+        threading.Thread(target=call, name="dramatiq-ray-jobs-api", daemon=True).start()
+        deadline = time.monotonic() + self.api_timeout
+        while not done.wait(max(0.0, min(self.wait_slice, deadline - time.monotonic()))):
+            if time.monotonic() >= deadline:
+                raise RayUnavailableError(
+                    f"The Ray Jobs API did not answer ({what}) within {self.api_timeout:g} s; the message is retried. "
+                    "Check that the Ray head's dashboard is healthy."
+                )
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["value"]
 
     # --- one message ---------------------------------------------------------------------------------------
 
@@ -204,9 +252,7 @@ class JobRunner:
             check_options(actor.options.get("ray_options"), actor_name=actor.actor_name, where="actor").get(
                 "runtime_env"
             ),
-            check_options(message.options.get("ray_options"), actor_name=actor.actor_name, where="message options").get(
-                "runtime_env"
-            ),
+            check_message_options(message.options.get("ray_options"), actor_name=actor.actor_name).get("runtime_env"),
         )
         sid = submission_id(message)
         job_dir = f"jobs/{sid}"
@@ -226,9 +272,15 @@ class JobRunner:
             "message": message._message.asdict(),
         }
         store.put_named(f"{job_dir}/spec.json", encoder.encode(spec))
-        env = {**runtime_env, "env_vars": {**runtime_env.get("env_vars", {}), STORE_ENV: encode_store(store)}}
+        # The job reads the spec and writes the outcome with this worker's own encoders, which it cannot know
+        # otherwise (its process has Dramatiq's default).
+        encoders = encode_encoders(encoder, call.plan.encoder if call.plan is not None else encoder)
+        env_vars = {**runtime_env.get("env_vars", {}), STORE_ENV: encode_store(store), ENCODERS_ENV: encoders}
+        env = {**runtime_env, "env_vars": env_vars}
         try:
-            client.submit_job(
+            self._api(
+                f"submitting job {sid}",
+                client.submit_job,
                 entrypoint=f"{self.entrypoint_python()} -m dramatiq_ray.execution.runners.job_entry {job_dir}",
                 submission_id=sid,
                 runtime_env=env,
@@ -251,6 +303,10 @@ class JobRunner:
                 self.address(),
                 sid,
             )
+        except RayUnavailableError:
+            # The submission may have reached the dashboard: the retry's job (a new attempt) must not run beside it.
+            self.stop(client, sid, actor.actor_name)
+            raise
         except (ConnectionError, OSError) as error:
             raise RayUnavailableError(f"Could not submit job {sid} to the Ray Jobs API: {error}") from error
         try:
@@ -261,13 +317,46 @@ class JobRunner:
             raise
         return self._collect(client, store, sid, job_dir, status, actor.actor_name)
 
+    def _status(self, client: Any, sid: str, actor_name: str, failing_since: list[float]) -> str | None:
+        """The job's status, or ``None`` when it could not be read this time (a dashboard restarting, a dropped
+        connection): the job keeps running and the next look tries again, for up to ``status_grace`` seconds.
+
+        Raises:
+          RayUnavailableError: the status could not be read for ``status_grace`` seconds.
+        """
+        try:
+            status = str(self._api(f"reading the status of job {sid}", client.get_job_status, sid).value)
+        except Exception as error:
+            now = time.monotonic()
+            if not failing_since:
+                failing_since.append(now)
+            if now - failing_since[0] > self.status_grace:
+                raise RayUnavailableError(
+                    f"The status of Ray job {sid} of actor {actor_name!r} could not be read for "
+                    f"{self.status_grace:g} s ({type(error).__name__}: {error}); the message is retried."
+                ) from error
+            logger.warning(
+                "Could not read the status of Ray job %s of actor %r (%s: %s); trying again.",
+                sid,
+                actor_name,
+                type(error).__name__,
+                error,
+            )
+            return None
+        failing_since.clear()
+        return status
+
     def _wait(self, client: Any, sid: str, actor_name: str) -> str:
         last_status, last_log_size = "", -1
         progress_at = time.monotonic()
         logs_checked = 0.0
         log_every = max(self.wait_slice, self.stuck_timeout / 10)
+        failing_since: list[float] = []
         while True:
-            status = str(client.get_job_status(sid).value)
+            status = self._status(client, sid, actor_name, failing_since)
+            if status is None:
+                time.sleep(self.wait_slice)
+                continue
             if status in ("SUCCEEDED", "FAILED", "STOPPED"):
                 return status
             now = time.monotonic()
@@ -277,7 +366,7 @@ class JobRunner:
             elif now - logs_checked >= log_every:
                 logs_checked = now
                 with contextlib.suppress(Exception):
-                    size = len(client.get_job_logs(sid))
+                    size = len(self._api(f"reading the logs of job {sid}", client.get_job_logs, sid))
                     if size != last_log_size:
                         last_log_size, progress_at = size, now
             if now - progress_at > self.stuck_timeout:
@@ -291,7 +380,7 @@ class JobRunner:
     def stop(self, client: Any, sid: str, actor_name: str) -> None:
         logger.info("Stopping Ray job %s of actor %r.", sid, actor_name)
         try:
-            client.stop_job(sid)
+            self._api(f"stopping job {sid}", client.stop_job, sid)
         except Exception as error:
             logger.warning("Could not stop Ray job %s of actor %r: %s", sid, actor_name, error)
 
@@ -312,7 +401,7 @@ class JobRunner:
                 raise RayTaskCancelledError(f"Ray job {sid} of actor {actor_name!r} was stopped.")
             logs = ""
             with contextlib.suppress(Exception):
-                logs = client.get_job_logs(sid)[-LOG_TAIL:]
+                logs = self._api(f"reading the logs of job {sid}", client.get_job_logs, sid)[-LOG_TAIL:]
             raise RaySystemError(
                 f"Ray job {sid} of actor {actor_name!r} ended {status} without an outcome. Last log lines:\n{logs}"
             )

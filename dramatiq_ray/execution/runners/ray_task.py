@@ -18,7 +18,7 @@ from ...callpath.body import entry_for, target_for
 from ...callpath.wrapper import Call
 from ...errors import ConfigurationError, RayOptionsError, RaySystemError, RayUnavailableError
 from ..connection import RayRuntime
-from ..options import check_options, merge_runtime_envs
+from ..options import check_message_options, check_options, merge_runtime_envs
 from ..outcome import translate
 
 __all__ = ["RayTaskRunner"]
@@ -51,7 +51,7 @@ class RayTaskRunner:
         self.runtime_env = runtime_env
         self.wait_slice = wait_slice
         self._slots = threading.BoundedSemaphore(max_in_flight) if max_in_flight else None
-        self._remotes: dict[str, tuple[int, Any, dict[str, Any]]] = {}
+        self._remotes: dict[str, tuple[int, Any, dict[str, Any], dict[str, Any]]] = {}
         self._lock = threading.Lock()
 
     def run(self, call: Call) -> Any:
@@ -68,8 +68,14 @@ class RayTaskRunner:
                 self._slots.release()
 
     def _submit_and_wait(self, call: Call) -> Any:
+        generation = self.runtime.enter()  # first: it prepares the environment Ray reads when imported
+        try:
+            return self._on(generation, call)
+        finally:
+            self.runtime.leave(generation)
+
+    def _on(self, generation: int, call: Call) -> Any:
         actor_name = call.actor.actor_name
-        generation = self.runtime.attach()  # first: it prepares the environment Ray reads when imported
         import ray
         from ray import exceptions as rx
 
@@ -83,11 +89,20 @@ class RayTaskRunner:
             self.runtime.lost(generation)
             raise RayUnavailableError(f"Could not submit actor {actor_name!r} to Ray: {error}") from error
         except Exception as error:
-            if "pickle" in str(error).lower() or "serializ" in str(error).lower():
+            if not _pickles(entry_for(target_for(call.actor))):
+                # The one submit failure that is configuration: a by-value function that cannot pickle fails the
+                # same way every time.
                 raise ConfigurationError(
                     f"Actor {actor_name!r} cannot be sent to Ray: {error}. Define it at module level in an "
                     "importable module (not __main__ or inside a function) so Ray workers import it, or set "
                     "ray=False on the actor."
+                ) from error
+            if "pickle" in str(error).lower() or "serializ" in str(error).lower():
+                # The arguments or the spill plan did not serialize this time: retryable, as whatever made them
+                # fail (a store client, a lazy value) may recover.
+                raise RaySystemError(
+                    f"Ray could not serialize the call of actor {actor_name!r} ({type(error).__name__}); the "
+                    "message is retried. If it fails every time, make the actor's arguments picklable."
                 ) from error
             if isinstance(error, ValueError | TypeError):
                 why = f"Ray refused to run actor {actor_name!r} with its ray_options: {error}"
@@ -101,7 +116,13 @@ class RayTaskRunner:
                 try:
                     return ray.get(ref, timeout=self.wait_slice)
                 except rx.GetTimeoutError:
-                    continue
+                    if not self.runtime.usable(generation):
+                        # Another thread lost the connection and this process is about to shut it down: the task
+                        # dies with it, so the message fails now, retryably, rather than under ray.shutdown().
+                        self.cancel(ref, actor_name)
+                        raise RayUnavailableError(
+                            f"The connection to Ray was lost while actor {actor_name!r} ran; the message is retried."
+                        ) from None
         except Exception as error:
             if isinstance(error, ConnectionError | rx.RaySystemError | rx.LocalRayletDiedError) or (
                 isinstance(error, rx.NodeDiedError) and self.runtime.names_local_node(str(error))
@@ -149,7 +170,7 @@ class RayTaskRunner:
                 remote = ray.remote(**options)(entry_for(target_for(actor)))
             except (ValueError, TypeError) as error:
                 raise RayOptionsError(f"Ray refused the ray_options of actor {actor.actor_name!r}: {error}") from None
-            self._remotes[actor.actor_name] = (generation, remote, options.get("runtime_env") or {})
+            self._remotes[actor.actor_name] = (generation, remote, options.get("runtime_env") or {}, options)
             return remote
 
     def base_options(self, actor: dramatiq.Actor[Any, Any]) -> dict[str, Any]:
@@ -166,10 +187,21 @@ class RayTaskRunner:
         return options
 
     def _with_message_options(self, actor_name: str, remote: Any, raw: Any) -> Any:
-        options = check_options(raw, actor_name=actor_name, where="message options")
+        options = check_message_options(raw, actor_name=actor_name, actor_options=self._remotes[actor_name][3])
         if "runtime_env" in options:
             options["runtime_env"] = merge_runtime_envs(self._remotes[actor_name][2], options["runtime_env"])
         try:
             return remote.options(**options)
         except (ValueError, TypeError) as error:
             raise RayOptionsError(f"Ray refused the message ray_options of actor {actor_name!r}: {error}") from None
+
+
+def _pickles(fn: Any) -> bool:
+    """Whether Ray can ship ``fn`` (the remote function's body, with its target) to its workers."""
+    from ray import cloudpickle
+
+    try:
+        cloudpickle.dumps(fn)  # type: ignore[no-untyped-call]
+    except Exception:
+        return False
+    return True
