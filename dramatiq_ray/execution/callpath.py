@@ -5,13 +5,17 @@
     message -> the wrapper (options looked up once: message -> actor -> middleware default)
             -> runner.run(call)             local | ray_task | ray_job
             -> where the body runs: read piped inputs -> body -> SpillPlan -> value or marker
-            -> Results -> SpillingBackend stores the value or the marker's pointer
+            -> Results -> SpillingBackend stores the value or the marker's pointer, still inside the call
 
 Whichever of dramatiq-ray's middleware is on the broker (``RayExecutionMiddleware``, ``Results``, or both, in
 any order) installs the same wrapper once per actor and marks the message a worker thread is about to run. The
 wrapper claims that mark on entry, so a direct call (``add(1, 2)``, from a test or inside another actor) stays a
 plain local call. The wrapper asks the broker's ``RayExecutionMiddleware`` for a runner and its Results for a
 spill plan; it never changes what Dramatiq does around the call.
+
+The outcome is stored before the wrapper returns, so before any after-hook (Pipelines, Callbacks, Webhooks)
+sees the message succeed: when it cannot be stored, the call raises ``ResultBackendError`` and the attempt fails
+like any other, so nothing downstream is sent for it and the retry policy runs it again.
 """
 
 from __future__ import annotations
@@ -91,7 +95,9 @@ def install(actor: dramatiq.Actor[Any, Any]) -> None:
         _pending.set(None)
         broker, message = pending
         call = Call(actor, message, args, kwargs, original, spill_plan(broker, actor, message))
-        return runner_for(broker, actor, message).run(call)
+        outcome = runner_for(broker, actor, message).run(call)
+        store_outcome(broker, message, outcome)
+        return outcome
 
     setattr(run, WRAPPED_ATTR, original)
     actor.fn = run
@@ -116,6 +122,19 @@ def runner_for(broker: dramatiq.Broker, actor: dramatiq.Actor[Any, Any], message
     )
     runner = execution.runner_for(actor, message) if execution is not None else None
     return runner or LOCAL
+
+
+def store_outcome(broker: dramatiq.Broker, message: MessageProxy, outcome: Any) -> None:
+    """Have the broker's ``dramatiq_ray.Results`` store ``outcome`` now, when it stores this message's result.
+
+    Raises:
+      ResultBackendError: the outcome could not be stored.
+    """
+    from ..results.middleware import Results
+
+    results = next((m for m in broker.middleware if isinstance(m, DramatiqResults)), None)
+    if isinstance(results, Results):
+        results.store_from_call(broker, message, outcome)
 
 
 def spill_plan(broker: dramatiq.Broker, actor: dramatiq.Actor[Any, Any], message: MessageProxy) -> SpillPlan | None:

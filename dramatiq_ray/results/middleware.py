@@ -16,7 +16,7 @@ from dramatiq.results import Results as DramatiqResults
 from dramatiq.results.backend import Missing
 
 from .._lookup import lookup_option
-from ..errors import ConfigurationError, StoreUnavailableError
+from ..errors import ConfigurationError, ResultBackendError, StoreUnavailableError
 from . import arguments
 from .arguments import MAX_INLINE_ARG_BYTES_OPTION, ArgumentPlan, check_arg_threshold, held_pointers
 from .backend import SpillingBackend
@@ -28,7 +28,7 @@ from .plan import (
     check_codec_options,
     check_threshold,
 )
-from .sql.lifecycle import record_event, retry_unstored
+from .sql.lifecycle import record_event
 from .stores.base import BlobStore
 
 __all__ = ["Results"]
@@ -129,6 +129,9 @@ class Results(DramatiqResults):
         # Messages this process is running that Retries (or anything) put back on the queue, by id() of their
         # proxy until they are acked: not done yet. (A MessageProxy compares by value, so it is not hashable.)
         self._requeued: set[int] = set()
+        self._lock = threading.Lock()
+        # Messages whose outcome the call path stored, by message id, until their after_process_message.
+        self._stored: set[str] = set()
 
     @property
     def actor_options(self) -> set[str]:
@@ -249,14 +252,48 @@ class Results(DramatiqResults):
         from ..execution import callpath
 
         callpath.end()
+        with self._lock:
+            stored = message.message_id in self._stored
+            self._stored.discard(message.message_id)
+        if stored or exception is not None:
+            return
         store_results, result_ttl = self._lookup_options(broker, message)  # type: ignore[no-untyped-call]
-        if store_results and exception is None:
-            # The call path already applied the spill plan where the body ran: store its outcome as it is.
+        if store_results:
+            # The body did not run through the call path (the message failed before it, or the actor's function
+            # was replaced): store what Dramatiq hands over, as Dramatiq's Results does.
             try:
                 self.backend.store_outcome(message, result, result_ttl)
             except Exception as error:
-                # Not stored (the result backend is down): run it again rather than acknowledge it as done.
-                retry_unstored(broker, message, error)
+                logger.error(
+                    "The result of message %s of %r could not be stored (%s: %s): it is lost.",
+                    message.message_id,
+                    message.actor_name,
+                    type(error).__name__,
+                    error,
+                )
+
+    def store_from_call(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy, outcome: Any) -> None:
+        """Store the outcome of ``message``'s body (a value, or the marker of a spilled one) before the call
+        returns, so before Pipelines, Callbacks or Webhooks see the message succeed.
+
+        Raises:
+          ResultBackendError: the outcome could not be stored; the attempt fails with it, nothing downstream is
+            sent for it, and the retry policy runs the message again.
+        """
+        store_results, result_ttl = self._lookup_options(broker, message)  # type: ignore[no-untyped-call]
+        if not store_results:
+            return
+        try:
+            self.backend.store_outcome(message, outcome, result_ttl)
+        except Exception as error:
+            raise ResultBackendError(
+                f"The outcome of message {message.message_id} of {message.actor_name!r} could not be stored in "
+                f"{type(self.backend.backend).__name__} ({type(error).__name__}: {error}): this attempt fails, "
+                "nothing downstream (pipeline, on_success, webhook) is sent for it, and the retry policy runs it "
+                "again. Check that the result backend is reachable."
+            ) from error
+        with self._lock:
+            self._stored.add(message.message_id)
 
     def after_skip_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         from ..execution import callpath

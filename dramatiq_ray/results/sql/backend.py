@@ -81,7 +81,8 @@ class SQLBackend(ResultBackend):
       record_events: Record enqueued/running/skipped (forwarded by ``dramatiq_ray.Results``). ``False``
         records outcomes only: one write per message instead of three.
       store_timeout: How long storing an outcome retries while the database is unreachable, in milliseconds,
-        before ``ResultBackendError`` (``dramatiq_ray.Results`` then runs the message again).
+        before ``ResultBackendError`` (with ``dramatiq_ray.Results`` the attempt then fails, and the
+        retry policy runs the message again).
       poll_cap: SQLite: the longest pause between two reads of a blocking ``get_result``, in milliseconds.
       migrate: Migrate an older schema at start (default). ``False`` raises ``SchemaVersionError`` instead.
       engine_options: Passed to ``sqlalchemy.create_engine`` (``pool_size``, ``max_overflow``, ``echo``...).
