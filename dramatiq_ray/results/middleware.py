@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from contextvars import ContextVar
 from typing import Any
 
 import dramatiq
@@ -126,10 +125,12 @@ class Results(DramatiqResults):
         if self.max_inline_arg_bytes is not None:
             self._argument_store()  # refuse a store that keeps nothing now, not at the first send
         self._offloading = self.max_inline_arg_bytes is not None
-        # Messages this process is running that Retries (or anything) put back on the queue, by id() of their
-        # proxy until they are acked: not done yet. (A MessageProxy compares by value, so it is not hashable.)
-        self._requeued: set[int] = set()
         self._lock = threading.Lock()
+        # By message id, under the lock: the messages this process is running (how many times at once: a
+        # redelivered duplicate may run beside the original), and those of them that Retries (or anything, from
+        # any thread) put back on the queue, which are not done when they are acked.
+        self._running: dict[str, int] = {}
+        self._requeued: set[str] = set()
         # Messages whose outcome the call path stored, by message id, until their after_process_message.
         self._stored: set[str] = set()
 
@@ -147,9 +148,9 @@ class Results(DramatiqResults):
     def before_enqueue(self, broker: dramatiq.Broker, message: dramatiq.Message[Any], delay: int) -> None:
         _check_option(message.options, f"The message option of {message.actor_name!r}:")
         record_event(self, broker, message, "enqueued")  # SQLBackend: lifecycle events (results/sql/lifecycle.py)
-        running = _running.get()
-        if running is not None and running.message_id == message.message_id:
-            self._requeued.add(id(running))  # a retry: its argument blobs stay
+        with self._lock:
+            if message.message_id in self._running:
+                self._requeued.add(message.message_id)  # a retry: its argument blobs stay
         if self._offloading or message.options.get(MAX_INLINE_ARG_BYTES_OPTION) is not None:
             arguments.offer(message.message_id, functools.partial(self._offload, broker))
 
@@ -203,15 +204,24 @@ class Results(DramatiqResults):
         # message leaving its delay queue for the real one (the worker acks that hop).
         if message.queue_name != q_name(message.queue_name):
             return
-        if id(message) in self._requeued:
-            self._requeued.discard(id(message))
-        else:
+        if not self._finished(message.message_id):
             self._release(message)
 
     def after_nack(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         super().after_nack(broker, message)  # type: ignore[no-untyped-call]
-        self._requeued.discard(id(message))
+        self._finished(message.message_id)
         self._release(message)  # failed for good (after its last retry)
+
+    def _finished(self, message_id: str) -> bool:
+        """Forget that ``message_id`` runs here; return whether it was put back on the queue meanwhile."""
+        with self._lock:
+            count = self._running.pop(message_id, 0) - 1
+            if count > 0:
+                self._running[message_id] = count
+            requeued = message_id in self._requeued
+            if count <= 0:
+                self._requeued.discard(message_id)
+            return requeued
 
     def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         _stand_beside(broker, self)
@@ -237,7 +247,8 @@ class Results(DramatiqResults):
     def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         from ..execution import callpath
 
-        _running.set(message)
+        with self._lock:
+            self._running[message.message_id] = self._running.get(message.message_id, 0) + 1
         record_event(self, broker, message, "running")
         callpath.begin(broker, message)
 
@@ -301,11 +312,6 @@ class Results(DramatiqResults):
         callpath.end()
         record_event(self, broker, message, "skipped")
         super().after_skip_message(broker, message)  # type: ignore[no-untyped-call]
-
-
-# The message this worker thread runs or last ran, so that before_enqueue recognises a requeue of it (Retries
-# requeues in after_process_message, which runs after ours, so it is only replaced by the next message).
-_running: ContextVar[dramatiq.MessageProxy | None] = ContextVar("dramatiq_ray_running", default=None)
 
 
 def _check_option(options: dict[str, Any], where: str) -> None:
