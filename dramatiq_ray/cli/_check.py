@@ -10,7 +10,7 @@ from typing import IO, Any
 
 import dramatiq
 
-from ._common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, FROM_RESULTS, Sources, load_broker
+from ._common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, FROM_RESULTS, FROM_SETTINGS, Sources, load_broker
 
 #: The logger that reports a failed attach; the ray row reports it already.
 _ATTACH_LOGGER = "dramatiq_ray.execution.connection"
@@ -73,18 +73,44 @@ def _check_broker(broker: dramatiq.Broker) -> str:
 
 
 def _check_backend(sources: Sources, row: _Row) -> str:
-    from dramatiq.results import ResultMissing
-
     if sources.broker is None:
-        raise _Skipped("no --broker given (the result backend is configured on the broker)")
+        return _check_settings_backend(sources, row)
     backend, _ = sources.result_backend()
     row.subject = f"{type(getattr(backend, 'backend', backend)).__name__} ({FROM_RESULTS})"
+    _read_probe(backend)
+    return "answered"
+
+
+def _check_settings_backend(sources: Sources, row: _Row) -> str:
+    """Without ``--broker``: the result backend ``RESULT_BACKEND`` and ``RESULT_BACKEND_URL`` describe."""
+    from .._install import build_result_backend
+
+    settings = sources.settings()
+    if settings.result_backend is None:
+        raise _Skipped("no --broker given and RESULT_BACKEND is not set (the result backend is configured on the broker)")
+    if settings.result_backend == "redis" and not settings.result_backend_url:
+        raise _Skipped("no --broker given: RESULT_BACKEND='redis' without RESULT_BACKEND_URL uses the broker's Redis")
+    backend = build_result_backend(settings)
+    assert backend is not None
+    row.subject = f"{type(backend).__name__} ({FROM_SETTINGS})"
+    try:
+        _read_probe(backend)
+    finally:
+        close = getattr(backend, "close", None)
+        if callable(close):
+            close()
+    return "answered"
+
+
+def _read_probe(backend: Any) -> None:
+    """Read the result of a message that was never sent: a backend that answers raises ``ResultMissing``."""
+    from dramatiq.results import ResultMissing
+
     probe: dramatiq.Message[Any] = dramatiq.Message(
         queue_name="dramatiq-ray-check", actor_name="dramatiq_ray_check", args=(), kwargs={}, options={}
     )
     with contextlib.suppress(ResultMissing):
         backend.get_result(probe, block=False)
-    return "answered"
 
 
 def _check_store(sources: Sources, row: _Row) -> str:

@@ -23,8 +23,10 @@ class CuttableProxy:
         self._closed = False
         self._listener = socket.create_server(("127.0.0.1", self.port))
         self._thread = threading.Thread(target=self._accept, name="cuttable-proxy", daemon=True)
-        self._thread.start()
         self.cuts = 0
+        #: Connections refused while cut.
+        self.refused = 0
+        self._thread.start()
 
     def _accept(self) -> None:
         while not self._closed:
@@ -36,6 +38,8 @@ class CuttableProxy:
                 down = self._down
             if down:
                 client.close()
+                with self._lock:
+                    self.refused += 1
                 continue
             try:
                 server = socket.create_connection(self.target, timeout=5)

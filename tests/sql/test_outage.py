@@ -11,10 +11,10 @@ import dramatiq
 import pytest
 from sqlalchemy import make_url
 
-from dramatiq_ray import Results, SQLBackend
-from tests._services import wait_until
+from dramatiq_ray import ResultBackendError, Results, SQLBackend
+from tests._services import free_port, wait_until
 from tests.sql._proxy import CuttableProxy
-from tests.sql.conftest import Database
+from tests.sql.conftest import Database, make_message
 
 WAIT_MS = 120_000
 
@@ -82,3 +82,45 @@ def test_outage_mid_run_stores_every_outcome_or_runs_the_message_again(
         release.set()
         backend.close()
         direct.close()
+
+
+def test_blocking_read_of_an_unreachable_postgres_retries_until_it_comes_back(
+    postgres_database: Database, proxy: CuttableProxy
+) -> None:
+    # Given a result stored while the database is reachable, and a backend whose first operation finds it down
+    direct = SQLBackend(url=postgres_database.url, table_prefix=postgres_database.prefix)
+    backend = SQLBackend(url=through(proxy, postgres_database), table_prefix=postgres_database.prefix)
+    message = make_message()
+    direct.store_result(message, 42, 60_000)
+    proxy.cut()
+    outcome: list[Any] = []
+
+    def read() -> None:
+        try:
+            outcome.append(backend.get_result(message, block=True, timeout=WAIT_MS))
+        except Exception as error:
+            outcome.append(error)
+
+    reader = threading.Thread(target=read)
+    try:
+        reader.start()
+        # When the blocking read was refused at least twice and the database comes back
+        wait_until(lambda: proxy.refused >= 2 or outcome, timeout=60, what="the read to be refused twice")
+        proxy.restore()
+        reader.join(60)
+        # Then it returns the result, instead of the driver's error of its first attempt
+        assert outcome == [42]
+    finally:
+        proxy.restore()
+        reader.join(60)
+        backend.close()
+        direct.close()
+
+
+def test_blocking_read_of_an_unreachable_postgres_raises_result_backend_error_at_its_timeout() -> None:
+    backend = SQLBackend(url=f"postgresql://postgres@127.0.0.1:{free_port()}/test")
+    try:
+        with pytest.raises(ResultBackendError, match=r"Could not read a result .* Check that the database is up"):
+            backend.get_result(make_message(), block=True, timeout=300)
+    finally:
+        backend.close()
