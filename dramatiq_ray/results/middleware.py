@@ -238,6 +238,19 @@ class Results(DramatiqResults):
             raise StoreUnavailableError(message) from error
         logger.debug("%s", done)
 
+    def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        # Every worker thread has stopped: an SQLBackend's listener and pooled connections go now (a later
+        # operation in this process, e.g. a producer's get_result, opens them again).
+        from .sql.backend import SQLBackend
+
+        with self._lock:
+            self._running.clear()
+            self._requeued.clear()
+            self._stored.clear()
+        inner = self.backend.backend
+        if isinstance(inner, SQLBackend):
+            inner.close()
+
     def after_declare_actor(self, broker: dramatiq.Broker, actor: dramatiq.Actor[Any, Any]) -> None:
         from ..execution import callpath
 

@@ -72,6 +72,12 @@ class CuttableProxy:
             end.shutdown(socket.SHUT_RDWR)
         end.close()
 
+    @property
+    def open_connections(self) -> int:
+        """The client connections forwarded now."""
+        with self._lock:
+            return len(self._sockets) // 2
+
     def cut(self) -> None:
         with self._lock:
             self._down = True

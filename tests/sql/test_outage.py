@@ -14,21 +14,9 @@ from sqlalchemy import make_url
 from dramatiq_ray import ResultBackendError, Results, SQLBackend
 from tests._services import free_port, wait_until
 from tests.sql._proxy import CuttableProxy
-from tests.sql.conftest import Database, make_message
+from tests.sql.conftest import Database, make_message, through
 
 WAIT_MS = 120_000
-
-
-@pytest.fixture
-def proxy(postgres_database: Database) -> Iterator[CuttableProxy]:
-    url = make_url(postgres_database.url)
-    found = CuttableProxy((url.host or "127.0.0.1", url.port or 5432))
-    yield found
-    found.close()
-
-
-def through(proxy: CuttableProxy, database: Database) -> str:
-    return make_url(database.url).set(port=proxy.port).render_as_string(hide_password=False)
 
 
 @pytest.mark.timeout(300)
