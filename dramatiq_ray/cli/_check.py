@@ -20,6 +20,10 @@ class _Skipped(Exception):
     pass
 
 
+class _Warning(Exception):
+    """The part works, but not as a deployment usually wants (the row says why); exit code 0 unless --strict."""
+
+
 class _Row:
     """What a row checks (``subject``, named as soon as it is known) and how it went."""
 
@@ -30,6 +34,7 @@ class _Table:
     def __init__(self, out: IO[str]) -> None:
         self.out = out
         self.failed = False
+        self.warnings = 0
 
     def row(self, name: str, run: Callable[[_Row], str]) -> bool:
         """Print a row with what ``run`` returned, or the exception it raised; return whether it did not fail."""
@@ -38,6 +43,9 @@ class _Table:
             detail, verdict = run(row), "ok"
         except _Skipped as skipped:
             detail, verdict = str(skipped), "skipped"
+        except _Warning as warning:
+            detail, verdict = str(warning), "WARNING"
+            self.warnings += 1
         except Exception as error:
             detail, verdict = f"{type(error).__name__}: {error}", "FAILED"
             self.failed = True
@@ -117,9 +125,18 @@ def _check_store(sources: Sources, row: _Row) -> str:
     from ..results.stores.base import probe
 
     store, source = sources.store()
+    spilling = sources.spilling_backend()
+    if spilling is not None and spilling.store is None and not store.persistent:
+        # The settings' store stands in for none: this broker's workers keep large results whole.
+        row.subject = f"none ({FROM_RESULTS})"
+        return "results are never spilled: large ones stay whole in the result backend"
     row.subject = f"{store.describe()} ({source})"
     if not store.persistent:
-        return "keeps digests only (large results cannot be read back)"
+        raise _Warning(
+            "keeps only the digest of results over max_inline_bytes (MAX_RESULT_SIZE_BYTES): their values are lost "
+            "and reading them raises DigestOnlyResultError. RESULT_STORAGE_BACKEND='digest' is the default: set it "
+            "to filesystem, s3 or gcs (or pass a FilesystemStore, S3Store or GCSStore to Results) to keep them"
+        )
     probe(store)
     return "wrote, read and deleted a probe blob"
 
@@ -141,7 +158,8 @@ def _check_ray(sources: Sources, row: _Row, *, skip: bool) -> str:
 
 
 def run(args: argparse.Namespace, out: IO[str]) -> int:
-    """Check every part; exit 2 when the settings or ``--broker`` are invalid, 1 when a part fails."""
+    """Check every part; exit 2 when the settings or ``--broker`` are invalid, 1 when a part fails (or, with
+    ``--strict``, warns)."""
     table = _Table(out)
     sources = Sources(None)
 
@@ -165,5 +183,12 @@ def run(args: argparse.Namespace, out: IO[str]) -> int:
     table.row("result backend", lambda row: _check_backend(sources, row))
     table.row("blob store", lambda row: _check_store(sources, row))
     table.row("ray", lambda row: _check_ray(sources, row, skip=args.skip_ray))
-    out.write(f"verdict: {'FAILED' if table.failed else 'ok'}\n")
-    return EXIT_FAILED if table.failed else EXIT_OK
+    if table.failed:
+        verdict = "FAILED"
+    elif table.warnings:
+        plural = "s" if table.warnings > 1 else ""
+        verdict = f"{'FAILED (--strict)' if args.strict else 'ok'} with {table.warnings} warning{plural}"
+    else:
+        verdict = "ok"
+    out.write(f"verdict: {verdict}\n")
+    return EXIT_FAILED if table.failed or (args.strict and table.warnings) else EXIT_OK

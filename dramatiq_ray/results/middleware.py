@@ -237,6 +237,9 @@ class Results(DramatiqResults):
             logger.error("%s", message)
             raise StoreUnavailableError(message) from error
         logger.debug("%s", done)
+        digest_only = digest_only_warning(self.backend)
+        if digest_only is not None:
+            logger.warning("%s", digest_only)
 
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         # Every worker thread has stopped: an SQLBackend's listener and pooled connections go now (a later
@@ -374,3 +377,18 @@ def _stand_beside(broker: dramatiq.Broker, ours: Results) -> None:
         middleware.insert(next(i for i, m in enumerate(middleware) if m is ours) + 1, stock)
         # A new list, not an in-place edit: a hook loop running over the old list is not disturbed.
         broker.middleware = middleware
+
+
+def digest_only_warning(backend: SpillingBackend) -> str | None:
+    """What a worker says at boot when its results over ``max_inline_bytes`` would keep only their digest (the
+    store is a ``DigestStore``, django-ray's default ``RESULT_STORAGE_BACKEND='digest'``), else ``None``."""
+    store = backend.store
+    if store is None or store.persistent:
+        return None
+    return (
+        f"Results over max_inline_bytes ({backend.max_inline_bytes} bytes; MAX_RESULT_SIZE_BYTES) keep only their "
+        f"SHA-256 digest: the store is {store.describe()} (RESULT_STORAGE_BACKEND='digest', the default), so their "
+        "values are lost and reading them raises DigestOnlyResultError; the messages still succeed. To keep them, "
+        "set RESULT_STORAGE_BACKEND to filesystem, s3 or gcs (or pass store=FilesystemStore(...), S3Store(...) "
+        "or GCSStore(...) to Results)."
+    )
