@@ -22,9 +22,7 @@ def test_redis_broker_tuned_for_maintenance_redelivers_a_dead_consumers_message(
     try:
         for broker in (dead, alive):
             broker.declare_queue(queue_name)
-        sent = dead.enqueue(
-            dramatiq.Message(queue_name=queue_name, actor_name="work", args=(), kwargs={}, options={})
-        )
+        sent = dead.enqueue(dramatiq.Message(queue_name=queue_name, actor_name="work", args=(), kwargs={}, options={}))
         # When one of them takes the message and dies without acking it (it stops sending heartbeats)
         taken = next(iter(dead.consume(queue_name, prefetch=1, timeout=1_000)))
         assert taken is not None and taken.message_id == sent.message_id

@@ -95,7 +95,9 @@ def _check_settings_backend(sources: Sources, row: _Row) -> str:
 
     settings = sources.settings()
     if settings.result_backend is None:
-        raise _Skipped("no --broker given and RESULT_BACKEND is not set (the result backend is configured on the broker)")
+        raise _Skipped(
+            "no --broker given and RESULT_BACKEND is not set (the result backend is configured on the broker)"
+        )
     if settings.result_backend == "redis" and not settings.result_backend_url:
         raise _Skipped("no --broker given: RESULT_BACKEND='redis' without RESULT_BACKEND_URL uses the broker's Redis")
     backend = build_result_backend(settings)

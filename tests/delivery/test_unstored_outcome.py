@@ -3,9 +3,9 @@ stored (see tests/results/test_unstored_outcome.py for the pipeline and callback
 
 from __future__ import annotations
 
+import dramatiq
 from dramatiq.results.backends import RedisBackend
 
-import dramatiq
 from dramatiq_ray import Webhooks
 from dramatiq_ray.webhooks import DELIVERY_ACTOR
 from tests._services import wait_until
@@ -16,7 +16,7 @@ from tests.results._unstored import WAIT_S, install
 def test_unstored_outcome_success_webhook_is_sent_once_after_the_outcome_is_stored(
     redis_broker, redis_client, redis_namespace, queue_name, start_worker, receiver: Receiver
 ) -> None:
-    backend, tally = install(redis_broker, redis_client, redis_namespace)
+    _, tally = install(redis_broker, redis_client, redis_namespace)
     redis_broker.add_middleware(Webhooks(secrets=[SECRET], allow_http=True, url=receiver.url(), backoff=10))
 
     @dramatiq.actor(broker=redis_broker, queue_name=queue_name, store_results=True, min_backoff=10, max_backoff=50)

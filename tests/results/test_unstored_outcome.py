@@ -17,6 +17,7 @@ from dramatiq_ray import ResultBackendError
 from tests._services import wait_until
 from tests.results._unstored import WAIT_S, install
 
+
 @pytest.mark.parametrize("broker_fixture", ["redis_broker", "rabbitmq_broker"])
 def test_unstored_outcome_pipeline_runs_its_next_step_once(
     request: pytest.FixtureRequest, broker_fixture: str, redis_client, redis_namespace, queue_name, start_worker
@@ -53,7 +54,7 @@ def test_unstored_outcome_pipeline_runs_its_next_step_once(
 def test_unstored_outcome_on_success_callback_runs_once(
     redis_broker, redis_client, redis_namespace, queue_name, start_worker
 ) -> None:
-    backend, tally = install(redis_broker, redis_client, redis_namespace)
+    _, tally = install(redis_broker, redis_client, redis_namespace)
     called: list[int] = []
 
     @dramatiq.actor(broker=redis_broker, queue_name=queue_name, max_retries=0)
@@ -81,7 +82,7 @@ def test_unstored_outcome_fails_the_attempt_with_a_result_backend_error(
     redis_broker, redis_client, redis_namespace, queue_name, start_worker
 ) -> None:
     # An attempt whose outcome cannot be stored fails (its retry stores it), so nothing downstream sees it succeed.
-    backend, tally = install(redis_broker, redis_client, redis_namespace)
+    install(redis_broker, redis_client, redis_namespace)
     failures: list[BaseException] = []
 
     class Seen(Middleware):

@@ -4,12 +4,11 @@ message's outcome is either stored or the message runs again; none is acknowledg
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import dramatiq
 import pytest
-from sqlalchemy import make_url
 
 from dramatiq_ray import ResultBackendError, Results, SQLBackend
 from tests._services import free_port, wait_until
