@@ -71,7 +71,12 @@ class Results(DramatiqResults):
 
     A worker checks the store when it boots (it writes, reads back and deletes a probe blob); a store that fails
     stops the worker before it consumes any message, with one ERROR naming the store
-    (:class:`~dramatiq_ray.StoreUnavailableError`).
+    (:class:`~dramatiq_ray.StoreUnavailableError`). A worker whose store keeps digests only (``DigestStore``)
+    says so at boot, with one WARNING.
+
+    The outcome is stored when the body's call returns, before Dramatiq's after-hooks: when it cannot be stored,
+    the attempt fails with :class:`~dramatiq_ray.ResultBackendError` and the retry policy runs it again, so a
+    pipeline's next step, an ``on_success`` callback or a success webhook is sent once, by the attempt that stored.
 
     Raises:
       ConfigurationError: an argument is invalid.
