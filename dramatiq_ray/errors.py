@@ -286,7 +286,8 @@ class WebhookSignatureError(DramatiqRayError, ValueError):
 
 class ResultBackendError(ResultError, DramatiqRayError):
     """The result backend's database could not be reached to store or read a result (after retrying for its
-    ``store_timeout`` when storing). ``dramatiq_ray.Results`` runs a message whose outcome could not be stored
+    ``store_timeout`` when storing), or any result backend behind ``dramatiq_ray.Results`` failed to store an
+    outcome: the attempt fails with it (nothing downstream is sent for it) and the retry policy runs the message
     again, rather than acknowledge it with no result. Unlike ``ResultMissing``, this does not mean "not done
     yet"."""
 

@@ -254,6 +254,46 @@ def test_check_reports_a_ray_attach_failure_once(write_app, tmp_path: Path, pyth
     assert (result.stdout + result.stderr).count("Could not attach to Ray") == 1, result.stdout + result.stderr
 
 
+def test_check_without_a_broker_reads_the_sql_result_backend_of_the_settings(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("DRAMATIQ_RAY_RESULT_BACKEND", "sql")
+    monkeypatch.setenv("DRAMATIQ_RAY_RESULT_BACKEND_URL", f"sqlite:///{tmp_path / 'results.db'}")
+    code, out = run(["check", "--skip-ray"])
+    assert "ok       SQLBackend (from settings): answered" in line_of(out, "result backend"), out
+    assert code == 0, out
+
+
+def test_check_without_a_broker_fails_on_an_unreachable_sql_result_backend_of_the_settings_exits_1(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DRAMATIQ_RAY_RESULT_BACKEND", "sql")
+    monkeypatch.setenv("DRAMATIQ_RAY_RESULT_BACKEND_URL", f"postgresql://postgres@127.0.0.1:{free_port()}/test")
+    code, out = run(["check", "--skip-ray"])
+    assert "FAILED   SQLBackend (from settings): ResultBackendError: Could not" in line_of(out, "result backend"), out
+    assert out.rstrip().endswith("verdict: FAILED")
+    assert code == 1
+
+
+def test_check_warns_that_the_default_digest_store_loses_large_results() -> None:
+    code, out = run(["check", "--skip-ray"])
+    row = line_of(out, "blob store")
+    assert row.startswith("blob store     WARNING  DigestStore (from settings): keeps only the digest"), out
+    assert "RESULT_STORAGE_BACKEND" in row and "values are lost" in row
+    assert out.rstrip().endswith("verdict: ok with 1 warning")
+    assert code == 0
+
+
+def test_check_strict_exits_1_on_a_warning() -> None:
+    code, out = run(["check", "--skip-ray", "--strict"])
+    assert out.rstrip().endswith("verdict: FAILED (--strict) with 1 warning")
+    assert code == 1
+
+
+def test_check_says_a_brokers_results_without_a_store_never_spills(write_app) -> None:
+    code, out = run(["check", "--broker", write_app(results(store="None")), "--skip-ray"])
+    assert "ok       none (from the broker's Results): results are never spilled" in line_of(out, "blob store"), out
+    assert code == 0
+
+
 def test_check_exits_2_on_invalid_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DRAMATIQ_RAY_MAX_TASK_ATTEMPTS", "0")
     code, out = run(["check", "--skip-ray"])

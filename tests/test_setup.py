@@ -12,7 +12,7 @@ from dramatiq.results import Results as DramatiqResults
 from dramatiq.results.backends import StubBackend
 
 import dramatiq_ray
-from dramatiq_ray import ConfigurationError, RayExecutionMiddleware, Results, Retries
+from dramatiq_ray import ConfigurationError, DigestOnlyResultError, RayExecutionMiddleware, Results, Retries
 from dramatiq_ray.results import DigestStore, FilesystemStore, SpillingBackend, get_pointer
 
 
@@ -120,3 +120,40 @@ def test_setup_logs_its_settings_without_credentials(stub_broker, caplog: pytest
     assert "dramatiq-ray installed" in caplog.text
     assert "head:10001" in caplog.text
     assert "hunter2" not in caplog.text
+
+
+def test_setup_defaults_warn_once_at_worker_boot_that_large_results_keep_only_a_digest(
+    redis_broker, start_worker, ray_local, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a broker set up with the default settings (RESULT_STORAGE_BACKEND='digest')
+    caplog.set_level("WARNING")
+    dramatiq_ray.setup(redis_broker, {})
+
+    @dramatiq.actor(broker=redis_broker, store_results=True)
+    def big() -> str:
+        return "x" * (5 * 1024 * 1024)
+
+    # When a worker boots
+    start_worker(redis_broker)
+
+    # Then it says once, naming the setting, that large results keep only their digest and their values are lost
+    said = [r for r in caplog.records if r.levelname == "WARNING" and "RESULT_STORAGE_BACKEND" in r.getMessage()]
+    assert len(said) == 1, [r.getMessage() for r in caplog.records]
+    assert "DigestStore" in said[0].getMessage() and "values are lost" in said[0].getMessage()
+    # And a 5 MB result succeeds, kept as a digest only, whose reading names the settings and the classes
+    message = big.send()
+    with pytest.raises(DigestOnlyResultError) as raised:
+        message.get_result(block=True, timeout=60_000)
+    for name in ("RESULT_STORAGE_BACKEND", "MAX_RESULT_SIZE_BYTES", "DigestStore", "FilesystemStore", "S3Store"):
+        assert name in str(raised.value)
+
+
+def test_setup_with_a_filesystem_store_says_nothing_about_digests_at_worker_boot(
+    redis_broker, start_worker, ray_local, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("WARNING")
+    dramatiq_ray.setup(
+        redis_broker, {"RESULT_STORAGE_BACKEND": "filesystem", "RESULT_STORAGE_FILESYSTEM_PATH": str(tmp_path)}
+    )
+    start_worker(redis_broker)
+    assert "RESULT_STORAGE_BACKEND" not in caplog.text

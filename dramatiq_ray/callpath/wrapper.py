@@ -4,7 +4,8 @@
 
     message -> owner.begin -> the wrapper -> runner.run(call)        local | ray_task | ray_job | replicas
             -> where the body runs: read piped inputs -> body -> SpillPlan -> value or marker
-            -> Results -> SpillingBackend stores the value or the marker's pointer -> owner.end
+            -> the plan source (Results) stores the value or the marker's pointer, still inside the call
+            -> owner.end
 
 Whichever of dramatiq-ray's middleware is on the broker (``RayExecutionMiddleware``, ``Results``, or both, in
 any order) installs the same wrapper once per actor. When a worker boots, each of them joins the broker's
@@ -13,6 +14,10 @@ keeps results is the *plan source*. The first to join begins and ends each messa
 a worker thread is about to run, and the wrapper claims that mark on entry, so a direct call (``add(1, 2)``,
 from a test or inside another actor) stays a plain local call. Nothing here imports the middleware: they reach
 the owner, the owner never looks for them.
+
+The outcome is stored before the wrapper returns, so before any after-hook (Pipelines, Callbacks, Webhooks) sees
+the message succeed: when it cannot be stored, the call raises ``ResultBackendError`` and the attempt fails like
+any other, so nothing downstream is sent for it and the retry policy runs it again.
 """
 
 from __future__ import annotations
@@ -71,6 +76,8 @@ class PlanSource(Protocol):
 
     def spill_plan(self, actor: dramatiq.Actor[Any, Any], message: MessageProxy) -> SpillPlan | None: ...
 
+    def store_from_call(self, broker: dramatiq.Broker, message: MessageProxy, outcome: Any) -> None: ...
+
 
 class LocalRunner:
     """Runs the body in the worker thread, as Dramatiq does."""
@@ -88,7 +95,8 @@ class CallPath:
     Reached with :func:`join`, once per middleware, when the worker boots.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, broker: dramatiq.Broker) -> None:
+        self._broker = weakref.ref(broker)
         self.runners: RunnerSource | None = None
         self.plans: PlanSource | None = None
         self._driver: object | None = None
@@ -117,6 +125,16 @@ class CallPath:
         runner = self.runners.runner_for(actor, message) if self.runners is not None else None
         return runner or LOCAL, Call(actor, message, args, kwargs, original, plan)
 
+    def store(self, message: MessageProxy, outcome: Any) -> None:
+        """Have the plan source store ``outcome`` now, before the after-hooks run.
+
+        Raises:
+          ResultBackendError: the outcome could not be stored.
+        """
+        broker = self._broker()
+        if self.plans is not None and broker is not None:
+            self.plans.store_from_call(broker, message, outcome)
+
 
 _owners: weakref.WeakKeyDictionary[dramatiq.Broker, CallPath] = weakref.WeakKeyDictionary()
 _owners_lock = threading.Lock()
@@ -129,7 +147,7 @@ def join(
     with _owners_lock:
         owner = _owners.get(broker)
         if owner is None:
-            owner = _owners[broker] = CallPath()
+            owner = _owners[broker] = CallPath(broker)
         if owner._driver is None:
             owner._driver = member
         if runners is not None:
@@ -157,7 +175,9 @@ def install(actor: dramatiq.Actor[Any, Any]) -> None:
         _pending.set(None)
         owner, message = pending
         runner, call = owner.call_for(actor, message, original, args, kwargs)
-        return runner.run(call)
+        outcome = runner.run(call)
+        owner.store(message, outcome)
+        return outcome
 
     setattr(run, WRAPPED_ATTR, original)
     actor.fn = run

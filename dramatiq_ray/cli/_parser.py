@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--broker", metavar="MODULE[:ATTR]", help=_BROKER_HELP)
     check.add_argument("--skip-ray", action="store_true", help="do not attach to Ray")
+    check.add_argument(
+        "--strict", action="store_true", help="exit 1 when a row warns (e.g. a store that keeps digests only)"
+    )
 
     result = commands.add_parser("result", help="print a stored result (hydrated), its failure, or its pointer")
     result.add_argument("message_id", metavar="MESSAGE_ID")

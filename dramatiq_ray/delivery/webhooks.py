@@ -45,6 +45,10 @@ DELIVERY_ACTOR = "dramatiq_ray_deliver_webhook"
 DELIVERY_QUEUE = "dramatiq_ray_webhooks"
 #: The header carrying the attempt number (1 for the first POST).
 ATTEMPT_HEADER = "Dramatiq-Ray-Attempt"
+#: The most messages whose start and success Webhooks keeps between their hooks, per middleware: an entry goes at
+#: the message's ack or nack, and at worker shutdown; one whose ack never came (an error in another middleware's
+#: before_ack) goes, oldest first, once there are more than this.
+_MAX_TRACKED = 10_000
 #: Added to the longest POST to make the lease that keeps other workers from posting at the same time (ms): it
 #: covers building the body (a presign is local) and recording the answer.
 _LEASE_MARGIN_MS = 2_000
@@ -173,7 +177,9 @@ class Webhooks(Middleware):
             connect_timeout=connect_timeout / 1000, read_timeout=read_timeout / 1000, allow_http=allow_http
         )
         self._actor: dramatiq.Actor[Any, Any] | None = None
-        # Per message id, between the hooks of one processing: (started ms, attempt) and (finished ms, result).
+        # Per message id, between the hooks of one processing: (started ms, attempt) and (finished ms, result);
+        # bounded (see _MAX_TRACKED) and cleared at worker shutdown.
+        self._tracking = threading.Lock()
         self._running: dict[str, tuple[int, int]] = {}
         self._succeeded: dict[str, tuple[int, dict[str, Any]]] = {}
 
@@ -246,7 +252,9 @@ class Webhooks(Middleware):
 
     def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         if message.actor_name != DELIVERY_ACTOR:
-            self._running[message.message_id] = (_now_ms(), int(message.options.get("retries", 0)) + 1)
+            with self._tracking:
+                self._running[message.message_id] = (_now_ms(), int(message.options.get("retries", 0)) + 1)
+                _bound(self._running)
 
     def after_process_message(
         self,
@@ -257,24 +265,38 @@ class Webhooks(Middleware):
         exception: BaseException | None = None,
     ) -> None:
         if exception is None and not message.failed and self.url_for(broker, message):
-            self._succeeded[message.message_id] = (_now_ms(), completion_result(result, self.max_value_bytes))
+            completed = (_now_ms(), completion_result(result, self.max_value_bytes))
+            with self._tracking:
+                self._succeeded[message.message_id] = completed
+                _bound(self._succeeded)
 
     def after_skip_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         if not message.failed:  # a failed one is reported by after_nack
-            self._running.pop(message.message_id, None)
+            with self._tracking:
+                self._running.pop(message.message_id, None)
+                self._succeeded.pop(message.message_id, None)
+
+    def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        # Every worker thread has stopped: a message still tracked here was never acked nor nacked by this worker
+        # (its broker delivers it again), so nothing will report it from this process.
+        with self._tracking:
+            self._running.clear()
+            self._succeeded.clear()
+
+    def _take(self, message_id: str) -> tuple[tuple[int, int] | None, tuple[int, dict[str, Any]] | None]:
+        with self._tracking:
+            return self._running.pop(message_id, None), self._succeeded.pop(message_id, None)
 
     def after_ack(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         # Acked, so every after_process_message hook (Results storing the result) has run.
-        running = self._running.pop(message.message_id, None)
-        succeeded = self._succeeded.pop(message.message_id, None)
+        running, succeeded = self._take(message.message_id)
         url = self.url_for(broker, message)
         if succeeded is not None and url:
             finished, result = succeeded
             self._enqueue(broker, message, url, running, finished, status="succeeded", result=result)
 
     def after_nack(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
-        running = self._running.pop(message.message_id, None)
-        self._succeeded.pop(message.message_id, None)
+        running, _ = self._take(message.message_id)
         url = self.url_for(broker, message)
         if message.failed and url:
             # As Dramatiq's Results does: the exception that failed the message is on the proxy until after nack.
@@ -413,3 +435,11 @@ class Webhooks(Middleware):
             if self._ledger is None:
                 self._ledger = choose_ledger(self._ledger_spec, broker)
             return self._ledger
+
+
+def _bound(entries: dict[str, Any]) -> None:
+    """Drop the oldest entries over :data:`_MAX_TRACKED` (a dict keeps insertion order)."""
+    while len(entries) > _MAX_TRACKED:
+        message_id = next(iter(entries))
+        del entries[message_id]
+        logger.debug("Webhooks forgets message %r, never acked nor nacked here.", message_id)

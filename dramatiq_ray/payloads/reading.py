@@ -51,11 +51,15 @@ def read_value(
     pointer = as_pointer(pointer)
     if pointer.scheme == "oversize":
         why = (
-            f"{store.describe()} could not take it when it was produced and on_store_error='digest' kept only its "
-            "digest: the value is lost; run the message again to produce it"
+            f"{store.describe()} could not take it when it was produced and on_store_error='digest' "
+            "(RESULT_ON_STORE_ERROR=digest) kept only its digest: the value is lost; run the message again to "
+            "produce it. With on_store_error='fail' (RESULT_ON_STORE_ERROR=fail, the default) a store failure "
+            "fails the message and its retry stores the value"
             if store is not None and store.persistent
-            else "only its digest was kept (a DigestStore). Configure a FilesystemStore, S3Store or GCSStore to "
-            "keep large results"
+            else "only its digest was kept: the store is a DigestStore (RESULT_STORAGE_BACKEND='digest', the "
+            "default), which keeps no values, so the value is lost. To keep large results set "
+            "RESULT_STORAGE_BACKEND to filesystem, s3 or gcs (a FilesystemStore, S3Store or GCSStore passed to "
+            "Results as store=), or raise MAX_RESULT_SIZE_BYTES (max_inline_bytes)"
         )
         raise DigestOnlyResultError(
             f"The result ({pointer.size} bytes, SHA-256 {pointer.digest}) was larger than max_inline_bytes, and {why}.",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from contextvars import ContextVar
 from typing import Any
 
 import dramatiq
@@ -17,7 +16,7 @@ from dramatiq.results.backend import Missing
 
 from ..callpath import wrapper as callpath
 from ..callpath.lookup import codec_options_for, lookup_option
-from ..errors import ConfigurationError, StoreUnavailableError
+from ..errors import ConfigurationError, ResultBackendError, StoreUnavailableError
 from ..payloads import arguments
 from ..payloads.arguments import MAX_INLINE_ARG_BYTES_OPTION, ArgumentPlan, check_arg_threshold, held_pointers
 from ..payloads.encryption import EncryptionKeys
@@ -32,7 +31,7 @@ from ..payloads.plan import (
 from ..payloads.stores.base import ARGS_CHILD, BlobStore
 from . import encoding
 from .backend import SpillingBackend
-from .sql.lifecycle import record_event, retry_unstored
+from .sql.lifecycle import record_event
 
 __all__ = ["Results"]
 
@@ -75,7 +74,12 @@ class Results(DramatiqResults):
 
     A worker checks the store when it boots (it writes, reads back and deletes a probe blob); a store that fails
     stops the worker before it consumes any message, with one ERROR naming the store
-    (:class:`~dramatiq_ray.StoreUnavailableError`).
+    (:class:`~dramatiq_ray.StoreUnavailableError`). A worker whose store keeps digests only (``DigestStore``)
+    says so at boot, with one WARNING.
+
+    The outcome is stored when the body's call returns, before Dramatiq's after-hooks: when it cannot be stored,
+    the attempt fails with :class:`~dramatiq_ray.ResultBackendError` and the retry policy runs it again, so a
+    pipeline's next step, an ``on_success`` callback or a success webhook is sent once, by the attempt that stored.
 
     Raises:
       ConfigurationError: an argument is invalid.
@@ -131,10 +135,15 @@ class Results(DramatiqResults):
         self._offloading = self.max_inline_arg_bytes is not None
         if self._offloading:
             encoding.install_encoder()  # configured here: every send from now on goes through it
-        # Messages this process is running that Retries (or anything) put back on the queue, by id() of their
-        # proxy until they are acked: not done yet. (A MessageProxy compares by value, so it is not hashable.)
-        self._requeued: set[int] = set()
         self._owner: callpath.CallPath | None = None
+        self._lock = threading.Lock()
+        # By message id, under the lock: the messages this process is running (how many times at once: a
+        # redelivered duplicate may run beside the original), and those of them that Retries (or anything, from
+        # any thread) put back on the queue, which are not done when they are acked.
+        self._running: dict[str, int] = {}
+        self._requeued: set[str] = set()
+        # Messages whose outcome the call path stored, by message id, until their after_process_message.
+        self._stored: set[str] = set()
 
     @property
     def actor_options(self) -> set[str]:
@@ -151,9 +160,9 @@ class Results(DramatiqResults):
     def before_enqueue(self, broker: dramatiq.Broker, message: dramatiq.Message[Any], delay: int) -> None:
         _check_option(message.options, f"The message option of {message.actor_name!r}:")
         record_event(self, broker, message, "enqueued")  # SQLBackend: lifecycle events (results/sql/lifecycle.py)
-        running = _running.get()
-        if running is not None and running.message_id == message.message_id:
-            self._requeued.add(id(running))  # a retry: its argument blobs stay
+        with self._lock:
+            if message.message_id in self._running:
+                self._requeued.add(message.message_id)  # a retry: its argument blobs stay
         if self._offloading or message.options.get(MAX_INLINE_ARG_BYTES_OPTION) is not None:
             encoding.offer(message.message_id, functools.partial(self._offload, broker))
 
@@ -205,15 +214,24 @@ class Results(DramatiqResults):
         # message leaving its delay queue for the real one (the worker acks that hop).
         if message.queue_name != q_name(message.queue_name):
             return
-        if id(message) in self._requeued:
-            self._requeued.discard(id(message))
-        else:
+        if not self._finished(message.message_id):
             self._release(message)
 
     def after_nack(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         super().after_nack(broker, message)  # type: ignore[no-untyped-call]
-        self._requeued.discard(id(message))
+        self._finished(message.message_id)
         self._release(message)  # failed for good (after its last retry)
+
+    def _finished(self, message_id: str) -> bool:
+        """Forget that ``message_id`` runs here; return whether it was put back on the queue meanwhile."""
+        with self._lock:
+            count = self._running.pop(message_id, 0) - 1
+            if count > 0:
+                self._running[message_id] = count
+            requeued = message_id in self._requeued
+            if count <= 0:
+                self._requeued.discard(message_id)
+            return requeued
 
     def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         _stand_beside(broker, self)
@@ -230,6 +248,22 @@ class Results(DramatiqResults):
             logger.error("%s", message)
             raise StoreUnavailableError(message) from error
         logger.debug("%s", done)
+        digest_only = digest_only_warning(self.backend)
+        if digest_only is not None:
+            logger.warning("%s", digest_only)
+
+    def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        # Every worker thread has stopped: an SQLBackend's listener and pooled connections go now (a later
+        # operation in this process, e.g. a producer's get_result, opens them again).
+        from .sql.backend import SQLBackend
+
+        with self._lock:
+            self._running.clear()
+            self._requeued.clear()
+            self._stored.clear()
+        inner = self.backend.backend
+        if isinstance(inner, SQLBackend):
+            inner.close()
 
     def after_declare_actor(self, broker: dramatiq.Broker, actor: dramatiq.Actor[Any, Any]) -> None:
         _stand_beside(broker, self)
@@ -263,7 +297,8 @@ class Results(DramatiqResults):
         return backend.plan(check_threshold(threshold, f"Actor {actor.actor_name!r}:"), **codec_options)
 
     def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
-        _running.set(message)
+        with self._lock:
+            self._running[message.message_id] = self._running.get(message.message_id, 0) + 1
         record_event(self, broker, message, "running")
         owner = self._callpath(broker)
         if owner.drives(self):
@@ -280,14 +315,48 @@ class Results(DramatiqResults):
         owner = self._callpath(broker)
         if owner.drives(self):
             owner.end()
+        with self._lock:
+            stored = message.message_id in self._stored
+            self._stored.discard(message.message_id)
+        if stored or exception is not None:
+            return
         store_results, result_ttl = self._lookup_options(broker, message)  # type: ignore[no-untyped-call]
-        if store_results and exception is None:
-            # The call path already applied the spill plan where the body ran: store its outcome as it is.
+        if store_results:
+            # The body did not run through the call path (the message failed before it, or the actor's function
+            # was replaced): store what Dramatiq hands over, as Dramatiq's Results does.
             try:
                 self.backend.store_outcome(message, result, result_ttl)
             except Exception as error:
-                # Not stored (the result backend is down): run it again rather than acknowledge it as done.
-                retry_unstored(broker, message, error)
+                logger.error(
+                    "The result of message %s of %r could not be stored (%s: %s): it is lost.",
+                    message.message_id,
+                    message.actor_name,
+                    type(error).__name__,
+                    error,
+                )
+
+    def store_from_call(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy, outcome: Any) -> None:
+        """Store the outcome of ``message``'s body (a value, or the marker of a spilled one) before the call
+        returns, so before Pipelines, Callbacks or Webhooks see the message succeed.
+
+        Raises:
+          ResultBackendError: the outcome could not be stored; the attempt fails with it, nothing downstream is
+            sent for it, and the retry policy runs the message again.
+        """
+        store_results, result_ttl = self._lookup_options(broker, message)  # type: ignore[no-untyped-call]
+        if not store_results:
+            return
+        try:
+            self.backend.store_outcome(message, outcome, result_ttl)
+        except Exception as error:
+            raise ResultBackendError(
+                f"The outcome of message {message.message_id} of {message.actor_name!r} could not be stored in "
+                f"{type(self.backend.backend).__name__} ({type(error).__name__}: {error}): this attempt fails, "
+                "nothing downstream (pipeline, on_success, webhook) is sent for it, and the retry policy runs it "
+                "again. Check that the result backend is reachable."
+            ) from error
+        with self._lock:
+            self._stored.add(message.message_id)
 
     def after_skip_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         owner = self._callpath(broker)
@@ -295,11 +364,6 @@ class Results(DramatiqResults):
             owner.end()
         record_event(self, broker, message, "skipped")
         super().after_skip_message(broker, message)  # type: ignore[no-untyped-call]
-
-
-# The message this worker thread runs or last ran, so that before_enqueue recognises a requeue of it (Retries
-# requeues in after_process_message, which runs after ours, so it is only replaced by the next message).
-_running: ContextVar[dramatiq.MessageProxy | None] = ContextVar("dramatiq_ray_running", default=None)
 
 
 def _check_option(options: dict[str, Any], where: str) -> None:
@@ -349,3 +413,18 @@ def _stand_beside(broker: dramatiq.Broker, ours: Results) -> None:
         middleware.insert(next(i for i, m in enumerate(middleware) if m is ours) + 1, stock)
         # A new list, not an in-place edit: a hook loop running over the old list is not disturbed.
         broker.middleware = middleware
+
+
+def digest_only_warning(backend: SpillingBackend) -> str | None:
+    """What a worker says at boot when its results over ``max_inline_bytes`` would keep only their digest (the
+    store is a ``DigestStore``, django-ray's default ``RESULT_STORAGE_BACKEND='digest'``), else ``None``."""
+    store = backend.store
+    if store is None or store.persistent:
+        return None
+    return (
+        f"Results over max_inline_bytes ({backend.max_inline_bytes} bytes; MAX_RESULT_SIZE_BYTES) keep only their "
+        f"SHA-256 digest: the store is {store.describe()} (RESULT_STORAGE_BACKEND='digest', the default), so their "
+        "values are lost and reading them raises DigestOnlyResultError; the messages still succeed. To keep them, "
+        "set RESULT_STORAGE_BACKEND to filesystem, s3 or gcs (or pass store=FilesystemStore(...), S3Store(...) "
+        "or GCSStore(...) to Results)."
+    )

@@ -4,6 +4,7 @@ the message is done for good. Stub broker and a real filesystem store; other bro
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import dramatiq
 import pytest
 from dramatiq.brokers.stub import StubBroker
-from dramatiq.results import ResultFailure
+from dramatiq.results import ResultFailure, ResultMissing
 from dramatiq.results.backends import StubBackend
 
 from dramatiq_ray import (
@@ -22,9 +23,11 @@ from dramatiq_ray import (
     MissingArgumentError,
     Results,
     Retries,
+    current_message,
     gc_blobs,
 )
 from dramatiq_ray.payloads.arguments import held_pointers
+from tests._services import wait_until
 
 KIB = 1024
 BIG = os.urandom(256 * KIB)
@@ -167,6 +170,39 @@ def test_a_retry_keeps_the_blob_and_the_last_attempt_releases_it(broker, start_w
     # The blob was there for both attempts, and is gone after the successful one
     assert seen == [1, 1]
     assert arg_blobs(store_root) == []
+
+
+def test_a_requeue_from_another_thread_keeps_the_blob_for_the_next_run(broker, start_worker, store_root) -> None:
+    # Given a body that puts its own message back on the queue from a thread of its own (as a watchdog does)
+    seen: list[int] = []
+
+    @dramatiq.actor(store_results=True, max_retries=0)
+    def again(data: bytes) -> int:
+        seen.append(len(arg_blobs(store_root)))
+        if len(seen) == 1:
+            running = current_message()
+            assert running is not None
+            requeue = threading.Thread(target=broker.enqueue, args=(running,), kwargs={"delay": 10})
+            requeue.start()
+            requeue.join()
+            return 0
+        return len(data)
+
+    message = again.send(BIG)
+    start_worker(broker)
+
+    def final() -> str | None:
+        try:
+            return "read" if message.get_result() == len(BIG) else None
+        except ResultMissing:
+            return None
+        except ResultFailure as failure:
+            return f"failed: {failure}"
+
+    # Then the run it requeued still reads its argument, and the blob goes once that run is done
+    assert wait_until(final, timeout=30, what="the requeued run") == "read"
+    wait_until(lambda: not arg_blobs(store_root), timeout=30, what="the argument blob to be released")
+    assert seen == [1, 1]
 
 
 def test_a_message_failed_for_good_releases_its_blob(broker, start_worker, store_root) -> None:

@@ -9,10 +9,12 @@ from typing import Any
 
 import dramatiq
 import pytest
+from dramatiq.middleware import Middleware, MiddlewareError
 from dramatiq.results.backends import StubBackend
 from prometheus_client import REGISTRY
 
 from dramatiq_ray import ConfigurationError, Results, Retries, Webhooks
+from dramatiq_ray.delivery import webhooks as webhooks_module
 from dramatiq_ray.webhooks import DELIVERY_QUEUE, ID_HEADER, SIGNATURE_HEADER, verify
 from tests._services import free_port, wait_until
 from tests.delivery.conftest import SECRET, Receiver
@@ -374,3 +376,57 @@ def test_webhook_of_a_value_spilled_by_the_backend_itself_carries_its_pointer(
     result = verify(request.body, request.headers, [SECRET])["result"]
     assert result["pointer"] == get_pointer(message, backend=backend)
     assert result["bytes"] == 102 and "url_error" in result
+
+
+class NeverAcks(Middleware):
+    """Makes Dramatiq give up acknowledging every message of ``actor_name`` (a MiddlewareError in before_ack ends
+    the worker's post-processing: no ack, no after_ack), as an ack that never happens does."""
+
+    def __init__(self, actor_name: str) -> None:
+        self.actor_name = actor_name
+
+    def before_ack(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
+        if message.actor_name == self.actor_name:
+            raise MiddlewareError("this test never acknowledges it")
+
+
+def test_webhooks_forget_messages_never_acked_when_the_worker_stops(
+    redis_broker, start_worker, receiver: Receiver
+) -> None:
+    # Given messages that succeed but are never acked
+    redis_broker.add_middleware(NeverAcks("add"))
+    webhooks = install(redis_broker, url=receiver.url())
+
+    @dramatiq.actor(store_results=True)
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    worker = start_worker(redis_broker)
+    messages = [add.send(x, 1) for x in range(3)]
+    for message in messages:
+        message.get_result(block=True, timeout=30_000)
+    wait_until(lambda: len(webhooks._succeeded) == 3, timeout=30, what="the three messages to be processed")
+
+    # When the worker stops, then Webhooks keeps nothing of them (and posted nothing)
+    worker.stop()
+    assert (webhooks._running, webhooks._succeeded) == ({}, {})
+    assert receiver.requests == []
+
+
+def test_webhooks_keep_at_most_max_tracked_messages_never_acked(
+    redis_broker, start_worker, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(webhooks_module, "_MAX_TRACKED", 2)
+    redis_broker.add_middleware(NeverAcks("add"))
+    webhooks = install(redis_broker, url=receiver.url())
+
+    @dramatiq.actor(store_results=True)
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    start_worker(redis_broker)
+    messages = [add.send(x, 1) for x in range(4)]
+    for message in messages:
+        message.get_result(block=True, timeout=30_000)
+    wait_until(lambda: webhooks._succeeded, timeout=30, what="a message to be processed")
+    assert len(webhooks._running) <= 2 and len(webhooks._succeeded) <= 2

@@ -23,8 +23,10 @@ class CuttableProxy:
         self._closed = False
         self._listener = socket.create_server(("127.0.0.1", self.port))
         self._thread = threading.Thread(target=self._accept, name="cuttable-proxy", daemon=True)
-        self._thread.start()
         self.cuts = 0
+        #: Connections refused while cut.
+        self.refused = 0
+        self._thread.start()
 
     def _accept(self) -> None:
         while not self._closed:
@@ -36,6 +38,8 @@ class CuttableProxy:
                 down = self._down
             if down:
                 client.close()
+                with self._lock:
+                    self.refused += 1
                 continue
             try:
                 server = socket.create_connection(self.target, timeout=5)
@@ -67,6 +71,12 @@ class CuttableProxy:
         with contextlib.suppress(OSError):
             end.shutdown(socket.SHUT_RDWR)
         end.close()
+
+    @property
+    def open_connections(self) -> int:
+        """The client connections forwarded now."""
+        with self._lock:
+            return len(self._sockets) // 2
 
     def cut(self) -> None:
         with self._lock:

@@ -14,8 +14,10 @@ from typing import Any
 
 import dramatiq
 import pytest
+from sqlalchemy import make_url
 
 from dramatiq_ray import SQLBackend
+from tests.sql._proxy import CuttableProxy
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,19 @@ def postgres_database(postgres_url: str) -> Iterator[Database]:
     database = Database("postgresql", postgres_url, unique_prefix())
     yield database
     drop_tables(postgres_url, database.prefix)
+
+
+@pytest.fixture
+def proxy(postgres_database: Database) -> Iterator[CuttableProxy]:
+    """A TCP proxy in front of the test's PostgreSQL, that the test cuts and restores."""
+    url = make_url(postgres_database.url)
+    found = CuttableProxy((url.host or "127.0.0.1", url.port or 5432))
+    yield found
+    found.close()
+
+
+def through(proxy: CuttableProxy, database: Database) -> str:
+    return make_url(database.url).set(port=proxy.port).render_as_string(hide_password=False)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

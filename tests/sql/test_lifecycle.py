@@ -18,6 +18,7 @@ from dramatiq.results import Results as DramatiqResults
 
 from dramatiq_ray import FilesystemStore, Results, SQLBackend
 from tests._services import wait_until
+from tests.sql.conftest import through
 
 WAIT_MS = 60_000
 
@@ -201,3 +202,28 @@ def test_record_events_false_records_outcomes_only(
     assert backend.get_result(message, block=True, timeout=WAIT_MS) == 5
     record = backend.record(message)
     assert record is not None and record.status == "success" and record.enqueued_at is None
+
+
+def test_worker_shutdown_closes_the_sql_backends_connections(
+    stub_broker: Any, start_worker: Callable[..., Any], postgres_database: Any, proxy: Any
+) -> None:
+    # Given a worker whose SQL result backend reaches PostgreSQL through a proxy that counts connections
+    backend = SQLBackend(url=through(proxy, postgres_database), table_prefix=postgres_database.prefix)
+    stub_broker.add_middleware(Results(backend=backend))
+
+    @dramatiq.actor(broker=stub_broker, store_results=True)
+    def answer() -> int:
+        return 42
+
+    worker = start_worker(stub_broker, threads=1)
+    try:
+        message = answer.send()
+        stub_broker.join(answer.queue_name)
+        worker.join()
+        assert message.get_result(backend=backend) == 42
+        assert proxy.open_connections >= 1
+        # When the worker shuts down, then the backend's pooled connections are closed
+        worker.stop()
+        wait_until(lambda: proxy.open_connections == 0, timeout=30, what="the pooled connections to close")
+    finally:
+        backend.close()

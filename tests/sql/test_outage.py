@@ -4,31 +4,18 @@ message's outcome is either stored or the message runs again; none is acknowledg
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import dramatiq
 import pytest
-from sqlalchemy import make_url
 
-from dramatiq_ray import Results, SQLBackend
-from tests._services import wait_until
+from dramatiq_ray import ResultBackendError, Results, SQLBackend
+from tests._services import free_port, wait_until
 from tests.sql._proxy import CuttableProxy
-from tests.sql.conftest import Database
+from tests.sql.conftest import Database, make_message, through
 
 WAIT_MS = 120_000
-
-
-@pytest.fixture
-def proxy(postgres_database: Database) -> Iterator[CuttableProxy]:
-    url = make_url(postgres_database.url)
-    found = CuttableProxy((url.host or "127.0.0.1", url.port or 5432))
-    yield found
-    found.close()
-
-
-def through(proxy: CuttableProxy, database: Database) -> str:
-    return make_url(database.url).set(port=proxy.port).render_as_string(hide_password=False)
 
 
 @pytest.mark.timeout(300)
@@ -44,7 +31,8 @@ def test_outage_mid_run_stores_every_outcome_or_runs_the_message_again(
     release = threading.Event()
     attempts: list[int] = []
 
-    @dramatiq.actor(broker=stub_broker, store_results=True, max_retries=0)
+    # (an attempt whose outcome cannot be stored fails; the retry policy runs it again, here quickly)
+    @dramatiq.actor(broker=stub_broker, store_results=True, max_retries=1_000, min_backoff=50, max_backoff=500)
     def work(value: int) -> int:
         attempts.append(value)
         release.wait(60)
@@ -81,3 +69,45 @@ def test_outage_mid_run_stores_every_outcome_or_runs_the_message_again(
         release.set()
         backend.close()
         direct.close()
+
+
+def test_blocking_read_of_an_unreachable_postgres_retries_until_it_comes_back(
+    postgres_database: Database, proxy: CuttableProxy
+) -> None:
+    # Given a result stored while the database is reachable, and a backend whose first operation finds it down
+    direct = SQLBackend(url=postgres_database.url, table_prefix=postgres_database.prefix)
+    backend = SQLBackend(url=through(proxy, postgres_database), table_prefix=postgres_database.prefix)
+    message = make_message()
+    direct.store_result(message, 42, 60_000)
+    proxy.cut()
+    outcome: list[Any] = []
+
+    def read() -> None:
+        try:
+            outcome.append(backend.get_result(message, block=True, timeout=WAIT_MS))
+        except Exception as error:
+            outcome.append(error)
+
+    reader = threading.Thread(target=read)
+    try:
+        reader.start()
+        # When the blocking read was refused at least twice and the database comes back
+        wait_until(lambda: proxy.refused >= 2 or outcome, timeout=60, what="the read to be refused twice")
+        proxy.restore()
+        reader.join(60)
+        # Then it returns the result, instead of the driver's error of its first attempt
+        assert outcome == [42]
+    finally:
+        proxy.restore()
+        reader.join(60)
+        backend.close()
+        direct.close()
+
+
+def test_blocking_read_of_an_unreachable_postgres_raises_result_backend_error_at_its_timeout() -> None:
+    backend = SQLBackend(url=f"postgresql://postgres@127.0.0.1:{free_port()}/test")
+    try:
+        with pytest.raises(ResultBackendError, match=r"Could not read a result .* Check that the database is up"):
+            backend.get_result(make_message(), block=True, timeout=300)
+    finally:
+        backend.close()

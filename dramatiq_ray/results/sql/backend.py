@@ -31,7 +31,7 @@ from .records import ResultRecord, check_statuses, since_timestamp
 from .rows import event_values, outcome_values
 from .schema import build_tables
 from .statements import Statements, select_record, select_records
-from .waiting import Listener, Waiters, notify_payload, poll, wait_notified
+from .waiting import Listener, Waiters, notify_payload, poll, sleep_until, wait_notified
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
@@ -43,6 +43,9 @@ if TYPE_CHECKING:
 __all__ = ["SQLBackend"]
 
 logger = logging.getLogger(__name__)
+
+#: The pauses of a blocking read while the database is unreachable, in seconds: doubling up to the cap.
+_FIRST_RETRY, _RETRY_CAP = 0.05, 1.0
 
 
 class SQLBackend(ResultBackend):
@@ -81,7 +84,8 @@ class SQLBackend(ResultBackend):
       record_events: Record enqueued/running/skipped (forwarded by ``dramatiq_ray.Results``). ``False``
         records outcomes only: one write per message instead of three.
       store_timeout: How long storing an outcome retries while the database is unreachable, in milliseconds,
-        before ``ResultBackendError`` (``dramatiq_ray.Results`` then runs the message again).
+        before ``ResultBackendError`` (with ``dramatiq_ray.Results`` the attempt then fails, and the
+        retry policy runs the message again).
       poll_cap: SQLite: the longest pause between two reads of a blocking ``get_result``, in milliseconds.
       migrate: Migrate an older schema at start (default). ``False`` raises ``SchemaVersionError`` instead.
       engine_options: Passed to ``sqlalchemy.create_engine`` (``pool_size``, ``max_overflow``, ``echo``...).
@@ -169,6 +173,25 @@ class SQLBackend(ResultBackend):
 
     def _listening(self) -> Waiters:
         return self._process.listening()
+
+    def _listening_until(self, deadline: float) -> Waiters:
+        """This process's waiters once the listener runs, trying again while the database is unreachable (its
+        first operation checks the schema) until ``deadline``, a ``time.monotonic()`` value.
+
+        Raises:
+          ResultBackendError: the database stayed unreachable until ``deadline``.
+        """
+        pause = _FIRST_RETRY
+        while True:
+            try:
+                return self._listening()
+            except Exception as error:
+                if not is_transient(error):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise self._unreachable("read a result", error) from error
+                sleep_until(deadline, pause)
+                pause = min(pause * 2, _RETRY_CAP)
 
     def _unreachable(self, what: str, error: BaseException) -> ResultBackendError:
         return unreachable(self.database, what, error)
@@ -276,7 +299,7 @@ class SQLBackend(ResultBackend):
             return self.unwrap_result(stored)  # type: ignore[no-untyped-call]
         deadline = time.monotonic() + (DEFAULT_TIMEOUT if timeout is None else timeout) / 1000
         if self.database.kind == "postgresql":
-            data, error = wait_notified(self._listening(), self._read_or_error, key, deadline)
+            data, error = wait_notified(self._listening_until(deadline), self._read_or_error, key, deadline)
         else:
             data, error = poll(self._read_or_error, key, deadline, self.poll_cap / 1000)
         if error is not None:

@@ -177,8 +177,8 @@ def unreachable(database: Database, what: str, error: BaseException) -> ResultBa
     """The error raised when the backend could not do ``what`` (``"read a result"``) because of ``error``."""
     return ResultBackendError(
         f"Could not {what} in {database.describe()} ({type(error).__name__}: {first_line(error)}). Check "
-        "that the database is up and reachable from this host; a message whose outcome could not be stored "
-        "is run again by dramatiq_ray.Results."
+        "that the database is up and reachable from this host; an attempt whose outcome could not be stored "
+        "fails, and the retry policy runs it again."
     )
 
 
