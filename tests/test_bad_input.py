@@ -302,7 +302,6 @@ def test_every_pointer_entry_refuses_a_non_pointer_with_invalid_pointer_error(
     backend = SpillingBackend(StubBackend(), store=store, max_inline_bytes=0)
     entries = {
         "SpillingBackend.read_pointer": lambda: backend.read_pointer(raw),
-        "SpillPlan.read": lambda: backend.plan(0).read(raw),
         "read_value": lambda: read_value(store, backend.encoder, raw),
         "store.get": lambda: store.get(raw),
         "store.presign": lambda: store.presign(raw),
