@@ -12,40 +12,28 @@ Needs ``pip install "dramatiq-ray[crypto]"``; ``cryptography`` is imported only 
 
 from __future__ import annotations
 
-import base64
-import binascii
-import importlib
 import os
-import re
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..errors import ConfigurationError, DecryptionError, MissingDependencyError
+from .key_sources import (
+    DEFAULT_KEYS_VARIABLE,
+    KEY_BYTES,
+    ON_A_CLUSTER,
+    PROVIDER_NAME,
+    call_provider,
+    check_keys,
+    parse_keys,
+    read_source,
+    register_provider,
+)
 
 __all__ = ["DEFAULT_KEYS_VARIABLE", "KEY_BYTES", "NONCE_BYTES", "TAG_BYTES", "EncryptionKeys"]
 
-KEY_BYTES = 32
 NONCE_BYTES = 12
 TAG_BYTES = 16
-#: The environment variable :meth:`EncryptionKeys.from_env` reads by default.
-DEFAULT_KEYS_VARIABLE = "DRAMATIQ_RAY_KEYS"
-
-_KEY_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
-_ENTRY_SEPARATORS = re.compile(r"[\s,]+")
-_PROVIDER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*(:[A-Za-z_][A-Za-z0-9_.]*)?")
-
-#: Providers registered in this process by name (see :meth:`EncryptionKeys.register_provider`).
-_providers: dict[str, Callable[[], EncryptionKeys]] = {}
-_providers_lock = threading.Lock()
-
-_ON_A_CLUSTER = (
-    "Give the keys to every process that reads or writes results from where it runs: "
-    "EncryptionKeys.from_env('DRAMATIQ_RAY_KEYS') (set the variable on the Ray nodes, or in the runtime_env's "
-    "env_vars), EncryptionKeys.from_file(path) (a secret file mounted on every node), or "
-    "EncryptionKeys.from_provider(name) with a function registered under that name, or named 'module:function', "
-    "importable where the bodies run."
-)
 
 
 def _aesgcm_class() -> Any:
@@ -54,81 +42,6 @@ def _aesgcm_class() -> Any:
     except ImportError:
         raise MissingDependencyError("Encrypting results", "crypto", "cryptography") from None
     return AESGCM
-
-
-def _check_keys(keys: object, current: object) -> dict[str, bytes]:
-    """The keys as ``{id: bytes}`` when they and ``current`` are valid.
-
-    Raises:
-      ConfigurationError: listing every problem (ids and sizes, never key bytes).
-    """
-    problems: list[str] = []
-    checked: dict[str, bytes] = {}
-    if not isinstance(keys, Mapping) or not keys:
-        problems.append("EncryptionKeys needs a non-empty mapping of key id to 32-byte key.")
-    else:
-        for key_id, key in keys.items():
-            if not isinstance(key_id, str) or not _KEY_ID.fullmatch(key_id):
-                problems.append(
-                    f"EncryptionKeys: key id {key_id!r} must be 1 to 64 characters among letters, digits, "
-                    "'.', '_' and '-'."
-                )
-                continue
-            if not isinstance(key, bytes | bytearray | memoryview):
-                problems.append(f"EncryptionKeys: key {key_id!r} must be bytes, not {type(key).__name__}.")
-                continue
-            material = bytes(key)
-            if len(material) != KEY_BYTES:
-                problems.append(
-                    f"EncryptionKeys: key {key_id!r} must be {KEY_BYTES} bytes (AES-256), not {len(material)}."
-                )
-                continue
-            checked[key_id] = material
-    if not isinstance(current, str) or current not in (keys if isinstance(keys, Mapping) else {}):
-        ids = sorted(str(key_id) for key_id in keys) if isinstance(keys, Mapping) else []
-        problems.append(
-            f"EncryptionKeys: current={current!r} must be one of the configured key ids "
-            f"({', '.join(repr(key_id) for key_id in ids)})."
-        )
-    if problems:
-        raise ConfigurationError(" ".join(problems), problems)
-    return checked
-
-
-def _parse_keys(text: str, where: str) -> tuple[dict[str, bytes], str]:
-    """Keys from their text form: entries ``<key id>:<base64 of the 32-byte key>`` separated by commas or
-    whitespace (newlines), the first one current.
-
-    Raises:
-      ConfigurationError: the text is empty or an entry is malformed; the message names the entry by its position
-        and key id, never its key.
-    """
-    entries = [entry for entry in _ENTRY_SEPARATORS.split(text.strip()) if entry]
-    if not entries:
-        raise ConfigurationError(
-            f"{where} holds no key: write entries '<key id>:<base64 of a 32-byte key>' separated by commas or "
-            "newlines, the current key first."
-        )
-    keys: dict[str, Any] = {}
-    for position, entry in enumerate(entries, 1):
-        key_id, sep, encoded = entry.partition(":")
-        try:
-            if not sep:
-                raise ValueError
-            material: Any = base64.b64decode(encoded.replace("-", "+").replace("_", "/"), validate=True)
-        except (ValueError, binascii.Error):
-            shown = repr(key_id) if sep and _KEY_ID.fullmatch(key_id) else "(unnamed)"
-            raise ConfigurationError(
-                f"{where}: entry {position} {shown} is not '<key id>:<base64 of a 32-byte key>'."
-            ) from None
-        if key_id in keys:
-            raise ConfigurationError(f"{where}: key id {key_id!r} appears twice.")
-        keys[key_id] = material
-    current = entries[0].partition(":")[0]
-    try:
-        return _check_keys(keys, current), current
-    except ConfigurationError as error:
-        raise ConfigurationError(f"{where}: {error.message}", error.problems) from None
 
 
 class EncryptionKeys:
@@ -154,7 +67,7 @@ class EncryptionKeys:
     """
 
     def __init__(self, keys: Mapping[str, bytes], *, current: str) -> None:
-        self._keys: dict[str, bytes] | None = _check_keys(keys, current)
+        self._keys: dict[str, bytes] | None = check_keys(keys, current)
         self._current = current
         #: Where the keys come from: ``None`` (bytes given here), or ``(kind, reference)``.
         self._source: tuple[str, str] | None = None
@@ -172,7 +85,7 @@ class EncryptionKeys:
         Raises:
           ConfigurationError: the text holds no key, or an entry is malformed (never shown).
         """
-        keys, current = _parse_keys(text, "EncryptionKeys.parse()")
+        keys, current = parse_keys(text, "EncryptionKeys.parse()")
         return cls(keys, current=current)
 
     @classmethod
@@ -215,7 +128,7 @@ class EncryptionKeys:
         Raises:
           ConfigurationError: no such provider in this process, or it did not return an ``EncryptionKeys``.
         """
-        if not isinstance(name, str) or not _PROVIDER_NAME.fullmatch(name):
+        if not isinstance(name, str) or not PROVIDER_NAME.fullmatch(name):
             raise ConfigurationError(
                 f"EncryptionKeys.from_provider() needs a registered name or 'module:function', got {name!r}."
             )
@@ -230,12 +143,7 @@ class EncryptionKeys:
         Raises:
           ConfigurationError: ``name`` is not a dotted name, or ``provider`` is not callable.
         """
-        if not isinstance(name, str) or not _PROVIDER_NAME.fullmatch(name) or ":" in name:
-            raise ConfigurationError(f"EncryptionKeys.register_provider(): invalid name {name!r}.")
-        if not callable(provider):
-            raise ConfigurationError(f"EncryptionKeys.register_provider({name!r}): the provider must be callable.")
-        with _providers_lock:
-            _providers[name] = provider
+        register_provider(name, provider)
 
     @classmethod
     def _from_source(cls, kind: str, reference: str, load: bool = False) -> EncryptionKeys:
@@ -257,29 +165,17 @@ class EncryptionKeys:
             if self._keys is None:
                 assert self._source is not None
                 kind, reference = self._source
-                if kind == "env":
-                    text = os.environ.get(reference)
-                    if text is None:
+                if kind == "provider":
+                    loaded = call_provider(reference)
+                    if not isinstance(loaded, EncryptionKeys) or loaded._source is not None:
                         raise ConfigurationError(
-                            f"EncryptionKeys.from_env({reference!r}): the environment variable {reference} is not "
-                            f"set in this process (pid {os.getpid()}). Set it wherever results are written or read: "
-                            "on every Ray node, or in the runtime_env's env_vars."
+                            f"EncryptionKeys.from_provider({reference!r}): the provider must return EncryptionKeys "
+                            "built from key bytes (EncryptionKeys({...}, current=...) or EncryptionKeys.parse(text)), "
+                            f"not {type(loaded).__name__}."
                         )
-                    keys, current = _parse_keys(text, f"The environment variable {reference}")
-                elif kind == "file":
-                    try:
-                        with open(reference, encoding="ascii") as file:
-                            text = file.read()
-                    except (OSError, UnicodeDecodeError) as error:
-                        raise ConfigurationError(
-                            f"EncryptionKeys.from_file({reference!r}) cannot read its keys in this process (pid "
-                            f"{os.getpid()}): {type(error).__name__}. Mount the key file at that path on every node "
-                            "that writes or reads results."
-                        ) from None
-                    keys, current = _parse_keys(text, f"The key file {reference}")
-                else:
-                    loaded = _call_provider(reference)
                     keys, current = loaded._load(), loaded.current
+                else:
+                    keys, current = read_source(kind, reference)
                 self._current = current
                 self._keys = keys
         return self._keys
@@ -290,7 +186,7 @@ class EncryptionKeys:
         if self._source is None:
             raise ConfigurationError(
                 f"{self!r} was built from key bytes, which never leave this process, so it cannot be sent to "
-                f"another one (such as a Ray task that writes or reads encrypted results). {_ON_A_CLUSTER}"
+                f"another one (such as a Ray task that writes or reads encrypted results). {ON_A_CLUSTER}"
             )
         return (EncryptionKeys._from_source, self._source)
 
@@ -363,39 +259,3 @@ class EncryptionKeys:
                 key_id=key_id,
             ) from None
         return plain
-
-
-def _call_provider(name: str) -> EncryptionKeys:
-    """The keys the provider ``name`` returns: a registered one, else ``module:function`` imported.
-
-    Raises:
-      ConfigurationError: there is no such provider here, or it returned something else than an
-        ``EncryptionKeys``.
-    """
-    with _providers_lock:
-        provider = _providers.get(name)
-    if provider is None and ":" in name:
-        module, _, attribute = name.partition(":")
-        try:
-            found: Any = importlib.import_module(module)
-            for part in attribute.split("."):
-                found = getattr(found, part)
-            provider = found
-        except (ImportError, AttributeError) as error:
-            raise ConfigurationError(
-                f"EncryptionKeys.from_provider({name!r}): cannot import it in this process (pid {os.getpid()}): "
-                f"{type(error).__name__}: {error}. Make the module importable where results are written or read."
-            ) from None
-    if provider is None:
-        raise ConfigurationError(
-            f"EncryptionKeys.from_provider({name!r}): no provider is registered under that name in this process "
-            f"(pid {os.getpid()}). Call EncryptionKeys.register_provider({name!r}, ...) in a module every such "
-            "process imports (the actors' module), or name the provider 'module:function'."
-        )
-    loaded = provider()
-    if not isinstance(loaded, EncryptionKeys) or loaded._source is not None:
-        raise ConfigurationError(
-            f"EncryptionKeys.from_provider({name!r}): the provider must return EncryptionKeys built from key bytes "
-            f"(EncryptionKeys({{...}}, current=...) or EncryptionKeys.parse(text)), not {type(loaded).__name__}."
-        )
-    return loaded
