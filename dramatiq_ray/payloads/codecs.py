@@ -41,33 +41,31 @@ numpy and pyarrow are imported only when a value or payload needs them; numpy is
 
 from __future__ import annotations
 
-import io
-import pickle
-import struct
 import sys
 from typing import Any
 
 from dramatiq.encoder import Encoder
 
 from ..errors import (
-    BlobIntegrityError,
-    BlobReadError,
     InvalidPointerError,
-    MissingDependencyError,
     PickleNotAllowedError,
     UnsupportedResultError,
 )
-from ._safe import describe_bytes, describe_error, shorten
+from ._safe import describe_error, shorten
+from .binary_codecs import (
+    decode_arrow,
+    decode_npy,
+    decode_pickle,
+    encode_arrow,
+    encode_npy,
+    encode_pickle,
+    import_pyarrow,
+    undecodable,
+)
 
-__all__ = ["CODECS", "decode_value", "encode_parts"]
+__all__ = ["CODECS", "decode_value", "encode_parts", "undecodable"]
 
 CODECS: tuple[str, ...] = ("json", "raw", "npy", "arrow", "pickle")
-
-PICKLE_MAGIC = b"DRPK"
-PICKLE_VERSION = 1
-_PICKLE_HEAD = struct.Struct("<4sBI")
-_LENGTH = struct.Struct("<Q")
-_MAX_PICKLE_BUFFERS = 1 << 20
 
 _ALLOW_PICKLE_HINT = (
     "return bytes, a numpy array, an Arrow table or a DataFrame, or a value the encoder accepts; "
@@ -107,30 +105,6 @@ def _is_dataframe(value: Any) -> bool:
     return isinstance(value, pandas.DataFrame)
 
 
-def _import_pyarrow(feature: str) -> Any:
-    try:
-        import pyarrow
-        import pyarrow.ipc
-    except ImportError:
-        raise MissingDependencyError(feature, "arrow", "pyarrow") from None
-    return pyarrow
-
-
-def undecodable(codec: str, data: bytes | bytearray | memoryview, error: BaseException, pointer: str) -> BlobReadError:
-    """The error for a payload that is intact (its digest matched) but does not decode as ``codec``: it names the
-    payload's size and first bytes and the decoder's error, cut short, never the payload."""
-    where = f"The blob for {shorten(repr(pointer))}" if pointer else "An inline value"
-    return BlobReadError(
-        f"{where} is intact but cannot be decoded as {codec} ({describe_error(error)}; the payload is "
-        f"{describe_bytes(data)}); read it with the encoder and libraries that wrote it.",
-        pointer=pointer,
-    )
-
-
-def _corrupt(codec: str, problem: str, pointer: str) -> BlobIntegrityError:
-    return BlobIntegrityError(f"The {codec!r} result payload is corrupt: {problem}.", pointer=pointer)
-
-
 # --- encoding ------------------------------------------------------------------------------------------------
 
 
@@ -160,25 +134,25 @@ def encode_parts(
         return "raw", (value.tobytes(),)
     if _is_ndarray(value):
         if not value.dtype.hasobject:
-            return "npy", _encode_npy(value)
+            return "npy", encode_npy(value)
         if not allow_pickle:
             raise UnsupportedResultError(
                 f"A numpy array of dtype {value.dtype} holds Python objects and cannot be stored without pickle: "
                 f"{_ALLOW_PICKLE_HINT}.",
                 type_name="numpy.ndarray",
             )
-        return "pickle", (_encode_pickle(value),)
+        return "pickle", (encode_pickle(value),)
     if _is_arrow_table(value):
-        return "arrow", (_encode_arrow(value),)
+        return "arrow", (encode_arrow(value),)
     if _is_dataframe(value):
-        pyarrow = _import_pyarrow("Storing a pandas DataFrame result")
-        return "arrow", (_encode_arrow(pyarrow.Table.from_pandas(value, preserve_index=True)),)
+        pyarrow = import_pyarrow("Storing a pandas DataFrame result")
+        return "arrow", (encode_arrow(pyarrow.Table.from_pandas(value, preserve_index=True)),)
     try:
         return "json", (encoder.encode(value),)
     except Exception as error:
         encoder_error: Exception = error
     if allow_pickle:
-        return "pickle", (_encode_pickle(value),)
+        return "pickle", (encode_pickle(value),)
     type_name = f"{type(value).__module__}.{type(value).__qualname__}"
     # Not chained: an encoder's error may quote the value, and tracebacks are logged.
     raise UnsupportedResultError(
@@ -186,55 +160,6 @@ def encode_parts(
         f"{describe_error(encoder_error)}): {_ALLOW_PICKLE_HINT}.",
         type_name=type_name,
     ) from None
-
-
-def _encode_npy(array: Any) -> tuple[bytes, memoryview]:
-    """The ``.npy`` header and the array's memory (a view of a contiguous array, else a C-order copy)."""
-    import numpy
-    import numpy.lib.format as npy_format
-
-    fortran = bool(array.flags.f_contiguous and not array.flags.c_contiguous)
-    if not (array.flags.c_contiguous or fortran):
-        array = numpy.ascontiguousarray(array)  # the one copy, straight into C order
-    header = io.BytesIO()
-    fields = {"descr": npy_format.dtype_to_descr(array.dtype), "fortran_order": fortran, "shape": array.shape}
-    try:
-        npy_format.write_array_header_1_0(header, fields)
-    except ValueError:
-        header = io.BytesIO()
-        npy_format.write_array_header_2_0(header, fields)
-    # The memory in its own order, as bytes: a C-order view of a Fortran array is its transpose.
-    flat = (array.T if fortran else array).reshape(-1).view(numpy.uint8)
-    return header.getvalue(), memoryview(flat)
-
-
-def _encode_arrow(table: Any) -> memoryview:
-    pyarrow = _import_pyarrow("Storing an Arrow table result")
-    sink = pyarrow.BufferOutputStream()
-    with pyarrow.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return memoryview(sink.getvalue())
-
-
-def _encode_pickle(value: Any) -> memoryview:
-    buffers: list[memoryview] = []
-
-    def keep(buffer: pickle.PickleBuffer) -> None:
-        buffers.append(buffer.raw())
-
-    main = pickle.dumps(value, protocol=5, buffer_callback=keep)
-    parts: list[bytes | memoryview] = [main, *buffers]
-    head = _PICKLE_HEAD.pack(PICKLE_MAGIC, PICKLE_VERSION, len(buffers)) + b"".join(
-        _LENGTH.pack(part.nbytes if isinstance(part, memoryview) else len(part)) for part in parts
-    )
-    payload = bytearray(len(head) + sum(len(part) if isinstance(part, bytes) else part.nbytes for part in parts))
-    payload[: len(head)] = head
-    position = len(head)
-    for part in parts:
-        size = len(part) if isinstance(part, bytes) else part.nbytes
-        payload[position : position + size] = part
-        position += size
-    return memoryview(payload)
 
 
 # --- decoding ------------------------------------------------------------------------------------------------
@@ -270,102 +195,14 @@ def decode_value(
             # Not chained: Dramatiq's DecodeError holds (and prints) everything it failed to decode.
             raise undecodable(codec, data, error, pointer) from None
     if codec == "npy":
-        return _decode_npy(data, pointer, owned)
+        return decode_npy(data, pointer, owned)
     if codec == "arrow":
-        return _decode_arrow(data, pointer)
+        return decode_arrow(data, pointer)
     if codec == "pickle":
         if not allow_pickle:
             raise PickleNotAllowedError(
                 "This result was stored as a pickle and unpickling is not allowed here: set allow_pickle=True on "
                 "Results, the actor or the message if you trust whoever wrote it."
             )
-        return _decode_pickle(data, pointer, owned)
+        return decode_pickle(data, pointer, owned)
     raise InvalidPointerError(f"Unknown result codec {shorten(repr(codec))}: expected one of {', '.join(CODECS)}.")
-
-
-def _decode_npy(data: bytes | bytearray | memoryview, pointer: str, owned: bool) -> Any:
-    import numpy
-    import numpy.lib.format as npy_format
-
-    view = memoryview(data).cast("B") if isinstance(data, memoryview) else memoryview(data)
-    if view.nbytes < 10 or bytes(view[:6]) != b"\x93NUMPY":
-        raise _corrupt("npy", "it does not start with the .npy magic", pointer)
-    major = view[6]
-    if major == 1:
-        header_end = 10 + int.from_bytes(view[8:10], "little")
-    elif major in (2, 3) and view.nbytes >= 12:
-        header_end = 12 + int.from_bytes(view[8:12], "little")
-    else:
-        raise _corrupt("npy", f"unsupported .npy format version {major}", pointer)
-    if header_end > view.nbytes:
-        raise _corrupt("npy", "its header is truncated", pointer)
-    header = io.BytesIO(bytes(view[:header_end]))
-    try:
-        version = npy_format.read_magic(header)
-        if version == (1, 0):
-            shape, fortran_order, dtype = npy_format.read_array_header_1_0(header)
-        else:
-            shape, fortran_order, dtype = npy_format.read_array_header_2_0(header)
-    except (ValueError, SyntaxError, TypeError) as error:
-        raise _corrupt("npy", f"its header cannot be read ({describe_error(error)})", pointer) from None
-    if dtype.hasobject:
-        raise _corrupt("npy", "it declares a dtype holding Python objects", pointer)
-    count = 1
-    for dimension in shape:
-        count *= dimension
-    if count * dtype.itemsize != view.nbytes - header_end:
-        raise _corrupt(
-            "npy", f"{view.nbytes - header_end} data bytes for {count} values of {dtype.itemsize} bytes", pointer
-        )
-    values = numpy.frombuffer(view, dtype=dtype, count=count, offset=header_end)
-    array = values.reshape(shape, order="F" if fortran_order else "C")
-    # An owned, writable buffer becomes the array's memory; anything else is copied, so the array is writable
-    # and independent of what the caller keeps.
-    return array if owned and not view.readonly else array.copy(order="K")
-
-
-def _decode_arrow(data: bytes | bytearray | memoryview, pointer: str) -> Any:
-    pyarrow = _import_pyarrow("Reading an Arrow result")
-    try:
-        table = pyarrow.ipc.open_stream(pyarrow.py_buffer(data)).read_all()
-    except (pyarrow.ArrowException, OSError) as error:
-        raise _corrupt("arrow", f"it is not a readable Arrow IPC stream ({describe_error(error)})", pointer) from None
-    if table.schema.pandas_metadata is None:
-        return table
-    try:
-        import pandas  # noqa: F401
-    except ImportError:
-        raise ImportError(
-            "This result is a pandas DataFrame; reading it needs the 'pandas' package: pip install pandas"
-        ) from None
-    return table.to_pandas()
-
-
-def _decode_pickle(data: bytes | bytearray | memoryview, pointer: str, owned: bool) -> Any:
-    view = memoryview(data).cast("B") if isinstance(data, memoryview) else memoryview(data)
-    if view.nbytes < _PICKLE_HEAD.size:
-        raise _corrupt("pickle", "it is shorter than its frame header", pointer)
-    magic, version, count = _PICKLE_HEAD.unpack_from(view)
-    if magic != PICKLE_MAGIC:
-        raise _corrupt("pickle", "it does not start with the pickle frame magic", pointer)
-    if version != PICKLE_VERSION:
-        raise _corrupt("pickle", f"unsupported pickle frame version {version}", pointer)
-    if count > _MAX_PICKLE_BUFFERS:
-        raise _corrupt("pickle", f"it declares {count} buffers", pointer)
-    lengths_end = _PICKLE_HEAD.size + _LENGTH.size * (count + 1)
-    if view.nbytes < lengths_end:
-        raise _corrupt("pickle", "its table of lengths is truncated", pointer)
-    lengths = [_LENGTH.unpack_from(view, _PICKLE_HEAD.size + _LENGTH.size * index)[0] for index in range(count + 1)]
-    if lengths_end + sum(lengths) != view.nbytes:
-        raise _corrupt("pickle", f"its lengths add up to {lengths_end + sum(lengths)}, not {view.nbytes}", pointer)
-    position = lengths_end + lengths[0]
-    main = view[lengths_end:position]
-    adopt = owned and not view.readonly
-    buffers: list[bytearray | memoryview] = []
-    for length in lengths[1:]:
-        # Arrays rebuilt from a buffer are writable only when it is: a slice of an owned, writable payload, or
-        # else a copy (independent of the payload).
-        piece = view[position : position + length]
-        buffers.append(piece if adopt else bytearray(piece))
-        position += length
-    return pickle.loads(main, buffers=buffers)

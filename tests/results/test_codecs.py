@@ -25,10 +25,10 @@ from dramatiq_ray.errors import (
 from dramatiq_ray.payloads.codecs import CODECS, decode_value, encode_parts
 
 
-def encode_value(value: Any, encoder: Any, *, allow_pickle: bool = False) -> tuple[str, bytes]:
-    """The codec and the payload parts joined, as a store receives them."""
+def encode_value(value: Any, encoder: Any, *, allow_pickle: bool = False) -> tuple[str, Any]:
+    """The codec and the payload as a store receives it: the one part as it is (no copy), or the parts joined."""
     codec, parts = encode_parts(value, encoder, allow_pickle=allow_pickle)
-    return codec, b"".join(parts)
+    return codec, parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 ENCODER = JSONEncoder()
@@ -345,10 +345,10 @@ def test_encoding_json_and_bytes_imports_no_optional_dependency(python_subproces
     script = (
         "import sys\n"
         "from dramatiq.encoder import JSONEncoder\n"
-        "from dramatiq_ray.payloads.codecs import decode_value, encode_value\n"
+        "from dramatiq_ray.payloads.codecs import decode_value, encode_parts\n"
         "for value in ({'a': [1, 2]}, b'bytes'):\n"
-        "    codec, payload = encode_value(value, JSONEncoder())\n"
-        "    assert decode_value(codec, payload, JSONEncoder()) == value\n"
+        "    codec, parts = encode_parts(value, JSONEncoder())\n"
+        "    assert decode_value(codec, b''.join(parts), JSONEncoder()) == value\n"
         "heavy = ('numpy', 'pyarrow', 'pandas')\n"
         "print(','.join(sorted(name for name in sys.modules if name.split('.')[0] in heavy)))\n"
     )
