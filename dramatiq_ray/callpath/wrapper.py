@@ -32,9 +32,11 @@ from typing import Any, Protocol
 
 import dramatiq
 from dramatiq.broker import MessageProxy
+from dramatiq.results import Results as DramatiqResults
 
-from ..payloads.plan import SpillPlan
+from ..payloads.plan import MAX_INLINE_BYTES_OPTION, SpillPlan, check_threshold
 from .body import WRAPPED_ATTR, run_body
+from .lookup import codec_options_for, lookup_option
 
 __all__ = ["Call", "CallPath", "LocalRunner", "PlanSource", "Runner", "RunnerSource", "install", "join"]
 
@@ -136,6 +138,39 @@ class CallPath:
             self.plans.store_from_call(broker, message, outcome)
 
 
+class StockResultsPlans:
+    """The plan source of a broker whose Results is Dramatiq's own with a SpillingBackend (the documented way to
+    spill without dramatiq_ray.Results): the spill plan comes from that backend; the stock middleware stores the
+    outcome itself, after the call."""
+
+    def __init__(self, results: DramatiqResults) -> None:
+        self.results = results
+
+    def spill_plan(self, actor: dramatiq.Actor[Any, Any], message: MessageProxy) -> SpillPlan | None:
+        backend = self.results.backend
+        forwarded = (
+            lookup_option(message.options, actor.options, ("store_results",), self.results.store_results)
+            or message.options.get("pipe_target") is not None
+            or lookup_option(message.options, actor.options, ("on_success",), None)
+        )
+        codec_options = codec_options_for(message.options, actor.options, backend)
+        if not forwarded:
+            return backend.plan(None, **codec_options)  # type: ignore[no-any-return]
+        threshold = lookup_option(message.options, actor.options, (MAX_INLINE_BYTES_OPTION,), backend.max_inline_bytes)
+        return backend.plan(check_threshold(threshold, f"Actor {actor.actor_name!r}:"), **codec_options)  # type: ignore[no-any-return]
+
+    def store_from_call(self, broker: dramatiq.Broker, message: MessageProxy, outcome: Any) -> None:
+        return None
+
+
+def _stock_results_plans(broker: dramatiq.Broker) -> StockResultsPlans | None:
+    """Dramatiq's own Results on ``broker`` when its backend spills (it has a ``plan``), looked for once."""
+    for middleware in broker.middleware:
+        if type(middleware) is DramatiqResults and callable(getattr(middleware.backend, "plan", None)):
+            return StockResultsPlans(middleware)
+    return None
+
+
 _owners: weakref.WeakKeyDictionary[dramatiq.Broker, CallPath] = weakref.WeakKeyDictionary()
 _owners_lock = threading.Lock()
 
@@ -148,6 +183,7 @@ def join(
         owner = _owners.get(broker)
         if owner is None:
             owner = _owners[broker] = CallPath(broker)
+            owner.plans = _stock_results_plans(broker)  # replaced when dramatiq_ray.Results joins
         if owner._driver is None:
             owner._driver = member
         if runners is not None:
