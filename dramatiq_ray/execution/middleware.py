@@ -14,6 +14,7 @@ from typing import Any
 
 import dramatiq
 from dramatiq.broker import MessageProxy
+from dramatiq.errors import ActorNotFound
 from dramatiq.middleware import Middleware
 
 from ..errors import ConfigurationError, RayOptionsError
@@ -23,7 +24,9 @@ from .connection import RayRuntime, keep_dramatiq_signal_handling
 from .options import check_options, merge_runtime_envs
 from .runners import RUNNERS
 from .runners.ray_job import JobRunner
-from .runners.ray_task import RayTaskRunner
+from .replica_options import check_message_options, check_replicas
+from .runners.ray_task import RayTaskRunner, task_options
+from .runners.replicas import ReplicaRunner
 from .shared_head import run_shared_head, run_shared_head_with_dashboard
 
 __all__ = ["RayExecutionMiddleware", "merge_runtime_envs"]
@@ -52,6 +55,9 @@ class RayExecutionMiddleware(Middleware):
       ray_options (dict): Ray task options: ``num_cpus``, ``num_gpus``, ``memory``, ``resources``,
         ``runtime_env``, ``scheduling_strategy``, ``accelerator_type``, ``max_retries`` and anything else
         ``RemoteFunction.options`` accepts. ``runtime_env`` dicts are merged key by key over the broader ones.
+      replicas (dramatiq_ray.Replicas): actor only: run the body on warm replicas, long-lived Ray actors with
+        the actor's ``ray_options`` resources that run ``setup`` once (see docs/replicas.md). A message cannot
+        change their resources: its ``ray_options`` may not set them.
 
     Parameters:
       address: Ray address (``"host:port"``, ``"auto"``, ``"ray://host:10001"`` for Ray Client). ``None``:
@@ -134,10 +140,15 @@ class RayExecutionMiddleware(Middleware):
                 wait_slice=self.wait_slice,
                 max_in_flight=max_in_flight,
             )
+        self._replicas = ReplicaRunner(
+            runtime=self.runtime,
+            options_for=lambda actor: task_options(actor, self.default_options, self.runtime_env),
+            wait_slice=self.wait_slice,
+        )
 
     @property
     def actor_options(self) -> set[str]:
-        return {"ray", "ray_options"}
+        return {"ray", "ray_options", "replicas"}
 
     @property
     def forks(self) -> list[Callable[[], int]]:
@@ -151,19 +162,29 @@ class RayExecutionMiddleware(Middleware):
 
     def runner_for(self, actor: dramatiq.Actor[Any, Any], message: MessageProxy) -> Runner | None:
         """The runner of this message's body, or ``None`` when it runs in the worker (option ``ray=False``)."""
-        on_ray = message.options.get("ray", actor.options.get("ray", self.enabled_by_default))
+        explicit = message.options.get("ray", actor.options.get("ray"))
+        if actor.options.get("replicas") is not None:
+            return None if explicit is False else self._replicas
+        on_ray = self.enabled_by_default if explicit is None else explicit
         return self._runner if on_ray else None
 
     # --- declaring and sending -----------------------------------------------------------------------------
 
     def before_declare_actor(self, broker: dramatiq.Broker, actor: dramatiq.Actor[Any, Any]) -> None:
         self._check(actor.options, actor_name=actor.actor_name, where="actor options")
+        check_replicas(actor.options.get("replicas"), actor_name=actor.actor_name)
 
     def after_declare_actor(self, broker: dramatiq.Broker, actor: dramatiq.Actor[Any, Any]) -> None:
         callpath.install(actor)
 
     def before_enqueue(self, broker: dramatiq.Broker, message: dramatiq.Message[Any], delay: int) -> None:
         self._check(message.options, actor_name=message.actor_name, where="message options")
+        try:
+            actor_options = broker.get_actor(message.actor_name).options
+        except ActorNotFound:
+            actor_options = {}  # sent by name from a process that does not declare the actor
+        on_replicas = actor_options.get("replicas") is not None
+        check_message_options(message.options, actor_name=message.actor_name, on_replicas=on_replicas)
 
     def _check(self, options: dict[str, Any], *, actor_name: str, where: str) -> None:
         if "ray" in options and not isinstance(options["ray"], bool):
