@@ -22,9 +22,9 @@ from . import callpath
 from .callpath import Runner
 from .connection import RayRuntime, keep_dramatiq_signal_handling
 from .options import check_options, merge_runtime_envs
+from .replica_options import check_message_options, check_replicas
 from .runners import RUNNERS
 from .runners.ray_job import JobRunner
-from .replica_options import check_message_options, check_replicas
 from .runners.ray_task import RayTaskRunner, task_options
 from .runners.replicas import ReplicaRunner
 from .shared_head import run_shared_head, run_shared_head_with_dashboard

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import sys
 import threading
@@ -81,7 +82,7 @@ class _Call:
         self.cancelled = threading.Event()
         self.future: asyncio.Future[Any] | None = None
         self.finished_at: float | None = None
-        self._cancel_async: Callable[[], None] | None = None
+        self._cancel_async: Callable[[], object] | None = None
         self._lock = threading.Lock()
 
     def cancel(self) -> None:
@@ -100,7 +101,7 @@ class _Call:
 
             task = loop.create_task(wrapped())
             with self._lock:
-                self._cancel_async = lambda: loop.call_soon_threadsafe(task.cancel)
+                self._cancel_async = functools.partial(loop.call_soon_threadsafe, task.cancel)
                 if self.cancelled.is_set():
                     task.cancel()
             return loop.run_until_complete(task)
@@ -139,7 +140,9 @@ class Replica:
                 state = await asyncio.get_running_loop().run_in_executor(self.executor, self._setup)
             except Exception as error:
                 text = traceback.format_exc()
-                print(f"dramatiq-ray: replica setup of {self.spec.target.actor_name!r} failed:\n{text}", file=sys.stderr)
+                print(
+                    f"dramatiq-ray: replica setup of {self.spec.target.actor_name!r} failed:\n{text}", file=sys.stderr
+                )
                 raise ReplicaSetupError(
                     f"The setup of actor {self.spec.target.actor_name!r}'s replicas raised {type_name(error)}: "
                     f"{error}. Fix setup (or the resources it needs); replicas are started again with backoff.",

@@ -29,6 +29,7 @@ class Batcher:
         self.batch = spec.batch
         self.queue: list[tuple[Any, Any, SpillPlan | None, asyncio.Future[Any]]] = []
         self.timer: asyncio.TimerHandle | None = None
+        self.running: set[asyncio.Future[None]] = set()  # referenced until done, so none is collected mid-batch
 
     async def submit(self, item: Any, message: Any, plan: SpillPlan | None) -> Any:
         loop = asyncio.get_running_loop()
@@ -48,13 +49,15 @@ class Batcher:
         if self.queue:
             self.timer = asyncio.get_running_loop().call_later(self.batch.max_wait_ms / 1000, self._flush)
         if batch:
-            asyncio.ensure_future(self._run(batch))
+            task = asyncio.ensure_future(self._run(batch))
+            self.running.add(task)
+            task.add_done_callback(self.running.discard)
 
     async def _run(self, batch: list[tuple[Any, Any, SpillPlan | None, asyncio.Future[Any]]]) -> None:
         loop = asyncio.get_running_loop()
         try:
             results = await loop.run_in_executor(self.executor, self._call, [entry[:3] for entry in batch])
-        except BaseException as error:  # noqa: BLE001 - every message of the batch gets the body's exception
+        except BaseException as error:
             for *_, future in batch:
                 if not future.done():
                     future.set_exception(error)

@@ -12,7 +12,14 @@ from typing import Any
 
 from ..errors import ConfigurationError
 
-__all__ = ["REPLICA_RESOURCE_OPTIONS", "Batch", "Replicas", "check_message_options", "check_replicas", "replica_options"]
+__all__ = [
+    "REPLICA_RESOURCE_OPTIONS",
+    "Batch",
+    "Replicas",
+    "check_message_options",
+    "check_replicas",
+    "replica_options",
+]
 
 #: The ``ray_options`` that shape a replica (its resources and environment): fixed when the replica starts, so a
 #: message cannot change them.

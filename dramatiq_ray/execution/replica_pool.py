@@ -93,6 +93,7 @@ class Pool:
         self.setups = 0
         self._control: asyncio.Task[None] | None = None
         self._remote: Any = None
+        self._starting: set[asyncio.Future[None]] = set()  # referenced until done, so none is collected
 
     # --- what workers ask ----------------------------------------------------------------------------------
 
@@ -195,7 +196,9 @@ class Pool:
             self._start_member()
             return
         if len(active) > self.spec.min and not waiting:
-            idle = [m for m in ready if not m.load.get("in_flight") and m.load.get("idle_s", 0) > self.spec.idle_timeout_s]
+            idle = [
+                m for m in ready if not m.load.get("in_flight") and m.load.get("idle_s", 0) > self.spec.idle_timeout_s
+            ]
             if idle:
                 member = max(idle, key=_age)
                 member.state, member.retired_at = "retiring", now
@@ -220,13 +223,15 @@ class Pool:
         ).remote(self.spec.replica)
         member = _Member(name, handle)
         self.members[name] = member
-        asyncio.ensure_future(self._await_start(member))
+        task = asyncio.ensure_future(self._await_start(member))
+        self._starting.add(task)
+        task.add_done_callback(self._starting.discard)
 
     async def _await_start(self, member: _Member) -> None:
         started = _future(member.handle.start.remote())
         try:
             await asyncio.wait_for(asyncio.shield(_future(member.handle.load.remote())), PLACEMENT_WARN_S)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             resources = {k: v for k, v in self.spec.options.items() if k != "runtime_env"}
             self.unplaced = (
                 f"Replica {member.name} has not started after {PLACEMENT_WARN_S:.0f} s: Ray cannot place it yet "

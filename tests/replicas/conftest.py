@@ -19,7 +19,9 @@ RESULT_TIMEOUT_MS = 120_000
 
 def kill_replicas(ray: Any) -> list[str]:
     """Kill every pool, then every replica, in dramatiq-ray's namespace of the Ray ``ray`` is attached to."""
-    names = [entry["name"] for entry in ray.util.list_named_actors(all_namespaces=True) if entry["namespace"] == NAMESPACE]
+    names = [
+        entry["name"] for entry in ray.util.list_named_actors(all_namespaces=True) if entry["namespace"] == NAMESPACE
+    ]
     for name in sorted(names, key=lambda name: not name.startswith("pool:")):  # pools first: they restart replicas
         with contextlib.suppress(Exception):
             ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)

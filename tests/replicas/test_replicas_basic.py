@@ -59,7 +59,7 @@ def test_batch_refuses_a_size_below_one() -> None:
 
 
 def test_replicas_option_must_be_a_replicas_instance(replica_broker: Any) -> None:
-    with pytest.raises(ConfigurationError, match="must be a dramatiq_ray.Replicas"):
+    with pytest.raises(ConfigurationError, match=r"must be a dramatiq_ray\.Replicas"):
 
         @dramatiq.actor(broker=replica_broker, replicas={"min": 1})
         def infer() -> None: ...

@@ -24,7 +24,13 @@ from typing import Any
 import dramatiq
 
 from ... import metrics
-from ...errors import RaySystemError, RayUnavailableError, RayWorkerCrashedError, ReplicaSetupError, ReplicaUnavailableError
+from ...errors import (
+    RaySystemError,
+    RayUnavailableError,
+    RayWorkerCrashedError,
+    ReplicaSetupError,
+    ReplicaUnavailableError,
+)
 from ..body import target_for
 from ..callpath import Call
 from ..connection import RayRuntime
@@ -89,7 +95,9 @@ class ReplicaRunner:
         started = time.monotonic()
         ref = None
         try:
-            ref = replica.run.remote(message_key(call.message._message), call.args, call.kwargs, call.message._message, call.plan)
+            ref = replica.run.remote(
+                message_key(call.message._message), call.args, call.kwargs, call.message._message, call.plan
+            )
             while True:
                 try:
                     return ray.get(ref, timeout=self.wait_slice)
@@ -182,7 +190,9 @@ class ReplicaRunner:
                 .remote(spec)
             )
         except (ConnectionError, ray.exceptions.RaySystemError) as error:
-            raise RayUnavailableError(f"Could not reach Ray to find the replicas of {actor.actor_name!r}: {error}") from error
+            raise RayUnavailableError(
+                f"Could not reach Ray to find the replicas of {actor.actor_name!r}: {error}"
+            ) from error
 
     def _refresh(self, client: _PoolClient, *, wanted: bool) -> None:
         import ray
