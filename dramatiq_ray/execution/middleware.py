@@ -235,6 +235,9 @@ class RayExecutionMiddleware(Middleware):
             logger.error("This worker does not start: %s", error.message)
             raise
 
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        self._replicas.stop()
+
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         self.runtime.detach()
 

@@ -89,3 +89,22 @@ def infer(value: int, hold_seconds: float = 0.0, wait_for_release: bool = False)
             client.close()
     time.sleep(hold_seconds)
     return {"value": value * 2, "load_id": replica_state()["load_id"], "pid": os.getpid()}
+
+
+@dramatiq.actor(
+    queue_name=QUEUE,
+    store_results=True,
+    max_retries=3,
+    ray_options={"num_gpus": 1},
+    replicas=Replicas(min=2, max=2, version="gpu"),
+)
+def on_gpu(value: int, together: int = 2) -> dict[str, Any]:
+    """Where a GPU replica runs: its pid and the GPU ids Ray gave it, once ``together`` bodies run at once."""
+    record("gpu_starts", {"value": value})
+    client = redis.Redis.from_url(BROKER_URL)
+    try:
+        while client.llen(f"{NAMESPACE}:gpu_starts") < together:
+            time.sleep(0.05)
+    finally:
+        client.close()
+    return {"value": value, "pid": os.getpid(), "gpus": os.environ.get("CUDA_VISIBLE_DEVICES")}

@@ -55,3 +55,30 @@ def describe_pool(ray_local: Any) -> Callable[[str, str], dict[str, Any]]:
         return found
 
     return describe
+
+
+@pytest.fixture
+def gpu_head() -> Iterator[Any]:
+    """A Ray head advertising 2 logical GPUs (no real ones needed: Ray still assigns CUDA_VISIBLE_DEVICES)."""
+    import shutil
+    import tempfile
+
+    from dramatiq_ray.execution.local_head import LocalHead
+
+    temp_dir = tempfile.mkdtemp(prefix="drg-")
+    head = LocalHead(temp_dir=temp_dir, num_cpus=2, num_gpus=2)
+    head.start()
+    yield head
+    head.stop()
+    leftovers = head.pids()
+    shutil.rmtree(temp_dir, ignore_errors=True)
+    assert not leftovers, f"Ray head processes left behind: {sorted(leftovers)}"
+
+
+@pytest.fixture
+def release(start_worker: Any, tmp_path: Path) -> Iterator[Path]:
+    """A file bodies wait for; created at teardown at the latest (before the workers stop), so no body holds
+    a worker thread forever when a test fails early."""
+    path = tmp_path / "release"
+    yield path
+    path.touch()

@@ -18,12 +18,13 @@ WAIT = 240
 
 
 @pytest.fixture
-def cli_env(redis_url: str, redis_namespace: str, queue_name: str, ray_head: Any) -> dict[str, str]:
+def cli_env(redis_url: str, redis_namespace: str, queue_name: str, request: Any) -> dict[str, str]:
+    head = request.getfixturevalue("gpu_head" if "gpu" in request.node.name else "ray_head")
     return {
         "DRAMATIQ_RAY_TEST_BROKER_URL": redis_url,
         "DRAMATIQ_RAY_TEST_NAMESPACE": redis_namespace,
         "DRAMATIQ_RAY_TEST_QUEUE": queue_name,
-        "DRAMATIQ_RAY_TEST_RAY_ADDRESS": ray_head.address,
+        "DRAMATIQ_RAY_TEST_RAY_ADDRESS": head.address,
     }
 
 
@@ -113,3 +114,33 @@ def test_message_redelivered_after_its_worker_was_killed_takes_over_the_call(
 def _release(redis_client: Any, redis_namespace: str) -> bool:
     redis_client.set(f"{redis_namespace}:release", 1)
     return True
+
+
+def test_gpu_replicas_each_get_their_own_logical_gpu(
+    dramatiq_cli, cli_env, gpu_head, producer, queue_name, redis_url, redis_namespace
+) -> None:
+    # Given a head with 2 logical GPUs and an actor on 2 replicas of 1 GPU each
+    cli = dramatiq_cli(
+        "tests.apps.replicas_app",
+        "--processes",
+        "1",
+        "--threads",
+        "4",
+        env={**cli_env, "DRAMATIQ_RAY_TEST_RAY_ADDRESS": gpu_head.address},
+    )
+    cli.wait_ready(processes=1)
+
+    # When two messages arrive whose bodies finish only once both run at the same time
+    messages = [
+        dramatiq.Message(queue_name=queue_name, actor_name="on_gpu", args=(value,), kwargs={}, options={})
+        for value in range(2)
+    ]
+    for message in messages:
+        producer.enqueue(message)
+    results = [result_of(message, redis_url, redis_namespace) for message in messages]
+
+    # Then each replica process saw exactly one GPU id, and the two ids differ
+    gpus_by_pid = {result["pid"]: result["gpus"] for result in results}
+    assert len(gpus_by_pid) == 2
+    assert sorted(gpus_by_pid.values()) == ["0", "1"]
+    assert cli.stop() == 0, cli.output()

@@ -43,7 +43,8 @@ __all__ = ["ReplicaRunner", "message_key"]
 
 logger = logging.getLogger(__name__)
 
-#: Seconds between two touches of the pools this process knows, while it runs.
+#: At most this many seconds between two touches of a pool this process knows, while it runs (and at most a
+#: third of the pool's ``orphan_timeout_s``).
 HEARTBEAT_S = 30.0
 
 
@@ -82,6 +83,7 @@ class ReplicaRunner:
         self._pools: dict[str, _PoolClient] = {}
         self._lock = threading.Lock()
         self._heartbeat: threading.Thread | None = None
+        self._stopped = threading.Event()
 
     def run(self, call: Call) -> Any:
         import ray
@@ -254,6 +256,11 @@ class ReplicaRunner:
             error = view.get("setup_error")
             if error and not view.get("replicas"):
                 raise ReplicaSetupError(error["message"], remote_traceback=error["traceback"])
+            if self._stopped.is_set():
+                raise ReplicaUnavailableError(
+                    f"The worker is shutting down while the message of actor {actor_name!r} waits for a free "
+                    "replica; it is retried."
+                )
             wanted = True
             time.sleep(min(self.wait_slice, 0.05))
 
@@ -267,16 +274,29 @@ class ReplicaRunner:
 
     # --- keeping pools alive -------------------------------------------------------------------------------
 
+    def stop(self) -> None:
+        """The worker shuts down: messages waiting for a free replica give up (retryably), and this process stops
+        touching pools, so a pool no other worker touches exits in time."""
+        self._stopped.set()
+        with self._lock:
+            self._pools.clear()
+
     def _start_heartbeat(self) -> None:
+        self._stopped.clear()
         if self._heartbeat is None or not self._heartbeat.is_alive():
             self._heartbeat = threading.Thread(target=self._beat, name="dramatiq-ray-replicas-heartbeat", daemon=True)
             self._heartbeat.start()
 
     def _beat(self) -> None:
         """Touch every known pool now and then, so an idle but living worker keeps its pools."""
-        while True:
-            time.sleep(HEARTBEAT_S)
+        touched: dict[str, float] = {}
+        while not self._stopped.wait(0.5):
+            now = time.monotonic()
             for client in list(self._pools.values()):
+                every = min(HEARTBEAT_S, client.config.orphan_timeout_s / 3)
+                if now - max(touched.get(client.name, 0.0), client.viewed_at) < every:
+                    continue
+                touched[client.name] = now
                 try:
                     client.handle.view.remote(False)
                 except Exception:
