@@ -121,14 +121,16 @@ def test_new_version_starts_new_replicas_and_drains_the_old_pool(
 def test_time_limit_cancels_the_call_and_sets_its_flag(replica_broker, start_worker, tmp_path: Path) -> None:
     saw_cancel = tmp_path / "cancelled"
 
-    @dramatiq.actor(broker=replica_broker, store_results=True, max_retries=0, time_limit=1500, replicas=Replicas())
-    def long_running() -> None:
-        while not replica_cancelled():
+    @dramatiq.actor(broker=replica_broker, store_results=True, max_retries=0, time_limit=3000, replicas=Replicas())
+    def long_running(hold: bool) -> None:
+        while hold and not replica_cancelled():
             time.sleep(0.05)
-        saw_cancel.touch()
+        if hold:
+            saw_cancel.touch()
 
     start_worker(replica_broker)
-    message = long_running.send()
+    long_running.send(False).get_result(block=True, timeout=RESULT_TIMEOUT_MS)  # the replica is up: the limit is
+    message = long_running.send(True)  # spent running, not waiting for a replica to start
 
     with pytest.raises(ResultFailure) as caught:
         message.get_result(block=True, timeout=RESULT_TIMEOUT_MS)
@@ -143,16 +145,18 @@ def test_cancelled_call_that_keeps_running_restarts_its_replica(
         broker=replica_broker,
         store_results=True,
         max_retries=0,
-        time_limit=1500,
+        time_limit=3000,
         replicas=Replicas(setup=lambda: uuid.uuid4().hex, cancel_grace_s=1),
     )
-    def stubborn() -> None:
-        while True:
+    def stubborn(hold: bool) -> None:
+        while hold:
             time.sleep(0.05)  # ignores replica_cancelled()
 
     start_worker(replica_broker)
-    with pytest.raises(ResultFailure):
-        stubborn.send().get_result(block=True, timeout=RESULT_TIMEOUT_MS)
+    stubborn.send(False).get_result(block=True, timeout=RESULT_TIMEOUT_MS)  # the replica is up
+    with pytest.raises(ResultFailure) as caught:
+        stubborn.send(True).get_result(block=True, timeout=RESULT_TIMEOUT_MS)
+    assert caught.value.orig_exc_type == "TimeLimitExceeded"
 
     wait_until(lambda: describe_pool("stubborn")["setups"] == 2, timeout=WAIT, what="the replica to be replaced")
 
