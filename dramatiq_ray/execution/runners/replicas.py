@@ -15,6 +15,7 @@ over the running call, or its outcome, on the replica that ran it.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -43,6 +44,8 @@ __all__ = ["ReplicaRunner", "message_key"]
 
 logger = logging.getLogger(__name__)
 
+#: While calls wait for a free replica, tell the pool at most this often (seconds).
+DEMAND_EVERY_S = 0.25
 #: At most this many seconds between two touches of a pool this process knows, while it runs (and at most a
 #: third of the pool's ``orphan_timeout_s``).
 HEARTBEAT_S = 30.0
@@ -82,6 +85,7 @@ class ReplicaRunner:
         self.wait_slice = wait_slice
         self._pools: dict[str, _PoolClient] = {}
         self._lock = threading.Lock()
+        self._freed = threading.Condition(threading.Lock())  # a call of this process ended: a slot is free
         self._heartbeat: threading.Thread | None = None
         self._stopped = threading.Event()
 
@@ -93,13 +97,12 @@ class ReplicaRunner:
         config: Replicas = call.actor.options["replicas"]
         generation = self.runtime.attach()
         client = self._client(call.actor, config, generation)
-        replica_name, replica = self._acquire(client, actor_name)
+        key = message_key(call.message._message)
+        replica_name, replica = self._acquire(client, actor_name, key)
         started = time.monotonic()
         ref = None
         try:
-            ref = replica.run.remote(
-                message_key(call.message._message), call.args, call.kwargs, call.message._message, call.plan
-            )
+            ref = replica.run.remote(key, call.args, call.kwargs, call.message._message, call.plan)
             while True:
                 try:
                     return ray.get(ref, timeout=self.wait_slice)
@@ -233,26 +236,26 @@ class ReplicaRunner:
             client.reported.add(unplaced)
             logger.warning("%s", unplaced)
 
-    def _acquire(self, client: _PoolClient, actor_name: str) -> tuple[str, Any]:
-        """The least busy ready replica with room for one more call of this process; waits in slices."""
-        wanted = False
+    def _acquire(self, client: _PoolClient, actor_name: str, key: str) -> tuple[str, Any]:
+        """A ready replica with room for one more call of this process: the one ``key`` hashes to when it has room
+        (so a redelivered message finds the replica that ran it), else the least busy. Waits in slices, for a
+        call of this process to end or the pool to start a replica."""
+        wanted, asked_at = False, float("-inf")
         while True:
-            if wanted or time.monotonic() - client.viewed_at > VIEW_TTL_S or not client.view.get("replicas"):
+            now = time.monotonic()
+            if (
+                now - client.viewed_at > VIEW_TTL_S
+                or not client.view.get("replicas")
+                or (wanted and now - asked_at > DEMAND_EVERY_S)
+            ):
                 self._refresh(client, wanted=wanted)
+                asked_at = now if wanted else asked_at
             view = client.view
             if view.get("draining"):
                 raise ReplicaUnavailableError(
                     f"The replicas of actor {actor_name!r} (pool {client.name}) are draining for another version; "
                     "the message is retried, and a worker running the current version takes it."
                 )
-            with self._lock:
-                free = [(client.in_flight.get(name, 0), name, handle) for name, handle in view.get("replicas", ())]
-                capacity = client.config.max_concurrency * (client.config.batch.max_size if client.config.batch else 1)
-                free = [entry for entry in free if entry[0] < capacity]
-                if free:
-                    _, name, handle = min(free, key=lambda entry: entry[0])
-                    client.in_flight[name] = client.in_flight.get(name, 0) + 1
-                    return name, handle
             error = view.get("setup_error")
             if error and not view.get("replicas"):
                 raise ReplicaSetupError(error["message"], remote_traceback=error["traceback"])
@@ -261,16 +264,22 @@ class ReplicaRunner:
                     f"The worker is shutting down while the message of actor {actor_name!r} waits for a free "
                     "replica; it is retried."
                 )
-            wanted = True
-            time.sleep(min(self.wait_slice, 0.05))
+            with self._freed:
+                chosen = _choose(key, view.get("replicas", ()), client.in_flight, _capacity(client.config))
+                if chosen is not None:
+                    client.in_flight[chosen[0]] = client.in_flight.get(chosen[0], 0) + 1
+                    return chosen
+                wanted = True
+                self._freed.wait(timeout=min(self.wait_slice, DEMAND_EVERY_S))
 
     def _release(self, client: _PoolClient, name: str) -> None:
-        with self._lock:
+        with self._freed:
             left = client.in_flight.get(name, 0) - 1
             if left > 0:
                 client.in_flight[name] = left
             else:
                 client.in_flight.pop(name, None)
+            self._freed.notify()
 
     # --- keeping pools alive -------------------------------------------------------------------------------
 
@@ -301,3 +310,24 @@ class ReplicaRunner:
                     client.handle.view.remote(False)
                 except Exception:
                     logger.debug("Could not touch pool %s.", client.name, exc_info=True)
+
+
+def _capacity(config: Replicas) -> int:
+    """Calls one process sends one replica at most: its threads, times the batch size when it batches."""
+    return config.max_concurrency * (config.batch.max_size if config.batch else 1)
+
+
+def _choose(key: str, replicas: Any, in_flight: dict[str, int], capacity: int) -> tuple[str, Any] | None:
+    """The replica ``key`` hashes to (rendezvous hashing: stable while replicas come and go) when this process has
+    no call on it, else the least busy one with room, else ``None``."""
+    free = [(name, handle) for name, handle in replicas if in_flight.get(name, 0) < capacity]
+    if not free:
+        return None
+    preferred = max(replicas, key=lambda replica: _weight(key, replica[0]))
+    if in_flight.get(preferred[0], 0) == 0:
+        return tuple(preferred)  # type: ignore[return-value]
+    return min(free, key=lambda replica: in_flight.get(replica[0], 0))
+
+
+def _weight(key: str, name: str) -> bytes:
+    return hashlib.blake2b(f"{key}|{name}".encode(), digest_size=8).digest()
