@@ -138,6 +138,29 @@ def test_time_limit_cancels_the_call_and_sets_its_flag(replica_broker, start_wor
     wait_until(saw_cancel.exists, timeout=WAIT, what="the body to see its cancellation")
 
 
+def test_time_limit_cancels_an_async_body_at_its_await(replica_broker, start_worker, tmp_path: Path) -> None:
+    saw_cancel = tmp_path / "cancelled"
+
+    @dramatiq.actor(broker=replica_broker, store_results=True, max_retries=0, time_limit=3000, replicas=Replicas())
+    async def waits(hold: bool) -> None:
+        import asyncio
+
+        try:
+            while hold:
+                await asyncio.sleep(0.05)
+        except asyncio.CancelledError:
+            saw_cancel.touch()
+            raise
+
+    start_worker(replica_broker)
+    waits.send(False).get_result(block=True, timeout=RESULT_TIMEOUT_MS)  # the replica is up
+    with pytest.raises(ResultFailure) as caught:
+        waits.send(True).get_result(block=True, timeout=RESULT_TIMEOUT_MS)
+
+    assert caught.value.orig_exc_type == "TimeLimitExceeded"
+    wait_until(saw_cancel.exists, timeout=WAIT, what="the async body to be cancelled")
+
+
 def test_cancelled_call_that_keeps_running_restarts_its_replica(
     replica_broker, start_worker, describe_pool, tmp_path: Path
 ) -> None:
