@@ -23,6 +23,8 @@ from tests.conftest import RAY_TEST_RESOURCE
 from tests.replicas.conftest import RESULT_TIMEOUT_MS
 
 WAIT = 120
+#: The time limit of the held messages; warm-up messages (which wait for the replica to start) have none.
+TIME_LIMIT_MS = 3000
 
 
 def wait_for_files(directory: Path, count: int) -> list[Path]:
@@ -121,7 +123,7 @@ def test_new_version_starts_new_replicas_and_drains_the_old_pool(
 def test_time_limit_cancels_the_call_and_sets_its_flag(replica_broker, start_worker, tmp_path: Path) -> None:
     saw_cancel = tmp_path / "cancelled"
 
-    @dramatiq.actor(broker=replica_broker, store_results=True, max_retries=0, time_limit=3000, replicas=Replicas())
+    @dramatiq.actor(broker=replica_broker, store_results=True, max_retries=0, replicas=Replicas())
     def long_running(hold: bool) -> None:
         while hold and not replica_cancelled():
             time.sleep(0.05)
@@ -129,8 +131,9 @@ def test_time_limit_cancels_the_call_and_sets_its_flag(replica_broker, start_wor
             saw_cancel.touch()
 
     start_worker(replica_broker)
-    long_running.send(False).get_result(block=True, timeout=RESULT_TIMEOUT_MS)  # the replica is up: the limit is
-    message = long_running.send(True)  # spent running, not waiting for a replica to start
+    # Once the replica is up, the time limit is spent running, not waiting for a replica to start
+    long_running.send(False).get_result(block=True, timeout=RESULT_TIMEOUT_MS)
+    message = long_running.send_with_options(args=(True,), time_limit=TIME_LIMIT_MS)
 
     with pytest.raises(ResultFailure) as caught:
         message.get_result(block=True, timeout=RESULT_TIMEOUT_MS)
@@ -141,7 +144,7 @@ def test_time_limit_cancels_the_call_and_sets_its_flag(replica_broker, start_wor
 def test_time_limit_cancels_an_async_body_at_its_await(replica_broker, start_worker, tmp_path: Path) -> None:
     saw_cancel = tmp_path / "cancelled"
 
-    @dramatiq.actor(broker=replica_broker, store_results=True, max_retries=0, time_limit=3000, replicas=Replicas())
+    @dramatiq.actor(broker=replica_broker, store_results=True, max_retries=0, replicas=Replicas())
     async def waits(hold: bool) -> None:
         import asyncio
 
@@ -155,7 +158,9 @@ def test_time_limit_cancels_an_async_body_at_its_await(replica_broker, start_wor
     start_worker(replica_broker)
     waits.send(False).get_result(block=True, timeout=RESULT_TIMEOUT_MS)  # the replica is up
     with pytest.raises(ResultFailure) as caught:
-        waits.send(True).get_result(block=True, timeout=RESULT_TIMEOUT_MS)
+        waits.send_with_options(args=(True,), time_limit=TIME_LIMIT_MS).get_result(
+            block=True, timeout=RESULT_TIMEOUT_MS
+        )
 
     assert caught.value.orig_exc_type == "TimeLimitExceeded"
     wait_until(saw_cancel.exists, timeout=WAIT, what="the async body to be cancelled")
@@ -168,7 +173,6 @@ def test_cancelled_call_that_keeps_running_restarts_its_replica(
         broker=replica_broker,
         store_results=True,
         max_retries=0,
-        time_limit=3000,
         replicas=Replicas(setup=lambda: uuid.uuid4().hex, cancel_grace_s=1),
     )
     def stubborn(hold: bool) -> None:
@@ -178,7 +182,9 @@ def test_cancelled_call_that_keeps_running_restarts_its_replica(
     start_worker(replica_broker)
     stubborn.send(False).get_result(block=True, timeout=RESULT_TIMEOUT_MS)  # the replica is up
     with pytest.raises(ResultFailure) as caught:
-        stubborn.send(True).get_result(block=True, timeout=RESULT_TIMEOUT_MS)
+        stubborn.send_with_options(args=(True,), time_limit=TIME_LIMIT_MS).get_result(
+            block=True, timeout=RESULT_TIMEOUT_MS
+        )
     assert caught.value.orig_exc_type == "TimeLimitExceeded"
 
     wait_until(lambda: describe_pool("stubborn")["setups"] == 2, timeout=WAIT, what="the replica to be replaced")
