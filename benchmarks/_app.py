@@ -105,6 +105,11 @@ def model_task() -> int:
     return int(_model["loaded_in"])
 
 
+def noop_replica() -> int:
+    """Nothing, on a warm replica: the cost of the replicas path itself."""
+    return 0
+
+
 def model_replica() -> int:
     """The same call on a warm replica, whose setup loaded the model once."""
     import time
@@ -240,6 +245,9 @@ def _model_actors(config: AppConfig, broker: dramatiq.Broker) -> dict[str, drama
     return {
         "model_task": dramatiq.actor(**common)(model_task),
         "model_replica": dramatiq.actor(replicas=replicas, **common)(model_replica),
+        "noop_replica": dramatiq.actor(
+            broker=broker, queue_name=config.queue, max_retries=0, replicas=Replicas(max_concurrency=8)
+        )(noop_replica),
     }
 
 

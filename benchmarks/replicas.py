@@ -63,6 +63,25 @@ def measure(run: Run, cluster: RayCluster, *, actor: str, count: int, setup_s: f
         app.broker.close()
 
 
+def measure_noop(run: Run, *, actor: str, count: int) -> dict[str, float]:
+    """Throughput of ``count`` empty bodies sent at once, after a warm-up."""
+    config = run.config(execution="ray")
+    app = build(config)
+    worker = run.start_worker(config, label=f"replicas-{actor}", threads=THREADS)
+    try:
+        target = app.actors[actor]
+        for message in [target.send() for _ in range(THREADS)]:
+            wait_for(app.backend, message)
+        started = time.perf_counter()
+        for message in [target.send() for _ in range(count)]:
+            wait_for(app.backend, message)
+        elapsed = time.perf_counter() - started
+        return {"count": float(count), "elapsed_s": elapsed, "throughput_per_s": count / elapsed}
+    finally:
+        run.stop_worker(worker)
+        app.broker.close()
+
+
 def run_case(run: Run) -> CaseReport:
     count, setup_s = (2, 0.2) if run.quick else (50, 2.0)  # quick: each GPU task still starts a process
     report = CaseReport(
@@ -100,8 +119,15 @@ def run_case(run: Run) -> CaseReport:
             note="throughput of replicas over GPU tasks, at least 50x",
         )
     )
+    noop_count = 20 if run.quick else 500
+    measure_variant(report, "no-op, Ray tasks", lambda: measure_noop(run, actor="noop", count=noop_count))
+    measure_variant(report, "no-op, replicas", lambda: measure_noop(run, actor="noop_replica", count=noop_count))
     report.notes.append(
-        "Not yet measured here: replicas against a hand-written ray.util.ActorPool, micro-batching, no-op "
-        "throughput, and time to the first result after a worker restart (warm against cold pool)."
+        f"No-op rows: {noop_count} messages of an empty body sent at once on the run's CPU cluster, as Ray tasks "
+        "(today's path) and on one warm replica with max_concurrency=8; reported, no goal."
+    )
+    report.notes.append(
+        "Not yet measured here: replicas against a hand-written ray.util.ActorPool, micro-batching, and time to "
+        "the first result after a worker restart (warm against cold pool)."
     )
     return report
