@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import arguments, big_results, cpu_scaling, offload, spill, sql
+from . import arguments, big_results, cpu_scaling, offload, replicas, spill, sql
 from ._harness import CaseReport, describe_machine
 from ._report import render_markdown, write_json
 from ._run import Run
@@ -26,6 +26,7 @@ CASES: dict[str, Callable[[Run], CaseReport]] = {
     "big_results": big_results.run_case,
     "arguments": arguments.run_case,
     "sql": sql.run_case,
+    "replicas": replicas.run_case,
 }
 TITLES = {
     "offload": "Offload overhead",
@@ -34,6 +35,7 @@ TITLES = {
     "big_results": "Big results from Ray",
     "arguments": "Big inputs by reference",
     "sql": "SQL result backend",
+    "replicas": "Warm replicas",
 }
 
 

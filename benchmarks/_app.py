@@ -43,6 +43,8 @@ class AppConfig:
     spill_in_task: str = "1"
     #: Our Results' ``max_inline_arg_bytes`` (empty: arguments inline, as in plain Dramatiq).
     max_inline_arg_bytes: str = ""
+    #: Seconds the "model" of the replicas case takes to load.
+    model_setup_s: str = "2"
 
     def as_env(self) -> dict[str, str]:
         return asdict(self)
@@ -77,6 +79,45 @@ def payload(size: int, tag: str = "") -> str:
     A distinct tag per result makes a distinct blob: stores write it rather than finding it already there.
     """
     return (tag + "x" * size)[:size]
+
+
+#: Seconds one call of the replicas case's "model" takes.
+MODEL_CALL_S = 0.02
+_model: dict[str, Any] | None = None
+
+
+def load_model() -> dict[str, Any]:
+    """A "model" that takes ``BENCH_MODEL_SETUP_S`` seconds to load (set through the actors' runtime_env)."""
+    import time
+
+    time.sleep(float(os.environ.get("BENCH_MODEL_SETUP_S", "2")))
+    return {"loaded_in": os.getpid()}
+
+
+def model_task() -> int:
+    """A GPU task keeping its model in a module global, as users do: Ray runs each GPU task in a new process."""
+    import time
+
+    global _model
+    if _model is None:
+        _model = load_model()
+    time.sleep(MODEL_CALL_S)
+    return int(_model["loaded_in"])
+
+
+def noop_replica() -> int:
+    """Nothing, on a warm replica: the cost of the replicas path itself."""
+    return 0
+
+
+def model_replica() -> int:
+    """The same call on a warm replica, whose setup loaded the model once."""
+    import time
+
+    from dramatiq_ray import replica_state
+
+    time.sleep(MODEL_CALL_S)
+    return int(replica_state()["loaded_in"])
 
 
 def consume(data: str | bytes) -> int:
@@ -184,7 +225,30 @@ def build(config: AppConfig) -> App:
         fn.__name__: dramatiq.actor(broker=broker, queue_name=config.queue, max_retries=0, **options)(fn)
         for fn in bodies  # one decorator per actor: a Dramatiq decorator keeps the first actor's name
     }
+    if config.execution == "ray":
+        actors.update(_model_actors(config, broker))
     return App(broker=broker, backend=backend, actors=actors)
+
+
+def _model_actors(config: AppConfig, broker: dramatiq.Broker) -> dict[str, dramatiq.Actor[Any, Any]]:
+    """The replicas case's actors: one GPU each, as a task per message and on two warm replicas."""
+    from dramatiq_ray import Replicas
+
+    ray_options = {"num_gpus": 1, "runtime_env": {"env_vars": {"BENCH_MODEL_SETUP_S": config.model_setup_s}}}
+    common: dict[str, Any] = {
+        "broker": broker,
+        "queue_name": config.queue,
+        "max_retries": 0,
+        "ray_options": ray_options,
+    }
+    replicas = Replicas(setup=load_model, min=2, max=2, version=f"setup-{config.model_setup_s}")
+    return {
+        "model_task": dramatiq.actor(**common)(model_task),
+        "model_replica": dramatiq.actor(replicas=replicas, **common)(model_replica),
+        "noop_replica": dramatiq.actor(
+            broker=broker, queue_name=config.queue, max_retries=0, replicas=Replicas(max_concurrency=8)
+        )(noop_replica),
+    }
 
 
 def _spill_in_worker() -> type[Any]:

@@ -109,7 +109,7 @@ class RayCluster:
     clusters use token authentication by default.
     """
 
-    def __init__(self, *, num_cpus: int, object_store_mib: int = 1024) -> None:
+    def __init__(self, *, num_cpus: int, object_store_mib: int = 1024, num_gpus: int = 0) -> None:
         self.temp_dir = tempfile.mkdtemp(prefix="drb-")  # short: Ray's socket paths must fit in 107 bytes
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
@@ -117,7 +117,8 @@ class RayCluster:
         self.nodes: list[subprocess.Popen[bytes]] = []
         self._logs: list[IO[bytes]] = []
         self.num_cpus = 0
-        self._start_node(["--head", f"--port={self.port}", "--include-dashboard=false"], num_cpus)
+        gpus = [f"--num-gpus={num_gpus}"] if num_gpus else []  # logical GPUs: Ray assigns ids, no hardware needed
+        self._start_node(["--head", f"--port={self.port}", "--include-dashboard=false", *gpus], num_cpus)
 
     def add_node(self, *, num_cpus: int) -> None:
         """Join a second ``ray start`` on this machine with its own CPUs (a simulated two-node cluster)."""

@@ -34,6 +34,9 @@ from .errors import (
     RayUnavailableError,
     RayWorkerCrashedError,
     RemoteExceptionError,
+    ReplicaError,
+    ReplicaSetupError,
+    ReplicaUnavailableError,
     ResultBackendError,
     RetryOptionsError,
     SchemaVersionError,
@@ -73,6 +76,8 @@ from .delivery import Webhooks, get_result_async, get_result_url
 # isort: split
 from .callpath.context import current_message
 from .execution import RayExecutionMiddleware
+from .execution.replica import replica_cancelled, replica_state
+from .execution.replica_options import Batch, Replicas
 
 # --- retries ---
 from .retries import Retries
@@ -111,6 +116,9 @@ __all__ = [
     "RayUnavailableError",
     "RayWorkerCrashedError",
     "RemoteExceptionError",
+    "ReplicaError",
+    "ReplicaSetupError",
+    "ReplicaUnavailableError",
     "ResultBackendError",
     "RetryOptionsError",
     "SchemaVersionError",
@@ -141,8 +149,12 @@ __all__ = [
     "get_result_async",
     "get_result_url",
     # running on Ray
+    "Batch",
     "RayExecutionMiddleware",
+    "Replicas",
     "current_message",
+    "replica_cancelled",
+    "replica_state",
     # retries
     "Retries",
     # settings

@@ -38,6 +38,9 @@ __all__ = [
     "RayUnavailableError",
     "RayWorkerCrashedError",
     "RemoteExceptionError",
+    "ReplicaError",
+    "ReplicaSetupError",
+    "ReplicaUnavailableError",
     "ResultBackendError",
     "RetryOptionsError",
     "SchemaVersionError",
@@ -230,6 +233,28 @@ class RayUnavailableError(RaySystemError):
 class RayJobStuckError(RaySystemError):
     """A Ray job of the ``ray_job`` runner made no progress for ``stuck_timeout`` seconds and was stopped; retried
     like any Ray system failure."""
+
+
+# --- replicas ------------------------------------------------------------------------------------------------
+
+
+class ReplicaError(RayExecutionError):
+    """Base class of the errors of warm replicas (``replicas=dramatiq_ray.Replicas(...)``); also raised by
+    :func:`dramatiq_ray.replica_state` outside a replica."""
+
+
+class ReplicaSetupError(ReplicaError):
+    """The ``setup`` of an actor's replicas raised: no replica can run its messages until a later attempt (with
+    backoff) succeeds. ``remote_traceback`` is setup's traceback. Fix setup, or the resources it needs."""
+
+    def __init__(self, message: str, *, remote_traceback: str = "") -> None:
+        self.remote_traceback = remote_traceback
+        super().__init__(message)
+
+
+class ReplicaUnavailableError(RaySystemError, ReplicaError):
+    """The pool of replicas cannot take the message now (it is draining for a new version, or stopped);
+    retried like any Ray system failure, by which time a worker with the current version takes it."""
 
 
 # --- retries -------------------------------------------------------------------------------------------------

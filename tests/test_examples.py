@@ -15,7 +15,7 @@ from tests._services import REPO_ROOT, free_port
 
 pytestmark = pytest.mark.cli
 
-EXAMPLES = ("basic", "s3", "cluster", "pipelines", "arrays", "big_inputs", "webhooks")
+EXAMPLES = ("basic", "s3", "cluster", "pipelines", "arrays", "big_inputs", "webhooks", "inference")
 #: The examples start Ray and dramatiq workers: generous, because a timeout here is a failure, not a bound.
 RUN_TIMEOUT = 540
 
@@ -162,6 +162,14 @@ def test_big_inputs_example_sends_arguments_by_reference_and_releases_them(examp
     assert "first: 33554432 bytes" in out and "worker saw a reference" in out
     assert "small: 1024 bytes" in out and "worker saw the value inline" in out
     assert "Argument blobs left once every message is done: 0." in out
+
+
+@pytest.mark.timeout(RUN_TIMEOUT + 60)
+def test_inference_example_loads_its_model_once_per_replica(example_env: Any) -> None:
+    out = succeeded(run_example("inference", example_env))
+
+    assert "All answers are as expected." in out
+    assert re.search(r"the model was loaded [12] time\(s\), not 40: once per replica", out), out
 
 
 @pytest.mark.timeout(RUN_TIMEOUT + 60)

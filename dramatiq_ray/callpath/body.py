@@ -124,15 +124,18 @@ def run_body(
     kwargs: dict[str, Any],
     message: dramatiq.Message[Any] | None,
     plan: SpillPlan | None,
+    *,
+    run_awaitable: Callable[[Any], Any] | None = None,
 ) -> Any:
     """Read piped inputs, run the body with ``message`` as :func:`~dramatiq_ray.current_message`, and return its
-    result after the spill plan: a marker when it was spilled."""
+    result after the spill plan: a marker when it was spilled. An ``async def`` body's awaitable runs with
+    ``run_awaitable`` (default: a new event loop, ``asyncio.run``)."""
     if plan is not None:
         args, kwargs = plan.read_inputs(args, kwargs)
     with context._processing(message):
         result = fn(*args, **kwargs)
         if inspect.isawaitable(result):
-            result = asyncio.run(_await(result))
+            result = run_awaitable(result) if run_awaitable is not None else asyncio.run(_await(result))
     return plan.apply(result) if plan is not None else result
 
 
@@ -140,11 +143,19 @@ async def _await(awaitable: Any) -> Any:
     return await awaitable
 
 
-def execute(target: Target, args: tuple[Any, ...], kwargs: dict[str, Any], message: Any, plan: SpillPlan | None) -> Any:
-    """Run one message's body in another process (a Ray task) and return what goes back to the worker; an
-    exception that could not cross back as itself becomes :class:`RemoteExceptionError`."""
+def execute(
+    target: Target,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    message: Any,
+    plan: SpillPlan | None,
+    *,
+    run_awaitable: Callable[[Any], Any] | None = None,
+) -> Any:
+    """Run one message's body in another process (a Ray task or replica) and return what goes back to the
+    worker; an exception that could not cross back as itself becomes :class:`RemoteExceptionError`."""
     try:
-        return run_body(target.resolve(), args, kwargs, message, plan)
+        return run_body(target.resolve(), args, kwargs, message, plan, run_awaitable=run_awaitable)
     except Exception as error:
         if _crosses(error):
             raise

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import IO
 
 from ..errors import ConfigurationError, DramatiqRayError
-from . import _check, _gc, _result, _results, _verify
+from . import _check, _gc, _replicas, _result, _results, _verify
 from ._common import EXIT_FAILED, EXIT_MISSING, EXIT_OK, EXIT_USAGE, UsageError
 from ._parser import build_parser, parse_duration
 
@@ -29,6 +29,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace, IO[str]], int]] = {
     "result": _result.run,
     "results": _results.run,
     "gc": _gc.run,
+    "replicas": _replicas.run,
     "verify": _verify.run,
 }
 

@@ -102,6 +102,19 @@ def build_parser() -> argparse.ArgumentParser:
     listed.add_argument("--table-prefix", help="with --url: the backend's table_prefix (default dramatiq_ray_)")
     listed.add_argument("--broker", metavar="MODULE[:ATTR]", help=_BROKER_HELP)
 
+    replicas = commands.add_parser(
+        "replicas",
+        help="list the pools of warm replicas on the Ray cluster (actor, version, replicas, in flight, "
+        "nodes, age), or drain one",
+    )
+    replicas.add_argument("--broker", metavar="MODULE[:ATTR]", help=_BROKER_HELP)
+    replicas.add_argument("--address", help="the Ray address, instead of the broker's or the settings'")
+    replicas.add_argument(
+        "--drain", metavar="ACTOR", help="drain the pools of this actor: they finish their calls, then exit"
+    )
+    replicas.add_argument("--version", help="with --drain: only this version's pool")
+    replicas.add_argument("--json", action="store_true", help="print what each pool reports, as JSON")
+
     verify = commands.add_parser("verify", help="read the blob a pointer names and check its size and SHA-256")
     verify.add_argument("pointer", metavar="POINTER")
     verify.add_argument("--broker", metavar="MODULE[:ATTR]", help=_BROKER_HELP)

@@ -38,6 +38,8 @@ class LocalHead:
     Parameters:
       temp_dir: Ray's temp dir for this head (keep it short: Ray puts unix sockets under it).
       num_cpus: logical CPUs to advertise (``None``: all).
+      num_gpus: logical GPUs to advertise (``None``: those Ray detects). Ray hands each task or actor that asks
+        for GPUs its own ids in ``CUDA_VISIBLE_DEVICES``, with or without real GPUs.
       resources: custom resources to advertise.
       port: GCS port (``None``: a free one, kept across :meth:`stop` / :meth:`start`).
       dashboard: also run the dashboard (which serves the Ray Jobs API) on a free port, :attr:`dashboard_url`.
@@ -48,6 +50,7 @@ class LocalHead:
         *,
         temp_dir: str | Path,
         num_cpus: int | None = None,
+        num_gpus: int | None = None,
         resources: dict[str, float] | None = None,
         port: int | None = None,
         dashboard: bool = False,
@@ -56,6 +59,7 @@ class LocalHead:
         self.dashboard = dashboard
         self.dashboard_port = free_port()
         self.num_cpus = num_cpus
+        self.num_gpus = num_gpus
         self.resources = resources
         self.port = port or free_port()
         self.client_port = free_port()
@@ -109,6 +113,8 @@ class LocalHead:
         ]
         if self.num_cpus is not None:
             command.append(f"--num-cpus={self.num_cpus}")
+        if self.num_gpus is not None:
+            command.append(f"--num-gpus={self.num_gpus}")
         if self.resources:
             command.append(f"--resources={json.dumps(self.resources)}")
         return command

@@ -23,8 +23,11 @@ from ..results.access import find_spilling_backend
 from . import checks
 from .connection import RayRuntime, keep_dramatiq_signal_handling
 from .options import check_message_options, check_options, merge_runtime_envs
+from .replica_options import check_message_options as check_replica_message_options
+from .replica_options import check_replicas
 from .runners.ray_job import JobRunner
-from .runners.ray_task import RayTaskRunner
+from .runners.ray_task import RayTaskRunner, task_options
+from .runners.replicas import ReplicaRunner
 from .shared_head import run_shared_head, run_shared_head_with_dashboard
 
 __all__ = ["RayExecutionMiddleware", "merge_runtime_envs"]
@@ -53,6 +56,9 @@ class RayExecutionMiddleware(Middleware):
       ray_options (dict): Ray task options: ``num_cpus``, ``num_gpus``, ``memory``, ``resources``,
         ``runtime_env``, ``scheduling_strategy``, ``accelerator_type``, ``max_retries`` and anything else
         ``RemoteFunction.options`` accepts. ``runtime_env`` dicts are merged key by key over the broader ones.
+      replicas (dramatiq_ray.Replicas): actor only: run the body on warm replicas, long-lived Ray actors with
+        the actor's ``ray_options`` resources that run ``setup`` once (see docs/replicas.md). A message cannot
+        change their resources: its ``ray_options`` may not set them.
 
     Parameters:
       address: Ray address (``"host:port"``, ``"auto"``, ``"ray://host:10001"`` for Ray Client). ``None``:
@@ -136,10 +142,15 @@ class RayExecutionMiddleware(Middleware):
                 wait_slice=self.wait_slice,
                 max_in_flight=max_in_flight,
             )
+        self._replicas = ReplicaRunner(
+            runtime=self.runtime,
+            options_for=lambda actor: task_options(actor, self.default_options, self.runtime_env),
+            wait_slice=self.wait_slice,
+        )
 
     @property
     def actor_options(self) -> set[str]:
-        return {"ray", "ray_options"}
+        return {"ray", "ray_options", "replicas"}
 
     @property
     def forks(self) -> list[Callable[[], int]]:
@@ -153,7 +164,10 @@ class RayExecutionMiddleware(Middleware):
 
     def runner_for(self, actor: dramatiq.Actor[Any, Any], message: MessageProxy) -> Runner | None:
         """The runner of this message's body, or ``None`` when it runs in the worker (option ``ray=False``)."""
-        on_ray = message.options.get("ray", actor.options.get("ray", self.enabled_by_default))
+        explicit = message.options.get("ray", actor.options.get("ray"))
+        if actor.options.get("replicas") is not None:
+            return None if explicit is False else self._replicas
+        on_ray = self.enabled_by_default if explicit is None else explicit
         return self._runner if on_ray else None
 
     # --- declaring and sending -----------------------------------------------------------------------------
@@ -161,6 +175,7 @@ class RayExecutionMiddleware(Middleware):
     def before_declare_actor(self, broker: dramatiq.Broker, actor: dramatiq.Actor[Any, Any]) -> None:
         _check_ray_flag(actor.options, actor_name=actor.actor_name, where="actor options")
         check_options(actor.options.get("ray_options"), actor_name=actor.actor_name, where="actor options")
+        check_replicas(actor.options.get("replicas"), actor_name=actor.actor_name)
 
     def after_declare_actor(self, broker: dramatiq.Broker, actor: dramatiq.Actor[Any, Any]) -> None:
         callpath.install(actor)
@@ -175,9 +190,11 @@ class RayExecutionMiddleware(Middleware):
         # Everything a message may carry is checked here, as the worker will apply it: a message Ray would refuse
         # is refused at send instead of failing (and being retried) in the worker.
         _check_ray_flag(message.options, actor_name=message.actor_name, where="message options")
+        actor = broker.actors.get(message.actor_name)  # None: sent by name from a process that does not declare it
+        on_replicas = actor is not None and actor.options.get("replicas") is not None
+        check_replica_message_options(message.options, actor_name=message.actor_name, on_replicas=on_replicas)
         if message.options.get("ray_options") is None:
             return
-        actor = broker.actors.get(message.actor_name)
         check_message_options(
             message.options["ray_options"],
             actor_name=message.actor_name,
@@ -226,6 +243,9 @@ class RayExecutionMiddleware(Middleware):
         except ConfigurationError as error:
             logger.error("This worker does not start: %s", error.message)
             raise
+
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        self._replicas.stop()
 
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         self.runtime.detach()

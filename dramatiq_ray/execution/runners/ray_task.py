@@ -21,7 +21,7 @@ from ..connection import RayRuntime
 from ..options import check_message_options, check_options, merge_runtime_envs
 from ..outcome import translate
 
-__all__ = ["RayTaskRunner"]
+__all__ = ["RayTaskRunner", "task_options"]
 
 logger = logging.getLogger(__name__)
 
@@ -175,16 +175,7 @@ class RayTaskRunner:
 
     def base_options(self, actor: dramatiq.Actor[Any, Any]) -> dict[str, Any]:
         """The Ray task options of ``actor``: its own over the middleware's defaults."""
-        actor_options = check_options(actor.options.get("ray_options"), actor_name=actor.actor_name, where="actor")
-        # Dramatiq owns retries: Ray's own are off unless asked for.
-        options: dict[str, Any] = {"max_retries": 0, "name": actor.actor_name}
-        options.update(self.default_options)
-        options.update(actor_options)
-        runtime_env = merge_runtime_envs(
-            self.runtime_env, self.default_options.get("runtime_env"), actor_options.get("runtime_env")
-        )
-        options["runtime_env"] = runtime_env or None
-        return options
+        return task_options(actor, self.default_options, self.runtime_env)
 
     def _with_message_options(self, actor_name: str, remote: Any, raw: Any) -> Any:
         options = check_message_options(raw, actor_name=actor_name, actor_options=self._remotes[actor_name][3])
@@ -205,3 +196,18 @@ def _pickles(fn: Any) -> bool:
     except Exception:
         return False
     return True
+
+
+def task_options(
+    actor: dramatiq.Actor[Any, Any], default_options: dict[str, Any], runtime_env: dict[str, Any]
+) -> dict[str, Any]:
+    """The Ray options of ``actor``'s body: its own ``ray_options`` over the middleware's ``default_options``, with
+    the ``runtime_env`` dicts merged (middleware, defaults, actor)."""
+    actor_options = check_options(actor.options.get("ray_options"), actor_name=actor.actor_name, where="actor")
+    # Dramatiq owns retries: Ray's own are off unless asked for.
+    options: dict[str, Any] = {"max_retries": 0, "name": actor.actor_name}
+    options.update(default_options)
+    options.update(actor_options)
+    merged = merge_runtime_envs(runtime_env, default_options.get("runtime_env"), actor_options.get("runtime_env"))
+    options["runtime_env"] = merged or None
+    return options
