@@ -8,7 +8,7 @@ that could not cross becomes :class:`RemoteExceptionError`; Ray's own failures b
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, NoReturn
 
 from ..errors import (
     RayNodeDiedError,
@@ -77,6 +77,21 @@ def translate(error: BaseException, *, actor_name: str) -> BaseException:
         translated.__cause__ = error
         return translated
     return error
+
+
+def raise_translated(error: BaseException, *, actor_name: str) -> NoReturn:
+    """Raise what a Ray failure of ``actor_name``'s body means to Dramatiq (see :func:`translate`), counting a
+    system failure in the metrics; the body's own exception is raised as itself."""
+    from .. import metrics
+
+    translated = translate(error, actor_name=actor_name)
+    if isinstance(translated, RaySystemError):
+        metrics.record_ray_system_failure(translated)
+    if translated is error:
+        raise error
+    if isinstance(translated, RaySystemError):
+        raise translated from error
+    raise translated from None
 
 
 def _task_error(error: Any, *, actor_name: str) -> BaseException:

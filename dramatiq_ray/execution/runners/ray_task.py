@@ -19,7 +19,7 @@ from ...callpath.wrapper import Call
 from ...errors import ConfigurationError, RayOptionsError, RaySystemError, RayUnavailableError
 from ..connection import RayRuntime
 from ..options import check_message_options, check_options, merge_runtime_envs
-from ..outcome import translate
+from ..outcome import raise_translated
 
 __all__ = ["RayTaskRunner", "task_options"]
 
@@ -128,14 +128,7 @@ class RayTaskRunner:
                 isinstance(error, rx.NodeDiedError) and self.runtime.names_local_node(str(error))
             ):
                 self.runtime.lost(generation)
-            translated = translate(error, actor_name=actor_name)
-            if isinstance(translated, RaySystemError):
-                metrics.record_ray_system_failure(translated)
-            if translated is error:
-                raise
-            if isinstance(translated, RaySystemError):
-                raise translated from error
-            raise translated from None
+            raise_translated(error, actor_name=actor_name)
         except BaseException:
             # Time limit, shutdown or any other interrupt: stop the remote work too, then let it propagate.
             self.cancel(ref, actor_name)

@@ -28,14 +28,13 @@ from ... import metrics
 from ...callpath.body import target_for
 from ...callpath.wrapper import Call
 from ...errors import (
-    RaySystemError,
     RayUnavailableError,
     RayWorkerCrashedError,
     ReplicaSetupError,
     ReplicaUnavailableError,
 )
 from ..connection import RayRuntime
-from ..outcome import translate
+from ..outcome import raise_translated
 from ..replica import ReplicaSpec
 from ..replica_options import Replicas, replica_options
 from ..replica_pool import NAMESPACE, VIEW_TTL_S, Pool, PoolSpec, pool_name
@@ -119,14 +118,7 @@ class ReplicaRunner:
                 raise failure from error
             if isinstance(error, ConnectionError | rx.RaySystemError | rx.LocalRayletDiedError):
                 self.runtime.lost(generation)
-            translated = translate(error, actor_name=actor_name)
-            if isinstance(translated, RaySystemError):
-                metrics.record_ray_system_failure(translated)
-            if translated is error:
-                raise
-            if isinstance(translated, RaySystemError):
-                raise translated from error
-            raise translated from None
+            raise_translated(error, actor_name=actor_name)
         except BaseException:
             if ref is not None:
                 self._cancel(ref, actor_name)
