@@ -129,11 +129,22 @@ class RayCluster:
         ray = Path(sys.executable).parent / "ray"
         log = open(Path(self.temp_dir) / f"node-{len(self.nodes)}.log", "wb")  # noqa: SIM115 - closed in stop()
         self._logs.append(log)
+        # Every port on a free one: other Ray heads may run on this machine at the same time (parallel tests), and
+        # Ray's defaults (dashboard 8265, client server 10001, agents) would collide.
+        ports = [
+            f"--dashboard-agent-listen-port={free_port()}",
+            f"--dashboard-agent-grpc-port={free_port()}",
+            f"--runtime-env-agent-port={free_port()}",
+            f"--metrics-export-port={free_port()}",
+        ]
+        if "--head" in args:
+            ports += [f"--dashboard-port={free_port()}", f"--ray-client-server-port={free_port()}"]
         command = [
             str(ray) if ray.exists() else "ray",
             "start",
             "--block",
             *args,
+            *ports,
             f"--num-cpus={num_cpus}",
             f"--object-store-memory={self.object_store_mib * 1024 * 1024}",
             f"--temp-dir={self.temp_dir}",
