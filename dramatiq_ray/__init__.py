@@ -19,6 +19,7 @@ from .errors import (
     DramatiqRayError,
     ForeignPointerError,
     InvalidPointerError,
+    MessageCancelledError,
     MissingArgumentError,
     MissingDependencyError,
     PickleNotAllowedError,
@@ -74,6 +75,11 @@ from .delivery import Webhooks, get_result_async, get_result_url
 from .callpath.context import current_message
 from .execution import RayExecutionMiddleware
 
+# --- cancel and progress ---
+# isort: split
+from .callpath.steering import Progress, report_progress
+from .results.steering import CancelOutcome, cancel, get_progress, get_progress_async
+
 # --- retries ---
 from .retries import Retries
 
@@ -96,6 +102,7 @@ __all__ = [
     "DramatiqRayError",
     "ForeignPointerError",
     "InvalidPointerError",
+    "MessageCancelledError",
     "MissingArgumentError",
     "MissingDependencyError",
     "PickleNotAllowedError",
@@ -143,6 +150,13 @@ __all__ = [
     # running on Ray
     "RayExecutionMiddleware",
     "current_message",
+    # cancel and progress
+    "CancelOutcome",
+    "Progress",
+    "cancel",
+    "get_progress",
+    "get_progress_async",
+    "report_progress",
     # retries
     "Retries",
     # settings

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from dramatiq.errors import DramatiqError
-from dramatiq.middleware import MiddlewareError
+from dramatiq.middleware import MiddlewareError, SkipMessage
 from dramatiq.results.errors import ResultError
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "DramatiqRayError",
     "ForeignPointerError",
     "InvalidPointerError",
+    "MessageCancelledError",
     "MissingDependencyError",
     "PickleNotAllowedError",
     "PresignError",
@@ -230,6 +231,19 @@ class RayUnavailableError(RaySystemError):
 class RayJobStuckError(RaySystemError):
     """A Ray job of the ``ray_job`` runner made no progress for ``stuck_timeout`` seconds and was stopped; retried
     like any Ray system failure."""
+
+
+class MessageCancelledError(DramatiqRayError, SkipMessage):
+    """The message was cancelled (``dramatiq_ray.cancel``): skipped before its body ran, or stopped while it ran.
+
+    It is the failure stored for the message (``get_result`` raises ``ResultFailure`` with ``orig_exc_type``
+    ``"MessageCancelledError"``) and it is never retried: a ``SkipMessage`` that fails the message, so Dramatiq
+    skips it (no retry, no pipeline step, no ``on_success``) and nacks it. ``message_id`` names the message.
+    """
+
+    def __init__(self, message: str, *, message_id: str) -> None:
+        self.message_id = message_id
+        super().__init__(message)
 
 
 # --- retries -------------------------------------------------------------------------------------------------

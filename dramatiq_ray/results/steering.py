@@ -1,0 +1,121 @@
+"""Cancel a message and read its progress, from any process: :func:`cancel`, :func:`get_progress`.
+
+Marks and progress live in the broker's result backend (:class:`~dramatiq_ray.callpath.steering.RedisChannel`
+for a Redis result backend), reached through ``dramatiq_ray.Results``, which also records each message's state
+(queued, running, finished) there so that cancelling a finished or unknown message is a no-op that says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from typing import Any
+
+import dramatiq
+from dramatiq.results import ResultBackend
+from dramatiq.results.backends.redis import RedisBackend
+
+from ..callpath.steering import FINISHED as STATE_FINISHED
+from ..callpath.steering import Channel, Progress, RedisChannel
+from ..errors import ConfigurationError
+from .access import find_spilling_backend
+from .backend import SpillingBackend
+
+__all__ = ["CancelOutcome", "cancel", "channel_for", "get_progress", "get_progress_async"]
+
+
+class CancelOutcome(enum.StrEnum):
+    """What :func:`cancel` did."""
+
+    #: The message was marked cancelled: not started yet, it is skipped; running, it is stopped.
+    REQUESTED = "requested"
+    #: No-op: the message had already finished (succeeded, failed or was cancelled).
+    FINISHED = "finished"
+    #: No-op: no message with this id was sent through ``dramatiq_ray.Results`` (or its state expired).
+    UNKNOWN = "unknown"
+
+
+def channel_for(backend: ResultBackend) -> Channel | None:
+    """The channel of marks and progress behind a result backend (a ``SpillingBackend`` or what it wraps), or
+    ``None`` when it keeps none (only a Redis result backend does)."""
+    inner = backend.backend if isinstance(backend, SpillingBackend) else backend
+    if isinstance(inner, RedisBackend):
+        return RedisChannel.from_client(inner.client, namespace=f"{inner.namespace}:dramatiq-ray")
+    return None
+
+
+def _channel(broker: dramatiq.Broker | None, what: str) -> Channel:
+    broker = broker if broker is not None else dramatiq.get_broker()
+    for middleware in broker.middleware:
+        channel = getattr(middleware, "steering_channel", None)
+        if callable(channel):
+            found = channel()
+            if found is not None:
+                return found  # type: ignore[no-any-return]
+    backend = find_spilling_backend(broker)
+    raise ConfigurationError(
+        f"{what} needs dramatiq_ray.Results with a Redis result backend on the broker (this broker has "
+        f"{type(backend.backend).__name__ if backend is not None else 'no dramatiq_ray.Results'}): marks and "
+        "progress live in the result backend's Redis."
+    )
+
+
+def _message_id(message_or_id: dramatiq.Message[Any] | dramatiq.MessageProxy | str) -> str:
+    if isinstance(message_or_id, str):
+        return message_or_id
+    message_id = getattr(message_or_id, "message_id", None)
+    if not isinstance(message_id, str):
+        raise ConfigurationError(f"Expected a message or a message id, not {type(message_or_id).__name__}.")
+    return message_id
+
+
+def cancel(
+    message_or_id: dramatiq.Message[Any] | dramatiq.MessageProxy | str, *, broker: dramatiq.Broker | None = None
+) -> CancelOutcome:
+    """Cancel a message, from any process.
+
+    Not started yet (queued, delayed, or waiting for a retry): the worker that takes it skips it, and its body
+    never runs. Running on Ray: its Ray task is killed (``ray.cancel(force=True)``) or its Ray job stopped within
+    about a second. Running in the worker thread (``ray=False``): it stops at its next
+    :func:`~dramatiq_ray.report_progress`. Either way its outcome is a failure, never retried:
+    ``get_result`` raises ``ResultFailure`` with ``orig_exc_type == "MessageCancelledError"``; a pipeline stops at
+    it; a group counts it as a failed member.
+
+    Parameters:
+      message_or_id: the message (as ``send`` returned it) or its id.
+      broker: the broker whose ``dramatiq_ray.Results`` keeps the marks (default: the global broker).
+
+    Returns:
+      ``CancelOutcome.REQUESTED``, or ``FINISHED`` / ``UNKNOWN`` when there was nothing to cancel (no-op).
+
+    Raises:
+      ConfigurationError: the broker has no ``dramatiq_ray.Results`` with a Redis result backend.
+    """
+    channel = _channel(broker, "cancel")
+    message_id = _message_id(message_or_id)
+    state = channel.state(message_id)
+    if state is None:
+        return CancelOutcome.UNKNOWN
+    if state == STATE_FINISHED:
+        return CancelOutcome.FINISHED
+    channel.mark_cancelled(message_id)
+    return CancelOutcome.REQUESTED
+
+
+def get_progress(
+    message_or_id: dramatiq.Message[Any] | dramatiq.MessageProxy | str, *, broker: dramatiq.Broker | None = None
+) -> Progress | None:
+    """The latest progress the message's body reported (``done``, ``total``, ``note``, ``time``), from any
+    process, or ``None`` when it reported none (yet).
+
+    Raises:
+      ConfigurationError: the broker has no ``dramatiq_ray.Results`` with a Redis result backend.
+    """
+    return _channel(broker, "get_progress").read_progress(_message_id(message_or_id))
+
+
+async def get_progress_async(
+    message_or_id: dramatiq.Message[Any] | dramatiq.MessageProxy | str, *, broker: dramatiq.Broker | None = None
+) -> Progress | None:
+    """:func:`get_progress` for asyncio code (the read runs in a thread)."""
+    return await asyncio.to_thread(get_progress, message_or_id, broker=broker)
