@@ -301,8 +301,9 @@ class Results(DramatiqResults):
             logger.warning("%s", digest_only)
 
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
-        # Every worker thread has stopped: an SQLBackend's listener and pooled connections go now (a later
-        # operation in this process, e.g. a producer's get_result, opens them again).
+        # Every worker thread has stopped: an SQLBackend's listener and pooled connections go now, and so do those
+        # of its cancel marks and progress (a later operation in this process, e.g. a producer's get_result, opens
+        # them again).
         from .sql.backend import SQLBackend
 
         with self._lock:
@@ -312,6 +313,10 @@ class Results(DramatiqResults):
         inner = self.backend.backend
         if isinstance(inner, SQLBackend):
             inner.close()
+        channel = self._channel[0] if self._channel is not None else None
+        close = getattr(channel, "close", None)
+        if close is not None:
+            close()
 
     def after_declare_actor(self, broker: dramatiq.Broker, actor: dramatiq.Actor[Any, Any]) -> None:
         _stand_beside(broker, self)

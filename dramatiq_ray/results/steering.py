@@ -37,10 +37,15 @@ class CancelOutcome(enum.StrEnum):
 
 def channel_for(backend: ResultBackend) -> Channel | None:
     """The channel of marks and progress behind a result backend (a ``SpillingBackend`` or what it wraps), or
-    ``None`` when it keeps none (only a Redis result backend does)."""
+    ``None`` when it keeps none (only a Redis result backend and an ``SQLBackend`` do)."""
+    from .sql.backend import SQLBackend
+    from .sql.steering import SQLChannel
+
     inner = backend.backend if isinstance(backend, SpillingBackend) else backend
     if isinstance(inner, RedisBackend):
         return RedisChannel.from_client(inner.client, namespace=f"{inner.namespace}:dramatiq-ray")
+    if isinstance(inner, SQLBackend):
+        return SQLChannel(inner.database, table_prefix=inner.table_prefix)
     return None
 
 
@@ -54,9 +59,9 @@ def _channel(broker: dramatiq.Broker | None, what: str) -> Channel:
                 return found  # type: ignore[no-any-return]
     backend = find_spilling_backend(broker)
     raise ConfigurationError(
-        f"{what} needs dramatiq_ray.Results with a Redis result backend on the broker (this broker has "
-        f"{type(backend.backend).__name__ if backend is not None else 'no dramatiq_ray.Results'}): marks and "
-        "progress live in the result backend's Redis."
+        f"{what} needs dramatiq_ray.Results with a Redis result backend or an SQLBackend on the broker (this "
+        f"broker has {type(backend.backend).__name__ if backend is not None else 'no dramatiq_ray.Results'}): "
+        "marks and progress live in the result backend's Redis or database."
     )
 
 
@@ -89,7 +94,7 @@ def cancel(
       ``CancelOutcome.REQUESTED``, or ``FINISHED`` / ``UNKNOWN`` when there was nothing to cancel (no-op).
 
     Raises:
-      ConfigurationError: the broker has no ``dramatiq_ray.Results`` with a Redis result backend.
+      ConfigurationError: the broker has no ``dramatiq_ray.Results`` with a Redis result backend or an SQLBackend.
     """
     channel = _channel(broker, "cancel")
     message_id = _message_id(message_or_id)
@@ -109,7 +114,7 @@ def get_progress(
     process, or ``None`` when it reported none (yet).
 
     Raises:
-      ConfigurationError: the broker has no ``dramatiq_ray.Results`` with a Redis result backend.
+      ConfigurationError: the broker has no ``dramatiq_ray.Results`` with a Redis result backend or an SQLBackend.
     """
     return _channel(broker, "get_progress").read_progress(_message_id(message_or_id))
 
