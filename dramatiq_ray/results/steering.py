@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import sys
 from typing import Any
 
 import dramatiq
 from dramatiq.results import ResultBackend
-from dramatiq.results.backends.redis import RedisBackend
 
 from ..callpath.steering import FINISHED as STATE_FINISHED
 from ..callpath.steering import Channel, Progress, RedisChannel
@@ -42,7 +42,10 @@ def channel_for(backend: ResultBackend) -> Channel | None:
     from .sql.steering import SQLChannel
 
     inner = backend.backend if isinstance(backend, SpillingBackend) else backend
-    if isinstance(inner, RedisBackend):
+    # A Redis result backend's module is imported by whoever built one: not imported here, so redis-py (and what
+    # it imports) stays out of processes that use another backend.
+    redis_backends = sys.modules.get("dramatiq.results.backends.redis")
+    if redis_backends is not None and isinstance(inner, redis_backends.RedisBackend):
         return RedisChannel.from_client(inner.client, namespace=f"{inner.namespace}:dramatiq-ray")
     if isinstance(inner, SQLBackend):
         return SQLChannel(inner.database, table_prefix=inner.table_prefix)
