@@ -1,10 +1,11 @@
 """Cancel marks and progress: where every worker, Ray task and Ray job sees them, and the handle a body uses.
 
-A :class:`Channel` is the place marks and progress live (the result backend's Redis, see
-:class:`RedisChannel`). It carries only its configuration, never a connection or credentials, so it travels with a
-message's call to wherever the body runs, as the spill plan does. :class:`Steering` is one message's handle on it:
-runners ask it, between their wait slices, whether the message was cancelled (throttled), and the body reports
-progress through it (:func:`report_progress`, throttled, the last value always written when the body ends).
+A :class:`Channel` is the place marks and progress live (the result backend's Redis, see :class:`RedisChannel`,
+or an ``SQLBackend``'s database). It carries only its configuration, never a connection or credentials, so it
+travels with a message's call to wherever the body runs, as the spill plan does. :class:`Steering` is one
+message's handle on it: runners ask it, between their wait slices, whether the message was cancelled
+(throttled), and the body reports progress through it (:func:`report_progress`, throttled, the last value
+always written when the body ends).
 """
 
 from __future__ import annotations
@@ -318,7 +319,7 @@ def report_progress(done: float, total: float | None = None, note: str | None = 
 
     Returns:
       Whether the progress is recorded: ``False`` outside a body, or when the broker's result backend keeps no
-      progress (only a Redis result backend does).
+      progress (only a Redis result backend and an ``SQLBackend`` do).
 
     Raises:
       MessageCancelledError: the message was cancelled (the body should let it propagate).

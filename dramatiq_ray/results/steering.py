@@ -1,8 +1,10 @@
 """Cancel a message and read its progress, from any process: :func:`cancel`, :func:`get_progress`.
 
-Marks and progress live in the broker's result backend (:class:`~dramatiq_ray.callpath.steering.RedisChannel`
-for a Redis result backend), reached through ``dramatiq_ray.Results``, which also records each message's state
-(queued, running, finished) there so that cancelling a finished or unknown message is a no-op that says so.
+Marks and progress live in the broker's result backend: a Redis result backend's Redis
+(:class:`~dramatiq_ray.callpath.steering.RedisChannel`) or an ``SQLBackend``'s database
+(:class:`~dramatiq_ray.results.sql.steering.SQLChannel`), reached through ``dramatiq_ray.Results``, which also
+records each message's state (queued, running, finished) there so that cancelling a finished or unknown message
+is a no-op that says so.
 """
 
 from __future__ import annotations
