@@ -19,6 +19,7 @@ from .errors import (
     DramatiqRayError,
     ForeignPointerError,
     InvalidPointerError,
+    MessageCancelledError,
     MissingArgumentError,
     MissingDependencyError,
     PickleNotAllowedError,
@@ -79,6 +80,11 @@ from .execution import RayExecutionMiddleware
 from .execution.replica import replica_cancelled, replica_state
 from .execution.replica_options import Batch, Replicas
 
+# --- cancel and progress ---
+# isort: split
+from .callpath.steering import Progress, report_progress
+from .results.steering import CancelOutcome, cancel, get_progress, get_progress_async
+
 # --- retries ---
 from .retries import Retries
 
@@ -101,6 +107,7 @@ __all__ = [
     "DramatiqRayError",
     "ForeignPointerError",
     "InvalidPointerError",
+    "MessageCancelledError",
     "MissingArgumentError",
     "MissingDependencyError",
     "PickleNotAllowedError",
@@ -155,6 +162,13 @@ __all__ = [
     "current_message",
     "replica_cancelled",
     "replica_state",
+    # cancel and progress
+    "CancelOutcome",
+    "Progress",
+    "cancel",
+    "get_progress",
+    "get_progress_async",
+    "report_progress",
     # retries
     "Retries",
     # settings

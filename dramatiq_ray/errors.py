@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from dramatiq.errors import DramatiqError
-from dramatiq.middleware import MiddlewareError
+from dramatiq.middleware import MiddlewareError, SkipMessage
 from dramatiq.results.errors import ResultError
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "DramatiqRayError",
     "ForeignPointerError",
     "InvalidPointerError",
+    "MessageCancelledError",
     "MissingDependencyError",
     "PickleNotAllowedError",
     "PresignError",
@@ -255,6 +256,19 @@ class ReplicaSetupError(ReplicaError):
 class ReplicaUnavailableError(RaySystemError, ReplicaError):
     """The pool of replicas cannot take the message now (it is draining for a new version, or stopped);
     retried like any Ray system failure, by which time a worker with the current version takes it."""
+
+
+class MessageCancelledError(DramatiqRayError, SkipMessage):
+    """The message was cancelled (``dramatiq_ray.cancel``): skipped before its body ran, or stopped while it ran.
+
+    It is the failure stored for the message (``get_result`` raises ``ResultFailure`` with ``orig_exc_type``
+    ``"MessageCancelledError"``) and it is never retried: a ``SkipMessage`` that fails the message, so Dramatiq
+    skips it (no retry, no pipeline step, no ``on_success``) and nacks it. ``message_id`` names the message.
+    """
+
+    def __init__(self, message: str, *, message_id: str) -> None:
+        self.message_id = message_id
+        super().__init__(message)
 
 
 # --- retries -------------------------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ from ._retry_rules import (
     type_name,
 )
 from .callpath.lookup import lookup_option
-from .errors import ConfigurationError, MissingArgumentError
+from .errors import ConfigurationError, MessageCancelledError, MissingArgumentError
 
 __all__ = ["DEFAULT_JITTER", "Retries"]
 
@@ -281,6 +281,9 @@ class Retries(StockRetries):
         throws = message.options.get("throws") or actor.options.get("throws")
         if throws and isinstance(exception, throws):
             self.logger.info("Aborting message %r.", message.message_id)
+            return True
+        if isinstance(exception, MessageCancelledError):
+            # dramatiq_ray.cancel: skipped and failed by the call path before Retries sees it; never retried.
             return True
         if isinstance(exception, ConfigurationError):
             # Bad ray_options, an actor Ray cannot import: running it again fails the same way.

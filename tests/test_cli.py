@@ -515,3 +515,39 @@ def test_verify_exits_2_when_the_broker_cannot_be_imported(capsys: pytest.Captur
     code, _ = run(["verify", "--broker", "no_such_app_for_cli", f"oversize://sha256/{'a' * 64}?bytes=10"])
     assert "cannot import 'no_such_app_for_cli'" in capsys.readouterr().err
     assert code == 2
+
+
+# --- cancel and progress ---------------------------------------------------------------------------------------
+
+
+def test_cancel_of_a_message_not_started_yet_exits_0_and_its_worker_skips_it(app: str) -> None:
+    from dramatiq.results import ResultFailure
+
+    module = __import__(app)
+    message = module.make.send_with_options(args=(3,), delay=200)
+
+    code, out = run(["cancel", message.message_id, "--broker", app])
+
+    assert code == 0, out
+    worker = dramatiq.Worker(module.broker, worker_timeout=100, worker_threads=1)
+    worker.start()
+    try:
+        with pytest.raises(ResultFailure) as failure:
+            message.get_result(block=True, timeout=60_000)
+    finally:
+        worker.stop()
+    assert failure.value.orig_exc_type == "MessageCancelledError"
+
+
+def test_cancel_of_an_unknown_message_says_nothing_to_cancel_exits_1(app: str) -> None:
+    code, out = run(["cancel", str(uuid.uuid4()), "--broker", app])
+
+    assert code == 1
+    assert "Nothing to cancel" in out
+
+
+def test_progress_of_a_message_without_a_report_exits_3(app: str) -> None:
+    code, out = run(["progress", str(uuid.uuid4()), "--broker", app])
+
+    assert code == 3
+    assert "No progress" in out

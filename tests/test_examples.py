@@ -15,7 +15,7 @@ from tests._services import REPO_ROOT, free_port
 
 pytestmark = pytest.mark.cli
 
-EXAMPLES = ("basic", "s3", "cluster", "pipelines", "arrays", "big_inputs", "webhooks", "inference")
+EXAMPLES = ("basic", "s3", "cluster", "pipelines", "arrays", "big_inputs", "webhooks", "inference", "steering")
 #: The examples start Ray and dramatiq workers: generous, because a timeout here is a failure, not a bound.
 RUN_TIMEOUT = 540
 
@@ -182,3 +182,12 @@ def test_webhooks_example_delivers_signed_webhooks_and_awaits_results_from_async
     assert "report(5000) webhook: spilled, pointer=resultfs://sha256/" in out
     assert "divide(1, 0) webhook: status=failed after 2 attempts, error={'type': 'ZeroDivisionError'" in out
     assert "Verified POSTs: 8, refused: 0, duplicates: 0." in out
+
+
+@pytest.mark.timeout(RUN_TIMEOUT + 60)
+def test_steering_example_cancels_a_running_render_and_reports_progress_over_http(example_env: Any) -> None:
+    out = succeeded(run_example("steering", example_env))
+
+    assert "Cancel and progress behaved as expected." in out
+    assert re.search(r"it ended cancelled at 'frame \d+ of 600'", out), out
+    assert "409 {'cancel': 'finished'}" in out

@@ -610,3 +610,43 @@ def test_ray_job_runner_hung_jobs_api_call_fails_retryably(
     with pytest.raises(ResultFailure) as failure:
         message.get_result(block=True, timeout=RESULT_TIMEOUT_MS)
     assert failure.value.orig_exc_type == "RayUnavailableError"
+
+
+def test_ray_job_runner_cancel_stops_the_running_job(
+    jobs_head: Any, tmp_path: Path, redis_url: str, redis_namespace: str, start_worker: Any
+) -> None:
+    from dramatiq.results.backends import RedisBackend
+
+    from dramatiq_ray import CancelOutcome, cancel
+    from dramatiq_ray import Results as SpillingResults
+
+    broker = StubBroker()
+    broker.emit_after("process_boot")
+    backend = SpillingBackend(
+        RedisBackend(url=redis_url, namespace=f"{redis_namespace}-results"), store=FilesystemStore(tmp_path / "store")
+    )
+    broker.add_middleware(SpillingResults(backend=backend, store_results=True))
+    broker.add_middleware(
+        RayExecutionMiddleware(
+            runner="ray_job",
+            address=jobs_head.address,
+            job_address=jobs_head.dashboard_url,
+            job_python=sys.executable,
+            runtime_env={"env_vars": {"PYTHONPATH": REPO_ROOT}},
+            wait_slice=0.2,
+        )
+    )
+    dramatiq.set_broker(broker)
+    actor = dramatiq.actor(ray_jobs.count_then_wait, broker=broker, max_retries=3)
+    counter = tmp_path / "counter"
+    start_worker(broker, threads=1)
+    message = actor.send(str(counter), str(tmp_path / "never"), "unused")
+    wait_until(counter.exists, timeout=120, what="the job's body to start")
+
+    assert cancel(message, broker=broker) is CancelOutcome.REQUESTED
+
+    with pytest.raises(ResultFailure) as failure:
+        message.get_result(block=True, timeout=RESULT_TIMEOUT_MS)
+    assert failure.value.orig_exc_type == "MessageCancelledError"
+    wait_until(lambda: job_status(jobs_head, message) == "STOPPED", timeout=60, what="the job to stop")
+    assert counter.read_text() == "ran\n"  # not retried

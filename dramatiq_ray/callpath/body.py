@@ -22,6 +22,7 @@ import dramatiq
 from ..errors import ConfigurationError, RemoteExceptionError
 from ..payloads.plan import SpillPlan
 from . import context
+from .steering import Steering, _steered
 
 __all__ = ["WRAPPED_ATTR", "Target", "actor_function", "run_body", "target_for", "underlying_function"]
 
@@ -124,15 +125,18 @@ def run_body(
     kwargs: dict[str, Any],
     message: dramatiq.Message[Any] | None,
     plan: SpillPlan | None,
+    steering: Steering | None = None,
     *,
     run_awaitable: Callable[[Any], Any] | None = None,
 ) -> Any:
-    """Read piped inputs, run the body with ``message`` as :func:`~dramatiq_ray.current_message`, and return its
-    result after the spill plan: a marker when it was spilled. An ``async def`` body's awaitable runs with
-    ``run_awaitable`` (default: a new event loop, ``asyncio.run``)."""
+    """Read piped inputs, run the body with ``message`` as :func:`~dramatiq_ray.current_message` (and
+    ``steering`` as where :func:`~dramatiq_ray.report_progress` writes), and return its result after the spill
+    plan: a marker when it was spilled. An ``async def`` body's awaitable runs with ``run_awaitable`` (default: a
+    new event loop, ``asyncio.run``)."""
     if plan is not None:
         args, kwargs = plan.read_inputs(args, kwargs)
-    with context._processing(message):
+    actor_name = message.actor_name if message is not None else "?"
+    with context._processing(message), _steered(steering, actor_name):
         result = fn(*args, **kwargs)
         if inspect.isawaitable(result):
             result = run_awaitable(result) if run_awaitable is not None else asyncio.run(_await(result))
@@ -149,13 +153,14 @@ def execute(
     kwargs: dict[str, Any],
     message: Any,
     plan: SpillPlan | None,
+    steering: Steering | None = None,
     *,
     run_awaitable: Callable[[Any], Any] | None = None,
 ) -> Any:
     """Run one message's body in another process (a Ray task or replica) and return what goes back to the
     worker; an exception that could not cross back as itself becomes :class:`RemoteExceptionError`."""
     try:
-        return run_body(target.resolve(), args, kwargs, message, plan, run_awaitable=run_awaitable)
+        return run_body(target.resolve(), args, kwargs, message, plan, steering, run_awaitable=run_awaitable)
     except Exception as error:
         if _crosses(error):
             raise
@@ -171,8 +176,14 @@ def entry_for(target: Target) -> Callable[..., Any]:
     """A function for ``ray.remote`` that carries its target, so a by-value function is shipped once, when Ray
     exports the remote function, rather than with every call."""
 
-    def run_actor(args: tuple[Any, ...], kwargs: dict[str, Any], message: Any, plan: SpillPlan | None) -> Any:
-        return execute(target, args, kwargs, message, plan)
+    def run_actor(
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        message: Any,
+        plan: SpillPlan | None,
+        steering: Steering | None = None,
+    ) -> Any:
+        return execute(target, args, kwargs, message, plan, steering)
 
     return run_actor
 

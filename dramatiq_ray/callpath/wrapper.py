@@ -34,9 +34,11 @@ import dramatiq
 from dramatiq.broker import MessageProxy
 from dramatiq.results import Results as DramatiqResults
 
+from ..errors import MessageCancelledError
 from ..payloads.plan import MAX_INLINE_BYTES_OPTION, SpillPlan, check_threshold
 from .body import WRAPPED_ATTR, run_body
 from .lookup import codec_options_for, lookup_option
+from .steering import Steering
 
 __all__ = ["Call", "CallPath", "LocalRunner", "PlanSource", "Runner", "RunnerSource", "install", "join"]
 
@@ -52,10 +54,22 @@ class Call:
     #: The function Dramatiq would have called in the worker (for the local runner).
     local_fn: Callable[..., Any]
     plan: SpillPlan | None
+    #: Where the message's cancel mark and progress live (``None``: nowhere). Runners ask
+    #: :meth:`cancel_requested` between their wait slices and stop their remote work when it says so.
+    steering: Steering | None = None
 
     def run_here(self) -> Any:
         """Run the body in this thread, as the local runner does."""
-        return run_body(self.local_fn, self.args, self.kwargs, self.message._message, self.plan)
+        return run_body(self.local_fn, self.args, self.kwargs, self.message._message, self.plan, self.steering)
+
+    def cancel_requested(self) -> bool:
+        """Whether this message was cancelled (``dramatiq_ray.cancel``); reads the mark at most once a second."""
+        return self.steering is not None and self.steering.cancel_requested()
+
+    def cancelled(self, where: str) -> MessageCancelledError:
+        """The error a runner raises after it stopped the remote work of a cancelled message."""
+        assert self.steering is not None
+        return self.steering.cancelled_error(self.actor.actor_name, where)
 
 
 class Runner(Protocol):
@@ -79,6 +93,10 @@ class PlanSource(Protocol):
     def spill_plan(self, actor: dramatiq.Actor[Any, Any], message: MessageProxy) -> SpillPlan | None: ...
 
     def store_from_call(self, broker: dramatiq.Broker, message: MessageProxy, outcome: Any) -> None: ...
+
+    def steering_for(self, message: MessageProxy) -> Steering | None:
+        """Where the message's cancel mark and progress live, or ``None`` (the result backend keeps none)."""
+        ...
 
 
 class LocalRunner:
@@ -125,7 +143,8 @@ class CallPath:
     ) -> tuple[Runner, Call]:
         plan = self.plans.spill_plan(actor, message) if self.plans is not None else None
         runner = self.runners.runner_for(actor, message) if self.runners is not None else None
-        return runner or LOCAL, Call(actor, message, args, kwargs, original, plan)
+        steering = self.plans.steering_for(message) if self.plans is not None else None
+        return runner or LOCAL, Call(actor, message, args, kwargs, original, plan, steering)
 
     def store(self, message: MessageProxy, outcome: Any) -> None:
         """Have the plan source store ``outcome`` now, before the after-hooks run.
@@ -161,6 +180,9 @@ class StockResultsPlans:
 
     def store_from_call(self, broker: dramatiq.Broker, message: MessageProxy, outcome: Any) -> None:
         return None
+
+    def steering_for(self, message: MessageProxy) -> Steering | None:
+        return None  # cancel and progress need dramatiq_ray.Results
 
 
 def _stock_results_plans(broker: dramatiq.Broker) -> StockResultsPlans | None:
@@ -211,7 +233,13 @@ def install(actor: dramatiq.Actor[Any, Any]) -> None:
         _pending.set(None)
         owner, message = pending
         runner, call = owner.call_for(actor, message, original, args, kwargs)
-        outcome = runner.run(call)
+        try:
+            outcome = runner.run(call)
+        except MessageCancelledError:
+            # A SkipMessage that fails the message: Dramatiq skips it (no retry, no pipeline step) and nacks it,
+            # and the result middleware stores the cancellation as its failure.
+            message.fail()
+            raise
         owner.store(message, outcome)
         return outcome
 

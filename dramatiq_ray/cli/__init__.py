@@ -1,4 +1,5 @@
-"""The ``dramatiq-ray`` command: check a deployment, read results, collect old blobs, verify a blob.
+"""The ``dramatiq-ray`` command: check a deployment, read results, collect old blobs, verify a blob, cancel a
+message or read its progress.
 
 Built on ``argparse`` (the standard library) rather than click: the command is small, and producers and workers
 should not pull in another dependency for it.
@@ -18,7 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import IO
 
 from ..errors import ConfigurationError, DramatiqRayError
-from . import _check, _gc, _replicas, _result, _results, _verify
+from . import _cancel, _check, _gc, _replicas, _result, _results, _verify
 from ._common import EXIT_FAILED, EXIT_MISSING, EXIT_OK, EXIT_USAGE, UsageError
 from ._parser import build_parser, parse_duration
 
@@ -31,6 +32,8 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace, IO[str]], int]] = {
     "gc": _gc.run,
     "replicas": _replicas.run,
     "verify": _verify.run,
+    "cancel": _cancel.run_cancel,
+    "progress": _cancel.run_progress,
 }
 
 

@@ -61,6 +61,16 @@ def build_parser() -> argparse.ArgumentParser:
     result.add_argument("--broker", required=True, metavar="MODULE[:ATTR]", help=_BROKER_HELP)
     result.add_argument("--pointer", action="store_true", help="print the raw pointer instead of the value")
 
+    cancel = commands.add_parser(
+        "cancel", help="cancel a message: skipped if it has not started, stopped if it runs (exit 1: nothing to cancel)"
+    )
+    cancel.add_argument("message_id", metavar="MESSAGE_ID")
+    cancel.add_argument("--broker", required=True, metavar="MODULE[:ATTR]", help=_BROKER_HELP)
+
+    progress = commands.add_parser("progress", help="print the latest progress a message's body reported")
+    progress.add_argument("message_id", metavar="MESSAGE_ID")
+    progress.add_argument("--broker", required=True, metavar="MODULE[:ATTR]", help=_BROKER_HELP)
+
     gc = commands.add_parser("gc", help="delete spilled blobs that no live result can point to")
     gc.add_argument("--broker", metavar="MODULE[:ATTR]", help=_BROKER_HELP)
     gc.add_argument(

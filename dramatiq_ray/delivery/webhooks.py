@@ -27,7 +27,7 @@ from dramatiq.middleware import Middleware
 from .. import metrics
 from .._version import __version__
 from ..callpath.lookup import lookup_option
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, MessageCancelledError
 from .http import HttpSender, check_url
 from .ledger import Ledger, choose_ledger
 from .payload import completion_result, error_section, iso_time, message_fields, payload_body
@@ -301,7 +301,9 @@ class Webhooks(Middleware):
         if message.failed and url:
             # As Dramatiq's Results does: the exception that failed the message is on the proxy until after nack.
             error = error_section(getattr(message, "_exception", None))
-            self._enqueue(broker, message, url, running, _now_ms(), status="failed", error=error)
+            exception = getattr(message, "_exception", None)
+            status = "cancelled" if isinstance(exception, MessageCancelledError) else "failed"
+            self._enqueue(broker, message, url, running, _now_ms(), status=status, error=error)
 
     def _enqueue(
         self,

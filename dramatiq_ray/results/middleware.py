@@ -16,7 +16,8 @@ from dramatiq.results.backend import Missing
 
 from ..callpath import wrapper as callpath
 from ..callpath.lookup import codec_options_for, lookup_option
-from ..errors import ConfigurationError, ResultBackendError, StoreUnavailableError
+from ..callpath.steering import FINISHED, QUEUED, Channel, Steering
+from ..errors import ConfigurationError, MessageCancelledError, ResultBackendError, StoreUnavailableError
 from ..payloads import arguments
 from ..payloads.arguments import MAX_INLINE_ARG_BYTES_OPTION, ArgumentPlan, check_arg_threshold, held_pointers
 from ..payloads.encryption import EncryptionKeys
@@ -32,6 +33,7 @@ from ..payloads.stores.base import ARGS_CHILD, BlobStore
 from . import encoding
 from .backend import SpillingBackend
 from .sql.lifecycle import record_event
+from .steering import channel_for
 
 __all__ = ["Results"]
 
@@ -144,6 +146,8 @@ class Results(DramatiqResults):
         self._requeued: set[str] = set()
         # Messages whose outcome the call path stored, by message id, until their after_process_message.
         self._stored: set[str] = set()
+        # Where cancel marks, message states and progress live (results/steering.py); built on first use.
+        self._channel: tuple[Channel | None] | None = None
 
     @property
     def actor_options(self) -> set[str]:
@@ -160,11 +164,53 @@ class Results(DramatiqResults):
     def before_enqueue(self, broker: dramatiq.Broker, message: dramatiq.Message[Any], delay: int) -> None:
         _check_option(message.options, f"The message option of {message.actor_name!r}:")
         record_event(self, broker, message, "enqueued")  # SQLBackend: lifecycle events (results/sql/lifecycle.py)
+        self._set_state(message.message_id, QUEUED)
         with self._lock:
             if message.message_id in self._running:
                 self._requeued.add(message.message_id)  # a retry: its argument blobs stay
         if self._offloading or message.options.get(MAX_INLINE_ARG_BYTES_OPTION) is not None:
             encoding.offer(message.message_id, functools.partial(self._offload, broker))
+
+    # --- cancel marks and progress (results/steering.py) ------------------------------------------------------
+
+    def steering_channel(self) -> Channel | None:
+        """Where this broker's cancel marks, message states and progress live, or ``None`` (the result backend
+        keeps none)."""
+        if self._channel is None:
+            self._channel = (channel_for(self.backend),)
+        return self._channel[0]
+
+    def steering_for(self, message: dramatiq.MessageProxy) -> Steering | None:
+        channel = self.steering_channel()
+        return Steering(channel, message.message_id) if channel is not None else None
+
+    def _set_state(self, message_id: str, state: str) -> None:
+        channel = self.steering_channel()
+        if channel is None:
+            return
+        try:
+            channel.set_state(message_id, state)
+        except Exception as error:
+            # Best effort: the message runs as usual; only a cancel of it may say "unknown".
+            logger.warning(
+                "Could not record that message %s is %s in %s: %s", message_id, state, channel.describe(), error
+            )
+
+    def _cancelled_before_start(self, message: dramatiq.MessageProxy) -> bool:
+        """Record that ``message`` runs, and say whether it was cancelled (one round trip)."""
+        channel = self.steering_channel()
+        if channel is None:
+            return False
+        try:
+            return channel.start(message.message_id)
+        except Exception as error:
+            logger.warning(
+                "Could not read the cancel mark of message %s in %s (%s); it runs.",
+                message.message_id,
+                channel.describe(),
+                error,
+            )
+            return False
 
     # --- arguments by reference --------------------------------------------------------------------------------
 
@@ -215,11 +261,13 @@ class Results(DramatiqResults):
         if message.queue_name != q_name(message.queue_name):
             return
         if not self._finished(message.message_id):
+            self._set_state(message.message_id, FINISHED)
             self._release(message)
 
     def after_nack(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         super().after_nack(broker, message)  # type: ignore[no-untyped-call]
         self._finished(message.message_id)
+        self._set_state(message.message_id, FINISHED)
         self._release(message)  # failed for good (after its last retry)
 
     def _finished(self, message_id: str) -> bool:
@@ -253,8 +301,9 @@ class Results(DramatiqResults):
             logger.warning("%s", digest_only)
 
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
-        # Every worker thread has stopped: an SQLBackend's listener and pooled connections go now (a later
-        # operation in this process, e.g. a producer's get_result, opens them again).
+        # Every worker thread has stopped: an SQLBackend's listener and pooled connections go now, and so do those
+        # of its cancel marks and progress (a later operation in this process, e.g. a producer's get_result, opens
+        # them again).
         from .sql.backend import SQLBackend
 
         with self._lock:
@@ -264,6 +313,10 @@ class Results(DramatiqResults):
         inner = self.backend.backend
         if isinstance(inner, SQLBackend):
             inner.close()
+        channel = self._channel[0] if self._channel is not None else None
+        close = getattr(channel, "close", None)
+        if close is not None:
+            close()
 
     def after_declare_actor(self, broker: dramatiq.Broker, actor: dramatiq.Actor[Any, Any]) -> None:
         _stand_beside(broker, self)
@@ -300,6 +353,18 @@ class Results(DramatiqResults):
         with self._lock:
             self._running[message.message_id] = self._running.get(message.message_id, 0) + 1
         record_event(self, broker, message, "running")
+        if self._cancelled_before_start(message):
+            # dramatiq_ray.cancel before it started: skipped, its body never runs, and failed (nacked), so the
+            # cancellation is stored as its failure and nothing retries it.
+            logger.info(
+                "Message %s of %r was cancelled before it started: skipped.", message.message_id, message.actor_name
+            )
+            message.fail()
+            raise MessageCancelledError(
+                f"Message {message.message_id} of actor {message.actor_name!r} was cancelled before it started; it "
+                "is not retried.",
+                message_id=message.message_id,
+            )
         owner = self._callpath(broker)
         if owner.drives(self):
             owner.begin(message)

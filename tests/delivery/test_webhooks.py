@@ -430,3 +430,29 @@ def test_webhooks_keep_at_most_max_tracked_messages_never_acked(
         message.get_result(block=True, timeout=30_000)
     wait_until(lambda: webhooks._succeeded, timeout=30, what="a message to be processed")
     assert len(webhooks._running) <= 2 and len(webhooks._succeeded) <= 2
+
+
+def test_webhook_of_a_cancelled_message_says_cancelled(
+    redis_broker, redis_url, redis_namespace, start_worker, receiver: Receiver
+) -> None:
+    from dramatiq.results.backends import RedisBackend
+
+    from dramatiq_ray import cancel
+
+    redis_broker.add_middleware(Results(backend=RedisBackend(url=redis_url, namespace=redis_namespace)))
+    redis_broker.add_middleware(
+        Webhooks(secrets=[SECRET], allow_http=True, backoff=10, max_backoff=50, read_timeout=2_000)
+    )
+
+    @dramatiq.actor(broker=redis_broker, webhook=receiver.url())
+    def render() -> None:
+        return None
+
+    message = render.send_with_options(delay=200)
+    cancel(message, broker=redis_broker)
+    start_worker(redis_broker)
+
+    (request,) = receiver.wait_for(1)
+    event = verify(request.body, request.headers, [SECRET])
+    assert (event["message_id"], event["status"]) == (message.message_id, "cancelled")
+    assert event["error"]["type"] == "dramatiq_ray.errors.MessageCancelledError"

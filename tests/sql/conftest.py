@@ -37,7 +37,7 @@ def drop_tables(url: str, prefix: str) -> None:
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as connection:
-        connection.execute(f'DROP TABLE IF EXISTS "{prefix}results", "{prefix}schema_version"')
+        connection.execute(f'DROP TABLE IF EXISTS "{prefix}results", "{prefix}schema_version", "{prefix}steering"')
 
 
 def make_message(actor_name: str = "render", *args: Any, queue_name: str = "default", **options: Any) -> Any:

@@ -195,3 +195,17 @@ def test_backend_keeps_a_namespace_apart_from_another(new_backend: Callable[...,
     assert ours.get_result(message) == "ours"
     with pytest.raises(ResultMissing):
         theirs.get_result(message)
+
+
+def test_backend_records_a_cancelled_message_with_status_cancelled(backend: SQLBackend) -> None:
+    from dramatiq_ray import MessageCancelledError
+
+    message = make_message()
+    backend.store_exception(message, MessageCancelledError("cancelled", message_id=message.message_id), 60_000)
+
+    with pytest.raises(ResultFailure) as failure:
+        backend.get_result(message)
+    assert failure.value.orig_exc_type == "MessageCancelledError"
+    record = backend.record(message)
+    assert record is not None and record.status == "cancelled"
+    assert [r.message_id for r in backend.query(status="cancelled")] == [message.message_id]

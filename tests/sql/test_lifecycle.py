@@ -227,3 +227,49 @@ def test_worker_shutdown_closes_the_sql_backends_connections(
         wait_until(lambda: proxy.open_connections == 0, timeout=30, what="the pooled connections to close")
     finally:
         backend.close()
+
+
+def test_cancelled_message_is_recorded_as_cancelled_and_its_body_never_runs(
+    broker: Any, backend: SQLBackend, start_worker: Callable[..., Any]
+) -> None:
+    from dramatiq.results import ResultFailure
+
+    from dramatiq_ray import CancelOutcome, cancel
+
+    ran: list[int] = []
+
+    @dramatiq.actor(broker=broker, store_results=True)
+    def render() -> int:
+        ran.append(1)
+        return 1
+
+    message = render.send_with_options(delay=100)
+    assert cancel(message, broker=broker) is CancelOutcome.REQUESTED
+    start_worker(broker, threads=1)
+
+    with pytest.raises(ResultFailure) as failure:
+        backend.get_result(message, block=True, timeout=WAIT_MS)
+    assert failure.value.orig_exc_type == "MessageCancelledError"
+    record = backend.record(message)
+    assert record is not None and record.status == "cancelled"
+    assert ran == []
+    assert cancel(message, broker=broker) is CancelOutcome.FINISHED
+
+
+def test_progress_reported_by_a_body_is_kept_in_the_database(
+    broker: Any, backend: SQLBackend, start_worker: Callable[..., Any]
+) -> None:
+    from dramatiq_ray import get_progress, report_progress
+
+    @dramatiq.actor(broker=broker, store_results=True)
+    def render(frames: int) -> int:
+        for frame in range(1, frames + 1):
+            report_progress(frame, frames, note=f"frame {frame}")
+        return frames
+
+    start_worker(broker, threads=1)
+    message = render.send(20)
+    assert backend.get_result(message, block=True, timeout=WAIT_MS) == 20
+
+    progress = get_progress(message, broker=broker)
+    assert progress is not None and (progress.done, progress.total, progress.note) == (20, 20, "frame 20")

@@ -27,6 +27,7 @@ import dramatiq
 from dramatiq.encoder import Encoder
 
 from ...callpath.body import Target, run_body
+from ...callpath.steering import Channel, Steering
 from ...errors import ConfigurationError
 from ...payloads.plan import SpillPlan
 from ...payloads.stores.base import BlobStore
@@ -36,6 +37,18 @@ STORE_ENV = "DRAMATIQ_RAY_JOB_STORE"
 #: The environment variable carrying the (pickled, base64) encoders of the job: the broker's (spec, outcome) and
 #: the result backend's (the spill plan's).
 ENCODERS_ENV = "DRAMATIQ_RAY_JOB_ENCODERS"
+#: The environment variable carrying the (pickled, base64) channel of cancel marks and progress, when there is one
+#: (configuration only: a Redis password is not in it).
+CHANNEL_ENV = "DRAMATIQ_RAY_JOB_CHANNEL"
+
+
+def encode_channel(channel: Channel) -> str:
+    """The value of :data:`CHANNEL_ENV` for ``channel``."""
+    return base64.b64encode(pickle.dumps(channel)).decode()
+
+
+def decode_channel(value: str | None) -> Channel | None:
+    return pickle.loads(base64.b64decode(value)) if value else None
 
 
 def encode_encoders(messages: Encoder, results: Encoder) -> str:
@@ -76,6 +89,7 @@ def run(
     spec: dict[str, Any],
     store: BlobStore | None = None,
     encoders: tuple[Encoder, Encoder] | None = None,
+    channel: Channel | None = None,
 ) -> dict[str, Any]:
     """Run the body a spec describes (reading piped inputs from ``store`` and spilling an oversized result to it);
     return its outcome document, which ``encoders[0]`` (the broker's) can encode.
@@ -100,7 +114,8 @@ def run(
     )
     try:
         fn = Target(spec["actor"], module=spec["module"], qualname=spec["qualname"]).resolve()
-        result = run_body(fn, tuple(spec["args"]), dict(spec["kwargs"]), message, plan)
+        steering = Steering(channel, message.message_id) if channel is not None else None
+        result = run_body(fn, tuple(spec["args"]), dict(spec["kwargs"]), message, plan, steering)
         outcome = {"ok": True, "result": result}
         if spec.get("max_inline_bytes") is None and result is not None:
             # The result goes nowhere: it need not survive the trip back, so one the encoder refuses is dropped.
@@ -139,7 +154,7 @@ def main(argv: list[str]) -> int:
     encoders = decode_encoders(os.environ.get(ENCODERS_ENV))
     spec = encoders[0].decode(raw)
     print(f"Running actor {spec['actor']!r} for message {spec['message']['message_id']}.", flush=True)
-    outcome = run(spec, store, encoders)
+    outcome = run(spec, store, encoders, decode_channel(os.environ.get(CHANNEL_ENV)))
     store.put_named(f"{job_dir}/outcome.json", encoders[0].encode(outcome))
     print("Actor finished." if outcome["ok"] else f"Actor raised {outcome['type']}.", flush=True)
     return 0

@@ -46,7 +46,7 @@ from ...payloads.marker import (
 from ...payloads.stores.base import BlobStore
 from ..connection import RayRuntime
 from ..options import check_message_options, check_options, merge_runtime_envs
-from .job_entry import ENCODERS_ENV, STORE_ENV, encode_encoders, encode_store
+from .job_entry import CHANNEL_ENV, ENCODERS_ENV, STORE_ENV, encode_channel, encode_encoders, encode_store
 
 logger = logging.getLogger(__name__)
 
@@ -276,6 +276,8 @@ class JobRunner:
         # otherwise (its process has Dramatiq's default).
         encoders = encode_encoders(encoder, call.plan.encoder if call.plan is not None else encoder)
         env_vars = {**runtime_env.get("env_vars", {}), STORE_ENV: encode_store(store), ENCODERS_ENV: encoders}
+        if call.steering is not None:
+            env_vars[CHANNEL_ENV] = encode_channel(call.steering.channel)
         env = {**runtime_env, "env_vars": env_vars}
         try:
             self._api(
@@ -310,7 +312,7 @@ class JobRunner:
         except (ConnectionError, OSError) as error:
             raise RayUnavailableError(f"Could not submit job {sid} to the Ray Jobs API: {error}") from error
         try:
-            status = self._wait(client, sid, actor.actor_name)
+            status = self._wait(client, sid, actor.actor_name, call)
         except BaseException:
             # Time limit, shutdown or any other interrupt: the job stops too.
             self.stop(client, sid, actor.actor_name)
@@ -346,7 +348,7 @@ class JobRunner:
         failing_since.clear()
         return status
 
-    def _wait(self, client: Any, sid: str, actor_name: str) -> str:
+    def _wait(self, client: Any, sid: str, actor_name: str, call: Call | None = None) -> str:
         last_status, last_log_size = "", -1
         progress_at = time.monotonic()
         logs_checked = 0.0
@@ -359,6 +361,10 @@ class JobRunner:
                 continue
             if status in ("SUCCEEDED", "FAILED", "STOPPED"):
                 return status
+            if call is not None and call.cancel_requested():
+                # dramatiq_ray.cancel: the caller stops the job (as for any interrupt), the message fails as
+                # cancelled.
+                raise call.cancelled(f"while its Ray job {sid} ran")
             now = time.monotonic()
             if status != last_status or status == "PENDING":
                 # A job waiting for resources or for its runtime_env is not stuck.

@@ -84,7 +84,7 @@ class RayTaskRunner:
         if message_options:
             remote = self._with_message_options(actor_name, remote, message_options)
         try:
-            ref = remote.remote(call.args, call.kwargs, call.message._message, call.plan)
+            ref = remote.remote(call.args, call.kwargs, call.message._message, call.plan, call.steering)
         except (ConnectionError, rx.RaySystemError, rx.LocalRayletDiedError) as error:
             self.runtime.lost(generation)
             raise RayUnavailableError(f"Could not submit actor {actor_name!r} to Ray: {error}") from error
@@ -116,6 +116,10 @@ class RayTaskRunner:
                 try:
                     return ray.get(ref, timeout=self.wait_slice)
                 except rx.GetTimeoutError:
+                    if call.cancel_requested():
+                        # dramatiq_ray.cancel: the task's worker process is killed, the message fails as cancelled.
+                        self.cancel(ref, actor_name)
+                        raise call.cancelled("while its Ray task ran") from None
                     if not self.runtime.usable(generation):
                         # Another thread lost the connection and this process is about to shut it down: the task
                         # dies with it, so the message fails now, retryably, rather than under ray.shutdown().

@@ -13,9 +13,9 @@ from ...errors import ConfigurationError
 __all__ = ["FINISHED", "STATUSES", "ResultRecord", "check_statuses", "since_timestamp"]
 
 #: Every status a message can have, in the order a message goes through them.
-STATUSES = ("enqueued", "running", "success", "failure", "skipped")
+STATUSES = ("enqueued", "running", "success", "failure", "skipped", "cancelled")
 #: The statuses of a message whose outcome is known.
-FINISHED = ("success", "failure", "skipped")
+FINISHED = ("success", "failure", "skipped", "cancelled")
 
 
 def _when(timestamp: float | None) -> datetime.datetime | None:
@@ -33,7 +33,7 @@ class ResultRecord:
     Attributes:
       message_id: The Dramatiq message id (``None`` for a value stored with only a key, through ``_store``).
       actor_name: The actor's name.
-      status: ``enqueued``, ``running``, ``success``, ``failure`` or ``skipped``.
+      status: ``enqueued``, ``running``, ``success``, ``failure``, ``skipped`` or ``cancelled``.
       attempts: How many times a worker started it (1 for the first run); 0 when no worker has yet.
       enqueued_at: When it was last enqueued (a retry enqueues it again).
       finished_at: When its outcome was stored, or ``None``.

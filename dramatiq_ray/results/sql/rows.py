@@ -58,8 +58,9 @@ def outcome_values(
     }
     failed = isinstance(payload, dict) and payload.get("__t") == _FAILURE_CANARY
     if failed:
-        values["status"] = "failure"
         values["error_type"] = str(payload["exn"].get("type"))[:255]
+        # dramatiq_ray.cancel: a failure of its own kind, so operators can tell it from a crash.
+        values["status"] = "cancelled" if values["error_type"] == "MessageCancelledError" else "failure"
         values["error_message"] = _clip(str(payload["exn"].get("msg")))
         values["traceback"] = _traceback_of(message, exception)
     else:
