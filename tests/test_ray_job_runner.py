@@ -610,3 +610,63 @@ def test_ray_job_runner_hung_jobs_api_call_fails_retryably(
     with pytest.raises(ResultFailure) as failure:
         message.get_result(block=True, timeout=RESULT_TIMEOUT_MS)
     assert failure.value.orig_exc_type == "RayUnavailableError"
+
+
+def make_logs_broker(head: Any, store_dir: Path) -> StubBroker:
+    """A broker with dramatiq-ray's Results (which plans where the body runs) and the ray_job runner."""
+    from dramatiq_ray import Results as SpillingResults
+
+    broker = StubBroker()
+    broker.emit_after("process_boot")
+    backend = SpillingBackend(StubBackend(), store=FilesystemStore(store_dir))
+    broker.add_middleware(SpillingResults(backend=backend, store_results=True))
+    broker.add_middleware(
+        RayExecutionMiddleware(
+            runner="ray_job",
+            address=head.address,
+            job_address=head.dashboard_url,
+            job_python=sys.executable,
+            runtime_env={"env_vars": {"PYTHONPATH": REPO_ROOT}},
+            wait_slice=0.2,
+        )
+    )
+    dramatiq.set_broker(broker)
+    return broker
+
+
+def job_body_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [record for record in caplog.records if record.name == "tests.apps.job_body"]
+
+
+def test_ray_job_runner_body_log_records_reach_the_worker_with_actor_and_message_id(
+    jobs_head: Any, tmp_path: Path, start_worker: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    broker = make_logs_broker(jobs_head, tmp_path / "store")
+    add = declare(broker, ray_jobs.log_and_add)
+    start_worker(broker, threads=1)
+
+    message = add.send(2, 3)
+    assert message.get_result(block=True, timeout=RESULT_TIMEOUT_MS) == 5
+
+    (record,) = job_body_lines(caplog)
+    assert record.getMessage().startswith(f"[log_and_add {message.message_id} on Ray pid ")
+    assert record.getMessage().endswith("] adding 2 and 3")
+    assert record.message_id == message.message_id  # type: ignore[attr-defined]
+
+
+def test_ray_job_runner_body_that_raises_still_brings_its_log_records_back(
+    jobs_head: Any, tmp_path: Path, start_worker: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    broker = make_logs_broker(jobs_head, tmp_path / "store")
+    fail = declare(broker, ray_jobs.log_then_fail)
+    start_worker(broker, threads=1)
+
+    message = fail.send("bad input")
+    with pytest.raises(ResultFailure):
+        message.get_result(block=True, timeout=RESULT_TIMEOUT_MS)
+
+    (record,) = job_body_lines(caplog)
+    assert record.getMessage().endswith("] logged before failing: bad input")
+    assert record.message_id == message.message_id  # type: ignore[attr-defined]

@@ -21,7 +21,7 @@ import dramatiq
 
 from ..errors import ConfigurationError, RemoteExceptionError
 from ..payloads.plan import SpillPlan
-from . import context
+from . import context, logs
 
 __all__ = ["WRAPPED_ATTR", "Target", "actor_function", "run_body", "target_for", "underlying_function"]
 
@@ -140,9 +140,33 @@ async def _await(awaitable: Any) -> Any:
     return await awaitable
 
 
-def execute(target: Target, args: tuple[Any, ...], kwargs: dict[str, Any], message: Any, plan: SpillPlan | None) -> Any:
+def execute(
+    target: Target,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    message: Any,
+    plan: SpillPlan | None,
+    log_level: int | None = None,
+) -> Any:
     """Run one message's body in another process (a Ray task) and return what goes back to the worker; an
-    exception that could not cross back as itself becomes :class:`RemoteExceptionError`."""
+    exception that could not cross back as itself becomes :class:`RemoteExceptionError`.
+
+    With ``log_level``, the records the body logs at that level or above come back too: the value is wrapped in
+    :class:`~dramatiq_ray.callpath.logs.WithLogs`, and an exception carries them (see :mod:`.logs`)."""
+    if log_level is None:
+        return _execute(target, args, kwargs, message, plan)
+    with logs.capture(log_level) as captured:
+        try:
+            value = _execute(target, args, kwargs, message, plan)
+        except Exception as error:
+            logs.attach(error, captured.taken())
+            raise
+    return logs.WithLogs(value, captured.taken())
+
+
+def _execute(
+    target: Target, args: tuple[Any, ...], kwargs: dict[str, Any], message: Any, plan: SpillPlan | None
+) -> Any:
     try:
         return run_body(target.resolve(), args, kwargs, message, plan)
     except Exception as error:
@@ -160,8 +184,14 @@ def entry_for(target: Target) -> Callable[..., Any]:
     """A function for ``ray.remote`` that carries its target, so a by-value function is shipped once, when Ray
     exports the remote function, rather than with every call."""
 
-    def run_actor(args: tuple[Any, ...], kwargs: dict[str, Any], message: Any, plan: SpillPlan | None) -> Any:
-        return execute(target, args, kwargs, message, plan)
+    def run_actor(
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        message: Any,
+        plan: SpillPlan | None,
+        log_level: int | None = None,
+    ) -> Any:
+        return execute(target, args, kwargs, message, plan, log_level)
 
     return run_actor
 

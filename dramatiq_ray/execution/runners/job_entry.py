@@ -26,6 +26,7 @@ from typing import Any
 import dramatiq
 from dramatiq.encoder import Encoder
 
+from ...callpath import logs
 from ...callpath.body import Target, run_body
 from ...errors import ConfigurationError
 from ...payloads.plan import SpillPlan
@@ -78,12 +79,27 @@ def run(
     encoders: tuple[Encoder, Encoder] | None = None,
 ) -> dict[str, Any]:
     """Run the body a spec describes (reading piped inputs from ``store`` and spilling an oversized result to it);
-    return its outcome document, which ``encoders[0]`` (the broker's) can encode.
+    return its outcome document, which ``encoders[0]`` (the broker's) can encode. With the spec's ``log_level``,
+    the records the body logs at that level or above are in the outcome too (``"logs"``), whether it returned
+    or raised.
 
     Parameters:
       encoders: the broker's encoder (for the outcome) and the result backend's (for the spill plan); ``None``:
         Dramatiq's JSON encoder for both.
     """
+    level = spec.get("log_level")
+    if level is None:
+        return _run(spec, store, encoders)
+    with logs.capture(int(level)) as captured:
+        outcome = _run(spec, store, encoders)
+    return {**outcome, "logs": captured.taken().to_dict()}
+
+
+def _run(
+    spec: dict[str, Any],
+    store: BlobStore | None = None,
+    encoders: tuple[Encoder, Encoder] | None = None,
+) -> dict[str, Any]:
     encoder, results_encoder = encoders or decode_encoders(None)
     message: dramatiq.Message[Any] = dramatiq.Message(**spec["message"])
     plan = (
