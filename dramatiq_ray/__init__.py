@@ -77,6 +77,9 @@ from .execution import RayExecutionMiddleware
 # --- retries ---
 from .retries import Retries
 
+# --- observability ---
+from .tracing import Tracing
+
 # --- settings ---
 from ._install import Installed, build_store, setup
 from .settings import Settings, load_settings
@@ -145,6 +148,8 @@ __all__ = [
     "current_message",
     # retries
     "Retries",
+    # observability
+    "Tracing",
     # settings
     "Installed",
     "Settings",

@@ -19,6 +19,7 @@ from typing import Any
 
 import dramatiq
 
+from .. import _otel
 from ..errors import ConfigurationError, RemoteExceptionError
 from ..payloads.plan import SpillPlan
 from . import context, logs
@@ -147,12 +148,18 @@ def execute(
     message: Any,
     plan: SpillPlan | None,
     log_level: int | None = None,
+    trace_ctx: dict[str, str] | None = None,
 ) -> Any:
     """Run one message's body in another process (a Ray task) and return what goes back to the worker; an
     exception that could not cross back as itself becomes :class:`RemoteExceptionError`.
 
     With ``log_level``, the records the body logs at that level or above come back too: the value is wrapped in
-    :class:`~dramatiq_ray.callpath.logs.WithLogs`, and an exception carries them (see :mod:`.logs`)."""
+    :class:`~dramatiq_ray.callpath.logs.WithLogs`, and an exception carries them (see :mod:`.logs`). With
+    ``trace_ctx`` (the worker's W3C trace context), the body runs in a span ``run <actor>`` continuing it."""
+    if trace_ctx:
+        _otel.setup_once()
+        with _otel.span(f"run {target.actor_name}", parent=trace_ctx, attributes=_body_attributes(target, message)):
+            return execute(target, args, kwargs, message, plan, log_level)
     if log_level is None:
         return _execute(target, args, kwargs, message, plan)
     with logs.capture(log_level) as captured:
@@ -162,6 +169,20 @@ def execute(
             logs.attach(error, captured.taken())
             raise
     return logs.WithLogs(value, captured.taken())
+
+
+def _body_attributes(target: Target, message: Any) -> dict[str, Any]:
+    attributes: dict[str, Any] = {"dramatiq.actor": target.actor_name}
+    if message is not None:
+        attributes["messaging.message.id"] = str(message.message_id)
+    with contextlib.suppress(Exception):
+        import ray
+
+        context = ray.get_runtime_context()
+        attributes["ray.task_id"] = str(context.get_task_id())
+        attributes["ray.node_id"] = str(context.get_node_id())
+        attributes["ray.job_id"] = str(context.get_job_id())
+    return attributes
 
 
 def _execute(
@@ -190,8 +211,9 @@ def entry_for(target: Target) -> Callable[..., Any]:
         message: Any,
         plan: SpillPlan | None,
         log_level: int | None = None,
+        trace_ctx: dict[str, str] | None = None,
     ) -> Any:
-        return execute(target, args, kwargs, message, plan, log_level)
+        return execute(target, args, kwargs, message, plan, log_level, trace_ctx)
 
     return run_actor
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import dramatiq
 
-from ... import metrics
+from ... import _otel, metrics
 from ...callpath import logs
 from ...callpath.body import entry_for, target_for
 from ...callpath.wrapper import Call
@@ -90,7 +90,8 @@ class RayTaskRunner:
             remote = self._with_message_options(actor_name, remote, message_options)
         try:
             log_level = self.log_level if self.log_level is not None else logging.getLogger().getEffectiveLevel()
-            ref = remote.remote(call.args, call.kwargs, call.message._message, call.plan, log_level)
+            trace_ctx = _otel.current_carrier()
+            ref = remote.remote(call.args, call.kwargs, call.message._message, call.plan, log_level, trace_ctx)
         except (ConnectionError, rx.RaySystemError, rx.LocalRayletDiedError) as error:
             self.runtime.lost(generation)
             raise RayUnavailableError(f"Could not submit actor {actor_name!r} to Ray: {error}") from error
