@@ -26,6 +26,7 @@ from typing import Any
 import dramatiq
 from dramatiq.encoder import Encoder
 
+from ... import _otel
 from ...callpath import logs
 from ...callpath.body import Target, run_body
 from ...errors import ConfigurationError
@@ -87,6 +88,21 @@ def run(
       encoders: the broker's encoder (for the outcome) and the result backend's (for the spill plan); ``None``:
         Dramatiq's JSON encoder for both.
     """
+    trace_ctx = spec.get("trace_ctx")
+    if trace_ctx:
+        _otel.setup_once()
+        attributes = {"dramatiq.actor": spec["actor"], "messaging.message.id": spec["message"]["message_id"]}
+        with _otel.span(f"run {spec['actor']}", parent=trace_ctx, attributes=attributes) as span:
+            outcome = _logged(spec, store, encoders)
+            if span is not None and not outcome.get("ok"):
+                from opentelemetry import trace
+
+                span.set_status(trace.Status(trace.StatusCode.ERROR, str(outcome.get("type"))))
+            return outcome
+    return _logged(spec, store, encoders)
+
+
+def _logged(spec: dict[str, Any], store: BlobStore | None, encoders: tuple[Encoder, Encoder] | None) -> dict[str, Any]:
     level = spec.get("log_level")
     if level is None:
         return _run(spec, store, encoders)

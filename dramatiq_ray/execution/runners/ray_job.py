@@ -24,7 +24,7 @@ from typing import Any
 import dramatiq
 from dramatiq.broker import MessageProxy
 
-from ... import metrics
+from ... import _otel, metrics
 from ...callpath import logs as body_logs
 from ...callpath.body import rebuild_exception, target_for
 from ...callpath.wrapper import Call
@@ -276,6 +276,7 @@ class JobRunner:
             "compression_level": call.plan.compression_level if call.plan is not None else None,
             "message": message._message.asdict(),
             "log_level": self.log_level if self.log_level is not None else logging.getLogger().getEffectiveLevel(),
+            "trace_ctx": _otel.current_carrier(),
         }
         store.put_named(f"{job_dir}/spec.json", encoder.encode(spec))
         # The job reads the spec and writes the outcome with this worker's own encoders, which it cannot know
