@@ -9,6 +9,7 @@ spans of bodies on Ray, in Ray's worker processes (``runtime_env={"worker_proces
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import logging
 import os
@@ -23,6 +24,7 @@ __all__ = [
     "available",
     "current_carrier",
     "extract",
+    "payload_attributes",
     "setup_once",
     "span",
     "tracer",
@@ -64,8 +66,9 @@ def setup_once() -> None:
             logger.warning("The OpenTelemetry setup %s=%s failed: %s: %s", SETUP_ENV, name, type(error).__name__, error)
 
 
+@functools.cache
 def available() -> bool:
-    """Whether ``opentelemetry-api`` can be imported."""
+    """Whether ``opentelemetry-api`` can be imported (asked once per process)."""
     try:
         import opentelemetry.trace  # noqa: F401
     except ImportError:
@@ -95,6 +98,16 @@ def attributes_for(message: Any, operation: str) -> dict[str, Any]:
         "dramatiq.actor": str(message.actor_name),
         "dramatiq.retries": int(message.options.get("retries", 0) or 0),
     }
+
+
+def payload_attributes(store: Any, size: int | None, codec: str | None) -> dict[str, Any]:
+    """The attributes of a span that writes or reads a payload: the store's kind, the size and codec."""
+    attributes: dict[str, Any] = {"dramatiq_ray.store": type(store).__name__}
+    if size is not None:
+        attributes["dramatiq_ray.payload.bytes"] = int(size)
+    if codec:
+        attributes["dramatiq_ray.payload.codec"] = str(codec)
+    return attributes
 
 
 def current_carrier() -> dict[str, str] | None:

@@ -128,3 +128,110 @@ def test_tracing_send_with_a_current_span_is_its_child(stub_broker, receiver, pr
     spans = wait_until(lambda: [s for s in receiver.spans() if s["name"] == "send default"], timeout=30, what="span")
 
     assert spans[0]["parent_span_id"] == format(request.get_span_context().span_id, "016x")
+
+
+@pytest.fixture(scope="module")
+def global_spans() -> Any:
+    """The global TracerProvider (set once per process: OpenTelemetry refuses to replace it), recording in memory;
+    the spans of the payload and delivery steps go to it."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    if trace.get_tracer_provider() is not provider:
+        pytest.skip("another global TracerProvider is set in this process")
+    return exporter
+
+
+def test_tracing_spill_write_is_a_span_of_the_process_span(stub_broker, start_worker, tmp_path, global_spans) -> None:
+    from dramatiq_ray import FilesystemStore
+    from dramatiq_ray import Results as SpillingResults
+
+    global_spans.clear()
+    stub_broker.add_middleware(Tracing())
+    stub_broker.add_middleware(
+        SpillingResults(backend=StubBackend(), store=FilesystemStore(tmp_path), max_inline_bytes=1024)
+    )
+
+    @dramatiq.actor(broker=stub_broker, store_results=True)
+    def big() -> str:
+        return "x" * 10_000
+
+    start_worker(stub_broker)
+    assert big.send().get_result(block=True, timeout=RESULT_TIMEOUT_MS) == "x" * 10_000
+
+    spans = {span.name: span for span in global_spans.get_finished_spans()}
+    write, read = spans["spill write"], spans["spill read"]
+    assert write.parent is not None and write.parent.span_id == spans["process default"].context.span_id
+    assert write.attributes["dramatiq_ray.store"] == "FilesystemStore"
+    assert write.attributes["dramatiq_ray.payload.bytes"] > 10_000
+    assert read.attributes["dramatiq_ray.payload.bytes"] == write.attributes["dramatiq_ray.payload.bytes"]
+
+
+def test_tracing_webhook_post_is_a_client_span_whose_context_reaches_the_receiver(global_spans) -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from opentelemetry import trace
+
+    from dramatiq_ray.delivery.http import HttpSender
+
+    received: list[str | None] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None: ...
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            received.append(self.headers.get("traceparent"))
+            self.send_response(204)
+            self.end_headers()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    global_spans.clear()
+    try:
+        sender = HttpSender(connect_timeout=5, read_timeout=5, allow_http=True)
+        with trace.get_tracer("test").start_as_current_span("process"):
+            answer = sender.post(f"http://127.0.0.1:{server.server_port}/hook", b"{}", {})
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    assert answer.kind == "delivered"
+    (post,) = [span for span in global_spans.get_finished_spans() if span.name == "POST"]
+    assert post.kind == trace.SpanKind.CLIENT
+    assert post.attributes["http.response.status_code"] == 204
+    assert post.attributes["server.address"] == "127.0.0.1"
+    ((_version, trace_id, span_id, _flags),) = [header.split("-") for header in received if header]
+    assert (trace_id, span_id) == (f"{post.context.trace_id:032x}", f"{post.context.span_id:016x}")
+
+
+def test_tracing_argument_offload_is_a_span_in_the_senders_trace(stub_broker, tmp_path, global_spans) -> None:
+    from opentelemetry import trace
+
+    from dramatiq_ray import FilesystemStore
+    from dramatiq_ray import Results as SpillingResults
+
+    global_spans.clear()
+    stub_broker.add_middleware(Tracing())
+    stub_broker.add_middleware(
+        SpillingResults(backend=StubBackend(), store=FilesystemStore(tmp_path), max_inline_arg_bytes=1024)
+    )
+
+    @dramatiq.actor(broker=stub_broker)
+    def takes(text: str) -> None: ...
+
+    with trace.get_tracer("test").start_as_current_span("request") as request:
+        takes.send("y" * 10_000)
+
+    spans = {span.name: span for span in global_spans.get_finished_spans()}
+    offload = spans["argument offload"]
+    assert offload.context.trace_id == request.get_span_context().trace_id
+    assert offload.attributes["dramatiq_ray.payload.bytes"] > 10_000
+    assert spans["send default"].context.trace_id == request.get_span_context().trace_id
