@@ -235,3 +235,52 @@ def test_tracing_argument_offload_is_a_span_in_the_senders_trace(stub_broker, tm
     assert offload.context.trace_id == request.get_span_context().trace_id
     assert offload.attributes["dramatiq_ray.payload.bytes"] > 10_000
     assert spans["send default"].context.trace_id == request.get_span_context().trace_id
+
+
+@pytest.mark.cli
+def test_tracing_cli_one_trace_spans_producer_process_worker_process_and_ray_worker_process(
+    dramatiq_cli, redis_url, redis_namespace, queue_name, ray_head, receiver, provider
+) -> None:
+    from dramatiq.brokers.redis import RedisBroker
+
+    # Given a dramatiq CLI worker and its Ray workers exporting to the receiver, and a traced producer
+    cli = dramatiq_cli(
+        "tests.apps.ray_traced_cli",
+        "--processes",
+        "1",
+        "--threads",
+        "1",
+        env={
+            "DRAMATIQ_RAY_TEST_BROKER_URL": redis_url,
+            "DRAMATIQ_RAY_TEST_NAMESPACE": redis_namespace,
+            "DRAMATIQ_RAY_TEST_QUEUE": queue_name,
+            "RAY_ADDRESS": ray_head.address,
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": receiver.endpoint,
+        },
+    )
+    cli.wait_ready(processes=1)
+    producer = RedisBroker(url=redis_url, namespace=redis_namespace)
+    producer.add_middleware(Tracing(tracer_provider=provider))
+    try:
+        # When the producer sends a message
+        message = producer.enqueue(
+            dramatiq.Message(queue_name=queue_name, actor_name="traced", args=(21,), kwargs={}, options={})
+        )
+        send_name, process_name = f"send {queue_name}", f"process {queue_name}"
+        spans = wait_until(
+            lambda: spans_named(receiver, send_name, process_name, "run traced"), timeout=240, what="spans"
+        )
+    finally:
+        producer.close()
+
+    # Then one trace runs through three processes: producer -> dramatiq worker -> Ray worker
+    send, process, run = by_name(spans, send_name), by_name(spans, process_name), by_name(spans, "run traced")
+    assert send["trace_id"] == process["trace_id"] == run["trace_id"]
+    assert process["parent_span_id"] == send["span_id"]
+    assert run["parent_span_id"] == process["span_id"]
+    services = [span["resource"]["service.name"] for span in (send, process, run)]
+    assert services == ["dramatiq-worker", "dramatiq-worker", "ray-worker"]
+    pids = {span["resource"]["process.pid"] for span in (send, process, run)}
+    assert len(pids) == 3
+    assert process["attributes"]["messaging.message.id"] == message.message_id
+    assert cli.stop() == 0, cli.output()

@@ -6,13 +6,13 @@ from __future__ import annotations
 import os
 
 
-def setup() -> None:
+def setup(service_name: str = "ray-worker") -> None:
     from opentelemetry import trace
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
-    provider = TracerProvider(resource=Resource.create({"service.name": "ray-worker", "process.pid": os.getpid()}))
+    provider = TracerProvider(resource=Resource.create({"service.name": service_name, "process.pid": os.getpid()}))
     provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
