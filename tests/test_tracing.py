@@ -284,3 +284,33 @@ def test_tracing_cli_one_trace_spans_producer_process_worker_process_and_ray_wor
     assert len(pids) == 3
     assert process["attributes"]["messaging.message.id"] == message.message_id
     assert cli.stop() == 0, cli.output()
+
+
+def test_tracing_first_on_the_broker_keeps_a_pipeline_in_one_trace(stub_broker, start_worker, global_spans) -> None:
+    from dramatiq.middleware import AgeLimit
+
+    global_spans.clear()
+    stub_broker.add_middleware(Tracing(), before=AgeLimit)
+
+    @dramatiq.actor(broker=stub_broker)
+    def first() -> int:
+        return 1
+
+    @dramatiq.actor(broker=stub_broker)
+    def second(value: int) -> None: ...
+
+    start_worker(stub_broker)
+    dramatiq.pipeline([first.message(), second.message()], broker=stub_broker).run()
+    stub_broker.join(first.queue_name)
+
+    def processed_twice() -> list[Any] | None:
+        spans = [span for span in global_spans.get_finished_spans() if span.name == "process default"]
+        return spans if len(spans) == 2 else None
+
+    wait_until(processed_twice, timeout=30, what="both steps processed")
+    spans = global_spans.get_finished_spans()
+    assert len({span.context.trace_id for span in spans}) == 1
+    sends = [span for span in spans if span.name == "send default"]
+    assert len(sends) == 2
+    processes = {span.context.span_id for span in spans if span.name == "process default"}
+    assert any(send.parent is not None and send.parent.span_id in processes for send in sends)
