@@ -88,6 +88,9 @@ from .results.steering import CancelOutcome, cancel, get_progress, get_progress_
 # --- retries ---
 from .retries import Retries
 
+# --- observability ---
+from .tracing import Tracing
+
 # --- settings ---
 from ._install import Installed, build_store, setup
 from .settings import Settings, load_settings
@@ -171,6 +174,8 @@ __all__ = [
     "report_progress",
     # retries
     "Retries",
+    # observability
+    "Tracing",
     # settings
     "Installed",
     "Settings",

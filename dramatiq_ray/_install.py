@@ -137,7 +137,7 @@ def setup(
       for a ``RedisBroker``, else a ``StubBackend`` for a ``StubBroker``. A broker that already has Dramatiq's
       Results middleware keeps it and its backend, which ours replaces in place.
     - **RayExecutionMiddleware** (``RAY_ADDRESS``, ``RAY_RUNTIME_ENV``, ``RUNNER``, ``STUCK_TASK_TIMEOUT_SECONDS``,
-      ``DEFAULT_CONCURRENCY``).
+      ``DEFAULT_CONCURRENCY``, ``RAY_LOG_LEVEL``).
     - **Webhooks**, when ``WEBHOOK_SECRETS`` is set (``WEBHOOK_URL``, ``WEBHOOK_ALLOW_HTTP``,
       ``WEBHOOK_MAX_ATTEMPTS``, ``WEBHOOK_MAX_AGE_SECONDS``).
 
@@ -202,6 +202,7 @@ def setup(
         stuck_timeout=loaded.stuck_task_timeout_seconds,
         job_address=loaded.ray_job_address,
         job_python=loaded.ray_job_python,
+        log_level=loaded.ray_log_level,
         max_in_flight=loaded.default_concurrency,
     )
     webhooks = None

@@ -24,6 +24,8 @@ FLOORS: dict[str, int] = {
     "metrics": 0,
     "payloads": 1,
     "callpath": 2,
+    "_otel": 0,
+    "tracing": 3,
     "results": 3,
     "execution": 3,
     "delivery": 3,

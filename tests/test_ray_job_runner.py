@@ -650,3 +650,112 @@ def test_ray_job_runner_cancel_stops_the_running_job(
     assert failure.value.orig_exc_type == "MessageCancelledError"
     wait_until(lambda: job_status(jobs_head, message) == "STOPPED", timeout=60, what="the job to stop")
     assert counter.read_text() == "ran\n"  # not retried
+
+
+def make_logs_broker(
+    head: Any, store_dir: Path, *, env_vars: dict[str, str] | None = None, first: Any = None
+) -> StubBroker:
+    """A broker with dramatiq-ray's Results (which plans where the body runs) and the ray_job runner."""
+    from dramatiq_ray import Results as SpillingResults
+
+    broker = StubBroker()
+    broker.emit_after("process_boot")
+    if first is not None:
+        broker.add_middleware(first)
+    backend = SpillingBackend(StubBackend(), store=FilesystemStore(store_dir))
+    broker.add_middleware(SpillingResults(backend=backend, store_results=True))
+    broker.add_middleware(
+        RayExecutionMiddleware(
+            runner="ray_job",
+            address=head.address,
+            job_address=head.dashboard_url,
+            job_python=sys.executable,
+            runtime_env={"env_vars": {"PYTHONPATH": REPO_ROOT, **(env_vars or {})}},
+            wait_slice=0.2,
+        )
+    )
+    dramatiq.set_broker(broker)
+    return broker
+
+
+def job_body_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [record for record in caplog.records if record.name == "tests.apps.job_body"]
+
+
+def test_ray_job_runner_body_log_records_reach_the_worker_with_actor_and_message_id(
+    jobs_head: Any, tmp_path: Path, start_worker: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    broker = make_logs_broker(jobs_head, tmp_path / "store")
+    add = declare(broker, ray_jobs.log_and_add)
+    start_worker(broker, threads=1)
+
+    message = add.send(2, 3)
+    assert message.get_result(block=True, timeout=RESULT_TIMEOUT_MS) == 5
+
+    (record,) = job_body_lines(caplog)
+    assert record.getMessage().startswith(f"[log_and_add {message.message_id} on Ray pid ")
+    assert record.getMessage().endswith("] adding 2 and 3")
+    assert record.message_id == message.message_id  # type: ignore[attr-defined]
+
+
+def test_ray_job_runner_body_that_raises_still_brings_its_log_records_back(
+    jobs_head: Any, tmp_path: Path, start_worker: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    broker = make_logs_broker(jobs_head, tmp_path / "store")
+    fail = declare(broker, ray_jobs.log_then_fail)
+    start_worker(broker, threads=1)
+
+    message = fail.send("bad input")
+    with pytest.raises(ResultFailure):
+        message.get_result(block=True, timeout=RESULT_TIMEOUT_MS)
+
+    (record,) = job_body_lines(caplog)
+    assert record.getMessage().endswith("] logged before failing: bad input")
+    assert record.message_id == message.message_id  # type: ignore[attr-defined]
+
+
+def test_ray_job_runner_body_runs_in_a_span_of_the_workers_trace(
+    jobs_head: Any, tmp_path: Path, start_worker: Any
+) -> None:
+    pytest.importorskip("opentelemetry.exporter.otlp.proto.http")
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    from dramatiq_ray import Tracing
+    from tests._otlp import OTLPReceiver
+
+    receiver = OTLPReceiver()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=receiver.endpoint)))
+    try:
+        broker = make_logs_broker(
+            jobs_head,
+            tmp_path / "store",
+            first=Tracing(tracer_provider=provider),
+            env_vars={
+                "DRAMATIQ_RAY_OTEL_SETUP": "tests.apps.otel_setup:setup",
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": receiver.endpoint,
+            },
+        )
+        add = declare(broker, ray_jobs.add)
+        start_worker(broker, threads=1)
+
+        message = add.send(2, 3)
+        assert message.get_result(block=True, timeout=RESULT_TIMEOUT_MS) == 5
+
+        def both() -> list[dict[str, Any]] | None:
+            spans = receiver.spans()
+            return spans if {"process default", "run add"} <= {span["name"] for span in spans} else None
+
+        spans = wait_until(both, timeout=60, what="the worker's and the job's spans")
+        (process,) = [span for span in spans if span["name"] == "process default"]
+        (run,) = [span for span in spans if span["name"] == "run add"]
+        assert run["trace_id"] == process["trace_id"]
+        assert run["parent_span_id"] == process["span_id"]
+        assert run["resource"]["service.name"] == "ray-worker"
+    finally:
+        provider.shutdown()
+        receiver.close()

@@ -72,6 +72,19 @@ def test_setup_with_invalid_settings_leaves_the_broker_untouched(stub_broker) ->
     assert stub_broker.middleware == before
 
 
+def test_setup_ray_log_level_reaches_the_middleware_from_the_environment(
+    stub_broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DRAMATIQ_RAY_RAY_LOG_LEVEL", "debug")
+    installed = dramatiq_ray.setup(stub_broker)
+    assert installed.execution.log_level == 10
+
+
+def test_setup_invalid_ray_log_level_is_refused(stub_broker) -> None:
+    with pytest.raises(ConfigurationError, match="RAY_LOG_LEVEL"):
+        dramatiq_ray.setup(stub_broker, {"RAY_LOG_LEVEL": "LOUD"})
+
+
 def test_setup_reads_environment_variables(stub_broker, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DRAMATIQ_RAY_MAX_TASK_ATTEMPTS", "6")
     installed = dramatiq_ray.setup(stub_broker)

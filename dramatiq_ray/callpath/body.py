@@ -19,9 +19,10 @@ from typing import Any
 
 import dramatiq
 
+from .. import _otel
 from ..errors import ConfigurationError, RemoteExceptionError
 from ..payloads.plan import SpillPlan
-from . import context
+from . import context, logs
 from .steering import Steering, _steered
 
 __all__ = ["WRAPPED_ATTR", "Target", "actor_function", "run_body", "target_for", "underlying_function"]
@@ -156,9 +157,55 @@ def execute(
     steering: Steering | None = None,
     *,
     run_awaitable: Callable[[Any], Any] | None = None,
+    log_level: int | None = None,
+    trace_ctx: dict[str, str] | None = None,
 ) -> Any:
-    """Run one message's body in another process (a Ray task or replica) and return what goes back to the
-    worker; an exception that could not cross back as itself becomes :class:`RemoteExceptionError`."""
+    """Run one message's body in another process (a Ray task, a replica or a Ray job) and return what goes back
+    to the worker; an exception that could not cross back as itself becomes :class:`RemoteExceptionError`.
+
+    With ``log_level``, the records the body logs at that level or above come back too: the value is wrapped in
+    :class:`~dramatiq_ray.callpath.logs.WithLogs`, and an exception carries them (see :mod:`.logs`). With
+    ``trace_ctx`` (the worker's W3C trace context), the body runs in a span ``run <actor>`` continuing it."""
+    if trace_ctx:
+        _otel.setup_once()
+        with _otel.span(f"run {target.actor_name}", parent=trace_ctx, attributes=_body_attributes(target, message)):
+            return execute(
+                target, args, kwargs, message, plan, steering, run_awaitable=run_awaitable, log_level=log_level
+            )
+    if log_level is None:
+        return _execute(target, args, kwargs, message, plan, steering, run_awaitable)
+    with logs.capture(log_level) as captured:
+        try:
+            value = _execute(target, args, kwargs, message, plan, steering, run_awaitable)
+        except Exception as error:
+            logs.attach(error, captured.taken())
+            raise
+    return logs.WithLogs(value, captured.taken())
+
+
+def _body_attributes(target: Target, message: Any) -> dict[str, Any]:
+    attributes: dict[str, Any] = {"dramatiq.actor": target.actor_name}
+    if message is not None:
+        attributes["messaging.message.id"] = str(message.message_id)
+    with contextlib.suppress(Exception):
+        import ray
+
+        context = ray.get_runtime_context()
+        attributes["ray.task_id"] = str(context.get_task_id())
+        attributes["ray.node_id"] = str(context.get_node_id())
+        attributes["ray.job_id"] = str(context.get_job_id())
+    return attributes
+
+
+def _execute(
+    target: Target,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    message: Any,
+    plan: SpillPlan | None,
+    steering: Steering | None,
+    run_awaitable: Callable[[Any], Any] | None,
+) -> Any:
     try:
         return run_body(target.resolve(), args, kwargs, message, plan, steering, run_awaitable=run_awaitable)
     except Exception as error:
@@ -182,8 +229,10 @@ def entry_for(target: Target) -> Callable[..., Any]:
         message: Any,
         plan: SpillPlan | None,
         steering: Steering | None = None,
+        log_level: int | None = None,
+        trace_ctx: dict[str, str] | None = None,
     ) -> Any:
-        return execute(target, args, kwargs, message, plan, steering)
+        return execute(target, args, kwargs, message, plan, steering, log_level=log_level, trace_ctx=trace_ctx)
 
     return run_actor
 

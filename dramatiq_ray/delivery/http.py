@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
+from .. import _otel
 from ..errors import ConfigurationError
 
 __all__ = ["Answer", "HttpSender", "check_url", "origin"]
@@ -101,7 +102,32 @@ class HttpSender:
     def post(self, url: str, body: bytes, headers: dict[str, str]) -> Answer:
         """POST ``body`` to ``url``, following up to three redirects that stay on the same origin (scheme, host
         and port), with the same method, body and headers. A redirect elsewhere is refused. The whole attempt,
-        redirects included, ends within :attr:`request_bound` seconds."""
+        redirects included, ends within :attr:`request_bound` seconds.
+
+        With OpenTelemetry, the attempt is a CLIENT span ``POST`` (HTTP semantic-convention attributes; the URL's
+        path and query are left out) whose W3C context goes out in the ``traceparent`` header."""
+        scheme, host, port = origin(url)
+        attributes = {
+            "http.request.method": "POST",
+            "url.scheme": scheme,
+            "server.address": host,
+            "server.port": port or (443 if scheme == "https" else 80),
+            "http.request.body.size": len(body),
+        }
+        with _otel.span("POST", kind="CLIENT", attributes=attributes) as span:
+            carrier = _otel.current_carrier() if span is not None else None
+            answer = self._post(url, body, {**headers, **carrier} if carrier else headers)
+            if span is not None:
+                if answer.status is not None:
+                    span.set_attribute("http.response.status_code", answer.status)
+                if answer.kind != "delivered":
+                    from opentelemetry import trace
+
+                    span.set_attribute("error.type", answer.label)
+                    span.set_status(trace.Status(trace.StatusCode.ERROR, answer.label))
+            return answer
+
+    def _post(self, url: str, body: bytes, headers: dict[str, str]) -> Answer:
         import urllib3
 
         deadline = time.monotonic() + self.request_bound

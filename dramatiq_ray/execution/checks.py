@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import re
 
+from ..callpath.logs import level_of
 from .runners import RUNNERS
 
 __all__ = [
     "address_problem",
     "job_address_problem",
     "job_python_problem",
+    "log_level_problem",
     "runner_problem",
     "stuck_timeout_problem",
     "wait_slice_problem",
@@ -64,3 +66,14 @@ def wait_slice_problem(value: object) -> str | None:
     if isinstance(value, int | float) and not isinstance(value, bool) and 0 < value <= 60:
         return None
     return f"must be a number of seconds in (0, 60], not {value!r}"
+
+
+def log_level_problem(value: object) -> str | None:
+    """The level of a body's log records that come back from Ray: ``None``, a number or a level name."""
+    if value is None:
+        return None
+    try:
+        level_of(value)  # type: ignore[arg-type]
+    except ValueError:
+        return f"must be None, a logging level number or a level name such as 'INFO', not {value!r}"
+    return None

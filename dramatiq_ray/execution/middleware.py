@@ -17,6 +17,7 @@ from dramatiq.broker import MessageProxy
 from dramatiq.middleware import Middleware
 
 from ..callpath import wrapper as callpath
+from ..callpath.logs import level_of
 from ..callpath.wrapper import Runner
 from ..errors import ConfigurationError, RayOptionsError
 from ..results.access import find_spilling_backend
@@ -83,6 +84,10 @@ class RayExecutionMiddleware(Middleware):
         which a job is stopped and its message failed retryably (``RayJobStuckError``).
       max_in_flight: at most this many Ray tasks in flight per worker process; more messages wait for a slot
         (interruptibly). ``None``: as many as the worker threads in use.
+      log_level: the log records a body on Ray logs at this level or above (a number or a name such as
+        ``"INFO"``) come back and are re-emitted in the worker thread, through the logger of the same name, with
+        the actor name and message id (see the observability docs). ``None``: the worker's root logger level at
+        the time of each call (``INFO`` under the ``dramatiq`` CLI, ``DEBUG`` with ``-v``).
 
     Raises:
       ConfigurationError: when a parameter is invalid (``RayOptionsError`` for ``default_options``).
@@ -102,6 +107,7 @@ class RayExecutionMiddleware(Middleware):
         job_address: str | None = None,
         job_python: str | None = None,
         stuck_timeout: float = 300,
+        log_level: int | str | None = None,
     ) -> None:
         _check_settings(
             address=address,
@@ -114,7 +120,9 @@ class RayExecutionMiddleware(Middleware):
             job_address=job_address,
             job_python=job_python,
             stuck_timeout=stuck_timeout,
+            log_level=log_level,
         )
+        self.log_level = level_of(log_level) if log_level is not None else None
         self.default_options = check_options(default_options, actor_name="*", where="middleware default_options")
         self.runtime_env = dict(runtime_env or {})
         self.enabled_by_default = enabled_by_default
@@ -133,6 +141,7 @@ class RayExecutionMiddleware(Middleware):
                 python=job_python,
                 stuck_timeout=float(stuck_timeout),
                 wait_slice=self.wait_slice,
+                log_level=self.log_level,
             )
         else:
             self._runner = RayTaskRunner(
@@ -141,6 +150,7 @@ class RayExecutionMiddleware(Middleware):
                 runtime_env=self.runtime_env,
                 wait_slice=self.wait_slice,
                 max_in_flight=max_in_flight,
+                log_level=self.log_level,
             )
         self._replicas = ReplicaRunner(
             runtime=self.runtime,
@@ -304,6 +314,7 @@ def _check_settings(**settings: Any) -> None:
         ("job_python", checks.job_python_problem(job_python)),
         ("stuck_timeout", checks.stuck_timeout_problem(stuck_timeout)),
         ("wait_slice", checks.wait_slice_problem(wait_slice)),
+        ("log_level", checks.log_level_problem(settings["log_level"])),
     ):
         if problem:
             problems.append(f"{name} {problem}")

@@ -79,12 +79,16 @@ def translate(error: BaseException, *, actor_name: str) -> BaseException:
     return error
 
 
-def raise_translated(error: BaseException, *, actor_name: str) -> NoReturn:
+def raise_translated(error: BaseException, *, actor_name: str, message_id: str | None = None) -> NoReturn:
     """Raise what a Ray failure of ``actor_name``'s body means to Dramatiq (see :func:`translate`), counting a
-    system failure in the metrics; the body's own exception is raised as itself."""
+    system failure in the metrics; the body's own exception is raised as itself. With ``message_id``, the log
+    records the body's exception carries back (see :mod:`dramatiq_ray.callpath.logs`) are emitted first."""
     from .. import metrics
+    from ..callpath import logs
 
     translated = translate(error, actor_name=actor_name)
+    if message_id is not None:
+        logs.emit_attached(translated, actor_name=actor_name, message_id=message_id)
     if isinstance(translated, RaySystemError):
         metrics.record_ray_system_failure(translated)
     if translated is error:

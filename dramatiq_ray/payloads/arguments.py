@@ -21,12 +21,14 @@ from typing import Any
 
 from dramatiq.encoder import Encoder
 
+from .. import _otel
 from ..errors import ConfigurationError
 from ._safe import describe_error, shorten
 from .compression import seal
 from .marker import ARGUMENT_KEY, StoredArgument, is_argument_shape, is_inline_shape, is_spilled_shape
 from .plan import byte_threshold_problem, encode_for_transport
 from .pointers import blob_extension, parse_pointer, with_reading
+from .stores._payload import parts_of, size_of
 from .stores.base import BlobInfo, BlobStore, payload_digest, put_payload
 
 __all__ = [
@@ -111,14 +113,16 @@ class ArgumentPlan:
         codec, payload = big
         stored, compression, key_id = seal(payload, self.compression, self.compression_level, self.encryption)
         digest = payload_digest(stored)
-        # The reference first: a message finishing meanwhile then sees it and leaves the blob in place.
-        self.store.put_named(_reference_name(digest, message_id), b"")
-        pointer = with_reading(
-            put_payload(self.store, stored, digest, extension=blob_extension(codec, compression, key_id)),
-            codec=codec,
-            compression=compression,
-            key_id=key_id,
-        )
+        attributes = _otel.payload_attributes(self.store, size_of(parts_of(stored)), codec)
+        with _otel.span("argument offload", attributes={**attributes, "messaging.message.id": message_id}):
+            # The reference first: a message finishing meanwhile then sees it and leaves the blob in place.
+            self.store.put_named(_reference_name(digest, message_id), b"")
+            pointer = with_reading(
+                put_payload(self.store, stored, digest, extension=blob_extension(codec, compression, key_id)),
+                codec=codec,
+                compression=compression,
+                key_id=key_id,
+            )
         return StoredArgument(pointer)
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from dramatiq.encoder import Encoder
 
+from .. import _otel
 from ..errors import (
     BlobNotFoundError,
     BlobWriteError,
@@ -173,7 +174,8 @@ class SpillPlan:
         stored, compression, key_id = seal(payload, self.compression, self.compression_level, self.encryption)
         size = size_of(parts_of(stored))
         try:
-            pointer = put_payload(store, stored, extension=blob_extension(codec, compression, key_id))
+            with _otel.span("spill write", attributes=_otel.payload_attributes(store, size, codec)):
+                pointer = put_payload(store, stored, extension=blob_extension(codec, compression, key_id))
         except Exception as error:
             if self.on_store_error != "digest":
                 raise BlobWriteError(

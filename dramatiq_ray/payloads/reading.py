@@ -7,6 +7,7 @@ from typing import Any
 
 from dramatiq.encoder import Encoder
 
+from .. import _otel
 from ..errors import (
     BlobIntegrityError,
     BlobReadError,
@@ -76,7 +77,8 @@ def read_value(
     # the arrays then use as their memory: no copy after the read.
     owned = store.zero_copy and pointer.codec in _ARRAY_CODECS and pointer.compression is None and not pointer.key_id
     try:
-        stored = store.get(pointer, writable=True) if owned else store.get(pointer)  # type: ignore[call-arg]
+        with _otel.span("spill read", attributes=_otel.payload_attributes(store, pointer.size, pointer.codec)):
+            stored = store.get(pointer, writable=True) if owned else store.get(pointer)  # type: ignore[call-arg]
     except SpilledResultError:
         raise
     except Exception as error:

@@ -48,6 +48,7 @@ class Settings:
     stuck_task_timeout_seconds: float = 300
     ray_job_address: str | None = None
     ray_job_python: str | None = None
+    ray_log_level: str | int | None = None
     max_result_size_bytes: int = 1024 * 1024
     max_arg_size_bytes: int | None = None
     result_ttl_seconds: float = 600

@@ -14,6 +14,7 @@ _CHECKS = {
     "STUCK_TASK_TIMEOUT_SECONDS": checks.stuck_timeout_problem,
     "RAY_JOB_ADDRESS": checks.job_address_problem,
     "RAY_JOB_PYTHON": checks.job_python_problem,
+    "RAY_LOG_LEVEL": checks.log_level_problem,
 }
 
 

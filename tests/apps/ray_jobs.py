@@ -38,3 +38,18 @@ def raw_bytes(size: int) -> bytes:
 def a_set() -> set[int]:
     """A result no JSON encoder takes."""
     return {1, 2}
+
+
+def log_then_fail(text: str) -> None:
+    """Log at INFO, then raise: the record must still come back."""
+    import logging
+
+    logging.getLogger("tests.apps.job_body").info("logged before failing: %s", text)
+    raise ValueError(text)
+
+
+def log_and_add(a: int, b: int) -> int:
+    import logging
+
+    logging.getLogger("tests.apps.job_body").info("adding %d and %d", a, b)
+    return a + b

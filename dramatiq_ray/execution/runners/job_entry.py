@@ -26,6 +26,8 @@ from typing import Any
 import dramatiq
 from dramatiq.encoder import Encoder
 
+from ... import _otel
+from ...callpath import logs
 from ...callpath.body import Target, run_body
 from ...callpath.steering import Channel, Steering
 from ...errors import ConfigurationError
@@ -92,12 +94,48 @@ def run(
     channel: Channel | None = None,
 ) -> dict[str, Any]:
     """Run the body a spec describes (reading piped inputs from ``store`` and spilling an oversized result to it);
-    return its outcome document, which ``encoders[0]`` (the broker's) can encode.
+    return its outcome document, which ``encoders[0]`` (the broker's) can encode. With the spec's ``log_level``,
+    the records the body logs at that level or above are in the outcome too (``"logs"``), whether it returned
+    or raised.
 
     Parameters:
       encoders: the broker's encoder (for the outcome) and the result backend's (for the spill plan); ``None``:
         Dramatiq's JSON encoder for both.
     """
+    trace_ctx = spec.get("trace_ctx")
+    if trace_ctx:
+        _otel.setup_once()
+        attributes = {"dramatiq.actor": spec["actor"], "messaging.message.id": spec["message"]["message_id"]}
+        with _otel.span(f"run {spec['actor']}", parent=trace_ctx, attributes=attributes) as span:
+            outcome = _logged(spec, store, encoders, channel)
+            if span is not None and not outcome.get("ok"):
+                from opentelemetry import trace
+
+                span.set_status(trace.Status(trace.StatusCode.ERROR, str(outcome.get("type"))))
+            return outcome
+    return _logged(spec, store, encoders, channel)
+
+
+def _logged(
+    spec: dict[str, Any],
+    store: BlobStore | None,
+    encoders: tuple[Encoder, Encoder] | None,
+    channel: Channel | None,
+) -> dict[str, Any]:
+    level = spec.get("log_level")
+    if level is None:
+        return _run(spec, store, encoders, channel)
+    with logs.capture(int(level)) as captured:
+        outcome = _run(spec, store, encoders, channel)
+    return {**outcome, "logs": captured.taken().to_dict()}
+
+
+def _run(
+    spec: dict[str, Any],
+    store: BlobStore | None = None,
+    encoders: tuple[Encoder, Encoder] | None = None,
+    channel: Channel | None = None,
+) -> dict[str, Any]:
     encoder, results_encoder = encoders or decode_encoders(None)
     message: dramatiq.Message[Any] = dramatiq.Message(**spec["message"])
     plan = (

@@ -24,7 +24,8 @@ from typing import Any
 import dramatiq
 from dramatiq.broker import MessageProxy
 
-from ... import metrics
+from ... import _otel, metrics
+from ...callpath import logs as body_logs
 from ...callpath.body import rebuild_exception, target_for
 from ...callpath.wrapper import Call
 from ...errors import (
@@ -91,6 +92,8 @@ class JobRunner:
       wait_slice: seconds between two looks at the job.
       api_timeout: seconds one Jobs API call may take before it fails with ``RayUnavailableError``.
       status_grace: seconds during which failures to read a job's status are retried before the worker gives up.
+      log_level: the body's log records at this level or above come back with the job's outcome and are
+        re-emitted in the worker; ``None``: the worker's root logger level at the time of the call.
 
     Every Jobs API call runs in a helper thread that the worker thread waits for in slices, so a hung dashboard
     holds no worker thread past ``api_timeout`` and a time limit or shutdown still lands.
@@ -107,6 +110,7 @@ class JobRunner:
         wait_slice: float,
         api_timeout: float = JOBS_API_TIMEOUT,
         status_grace: float = STATUS_GRACE,
+        log_level: int | None = None,
     ) -> None:
         self.runtime_env = runtime_env
         self.job_address = job_address
@@ -116,6 +120,7 @@ class JobRunner:
         self.wait_slice = wait_slice
         self.api_timeout = api_timeout
         self.status_grace = status_grace
+        self.log_level = log_level
         self._client: tuple[int, Any] | None = None
         self._lock = threading.Lock()
 
@@ -270,6 +275,8 @@ class JobRunner:
             "compression": call.plan.compression if call.plan is not None else None,
             "compression_level": call.plan.compression_level if call.plan is not None else None,
             "message": message._message.asdict(),
+            "log_level": self.log_level if self.log_level is not None else logging.getLogger().getEffectiveLevel(),
+            "trace_ctx": _otel.current_carrier(),
         }
         store.put_named(f"{job_dir}/spec.json", encoder.encode(spec))
         # The job reads the spec and writes the outcome with this worker's own encoders, which it cannot know
@@ -317,7 +324,7 @@ class JobRunner:
             # Time limit, shutdown or any other interrupt: the job stops too.
             self.stop(client, sid, actor.actor_name)
             raise
-        return self._collect(client, store, sid, job_dir, status, actor.actor_name)
+        return self._collect(client, store, sid, job_dir, status, actor.actor_name, message.message_id)
 
     def _status(self, client: Any, sid: str, actor_name: str, failing_since: list[float]) -> str | None:
         """The job's status, or ``None`` when it could not be read this time (a dashboard restarting, a dropped
@@ -400,7 +407,9 @@ class JobRunner:
         except Exception as error:
             logger.warning("Could not delete %s/spec.json from %s: %s", job_dir, store.describe(), error)
 
-    def _collect(self, client: Any, store: BlobStore, sid: str, job_dir: str, status: str, actor_name: str) -> Any:
+    def _collect(
+        self, client: Any, store: BlobStore, sid: str, job_dir: str, status: str, actor_name: str, message_id: str
+    ) -> Any:
         raw = store.get_named(f"{job_dir}/outcome.json")
         if raw is None:
             if status == "STOPPED":
@@ -413,6 +422,7 @@ class JobRunner:
             )
         self._forget(store, job_dir)
         outcome = dramatiq.get_encoder().decode(raw)
+        body_logs.emit(body_logs.BodyLogs.from_dict(outcome.get("logs")), actor_name=actor_name, message_id=message_id)
         if outcome.get("ok"):
             result: Any = outcome.get("result")
             if is_inline_shape(result):

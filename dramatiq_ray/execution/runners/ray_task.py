@@ -13,7 +13,8 @@ from typing import Any
 
 import dramatiq
 
-from ... import metrics
+from ... import _otel, metrics
+from ...callpath import logs
 from ...callpath.body import entry_for, target_for
 from ...callpath.wrapper import Call
 from ...errors import ConfigurationError, RayOptionsError, RaySystemError, RayUnavailableError
@@ -35,6 +36,8 @@ class RayTaskRunner:
       runtime_env: the ``runtime_env`` applied to every task (actor and message ones are merged over it).
       wait_slice: how long each wait for the task blocks, in seconds.
       max_in_flight: at most this many tasks in flight in this process (``None``: no limit).
+      log_level: the body's log records at this level or above come back to the worker's log output; ``None``:
+        the worker's root logger level at the time of the call.
     """
 
     def __init__(
@@ -45,11 +48,13 @@ class RayTaskRunner:
         runtime_env: dict[str, Any],
         wait_slice: float,
         max_in_flight: int | None,
+        log_level: int | None = None,
     ) -> None:
         self.runtime = runtime
         self.default_options = default_options
         self.runtime_env = runtime_env
         self.wait_slice = wait_slice
+        self.log_level = log_level
         self._slots = threading.BoundedSemaphore(max_in_flight) if max_in_flight else None
         self._remotes: dict[str, tuple[int, Any, dict[str, Any], dict[str, Any]]] = {}
         self._lock = threading.Lock()
@@ -84,7 +89,11 @@ class RayTaskRunner:
         if message_options:
             remote = self._with_message_options(actor_name, remote, message_options)
         try:
-            ref = remote.remote(call.args, call.kwargs, call.message._message, call.plan, call.steering)
+            log_level = self.log_level if self.log_level is not None else logging.getLogger().getEffectiveLevel()
+            trace_ctx = _otel.current_carrier()
+            ref = remote.remote(
+                call.args, call.kwargs, call.message._message, call.plan, call.steering, log_level, trace_ctx
+            )
         except (ConnectionError, rx.RaySystemError, rx.LocalRayletDiedError) as error:
             self.runtime.lost(generation)
             raise RayUnavailableError(f"Could not submit actor {actor_name!r} to Ray: {error}") from error
@@ -114,7 +123,11 @@ class RayTaskRunner:
             # slices Python bytecode runs, so a time limit or shutdown interrupt lands.
             while True:
                 try:
-                    return ray.get(ref, timeout=self.wait_slice)
+                    returned = ray.get(ref, timeout=self.wait_slice)
+                    if isinstance(returned, logs.WithLogs):
+                        logs.emit(returned.logs, actor_name=actor_name, message_id=call.message.message_id)
+                        return returned.value
+                    return returned
                 except rx.GetTimeoutError:
                     if call.cancel_requested():
                         # dramatiq_ray.cancel: the task's worker process is killed, the message fails as cancelled.
@@ -132,7 +145,7 @@ class RayTaskRunner:
                 isinstance(error, rx.NodeDiedError) and self.runtime.names_local_node(str(error))
             ):
                 self.runtime.lost(generation)
-            raise_translated(error, actor_name=actor_name)
+            raise_translated(error, actor_name=actor_name, message_id=call.message.message_id)
         except BaseException:
             # Time limit, shutdown or any other interrupt: stop the remote work too, then let it propagate.
             self.cancel(ref, actor_name)
