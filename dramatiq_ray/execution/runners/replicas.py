@@ -106,7 +106,11 @@ class ReplicaRunner:
                 try:
                     return ray.get(ref, timeout=self.wait_slice)
                 except rx.GetTimeoutError:
-                    continue
+                    if call.cancel_requested():
+                        # dramatiq_ray.cancel: the call's flag is set (an async body is cancelled; one still
+                        # running after cancel_grace_s restarts its replica), the message fails as cancelled.
+                        self._cancel(ref, actor_name)
+                        raise call.cancelled(f"while replica {replica_name} ran it") from None
         except Exception as error:
             if isinstance(error, rx.RayActorError) and not isinstance(error, rx.RayTaskError):
                 client.view = {}  # ask the pool again: it replaces the replica

@@ -1,0 +1,61 @@
+"""Cancelling a message whose body runs on a warm replica (``dramatiq_ray.cancel``), on a real Redis broker and
+result backend (where cancel marks live) and the test run's local Ray."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import dramatiq
+import pytest
+from dramatiq.results import ResultFailure
+from dramatiq.results.backends import RedisBackend
+
+from dramatiq_ray import CancelOutcome, RayExecutionMiddleware, Replicas, Results, cancel, replica_cancelled
+from tests._services import wait_until
+
+pytestmark = pytest.mark.timeout(300)
+
+RESULT_TIMEOUT_MS = 120_000
+
+
+def test_cancel_stops_a_call_running_on_a_replica_and_fails_it_as_cancelled(
+    redis_broker: Any,
+    redis_url: str,
+    redis_namespace: str,
+    ray_local: Any,
+    no_lingering_replicas: None,
+    start_worker: Any,
+    tmp_path: Path,
+) -> None:
+    # Given a replica body that says it started, then runs until its call is cancelled
+    redis_broker.add_middleware(
+        Results(backend=RedisBackend(url=redis_url, namespace=f"{redis_namespace}-results"), store_results=True)
+    )
+    redis_broker.add_middleware(RayExecutionMiddleware(wait_slice=0.2))
+    started, stopped = tmp_path / "started", tmp_path / "stopped"
+
+    @dramatiq.actor(broker=redis_broker, max_retries=3, replicas=Replicas(min=1, max=1, version="cancel"))
+    def render() -> str:
+        started.write_text("yes")
+        deadline = time.monotonic() + 240
+        while not replica_cancelled() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        stopped.write_text("cancelled" if replica_cancelled() else "ran out")
+        return "finished"
+
+    start_worker(redis_broker, threads=1)
+    message = render.send()
+    wait_until(started.exists, timeout=180, what="the replica call to start")
+
+    # When the message is cancelled while its call runs
+    assert cancel(message) is CancelOutcome.REQUESTED
+
+    # Then it fails as cancelled, the replica's call saw the cancellation, and nothing runs it again
+    with pytest.raises(ResultFailure) as failure:
+        message.get_result(block=True, timeout=RESULT_TIMEOUT_MS)
+    assert failure.value.orig_exc_type == "MessageCancelledError"
+    wait_until(stopped.exists, timeout=60, what="the replica's call to stop")
+    assert stopped.read_text() == "cancelled"
+    assert cancel(message) is CancelOutcome.FINISHED
