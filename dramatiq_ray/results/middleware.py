@@ -265,9 +265,10 @@ class Results(DramatiqResults):
             self._release(message)
 
     def after_nack(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
-        super().after_nack(broker, message)  # type: ignore[no-untyped-call]
+        # Finished before the failure is stored: whoever reads the failure and then cancels is told it finished.
         self._finished(message.message_id)
         self._set_state(message.message_id, FINISHED)
+        super().after_nack(broker, message)  # type: ignore[no-untyped-call]
         self._release(message)  # failed for good (after its last retry)
 
     def _finished(self, message_id: str) -> bool:
