@@ -42,7 +42,9 @@ def test_cancel_stops_a_call_running_on_a_replica_and_fails_it_as_cancelled(
         deadline = time.monotonic() + 240
         while not replica_cancelled() and time.monotonic() < deadline:
             time.sleep(0.05)
-        stopped.write_text("cancelled" if replica_cancelled() else "ran out")
+        written = stopped.with_suffix(".tmp")
+        written.write_text("cancelled" if replica_cancelled() else "ran out")
+        written.rename(stopped)  # whole, so the test never reads it half-written
         return "finished"
 
     start_worker(redis_broker, threads=1)
