@@ -40,7 +40,17 @@ from .body import WRAPPED_ATTR, run_body
 from .lookup import codec_options_for, lookup_option
 from .steering import Steering
 
-__all__ = ["Call", "CallPath", "LocalRunner", "PlanSource", "Runner", "RunnerSource", "install", "join"]
+__all__ = [
+    "Call",
+    "CallPath",
+    "LocalRunner",
+    "PlanSource",
+    "Runner",
+    "RunnerSource",
+    "install",
+    "join",
+    "spill_plan_for",
+]
 
 
 @dataclass(frozen=True)
@@ -157,6 +167,28 @@ class CallPath:
             self.plans.store_from_call(broker, message, outcome)
 
 
+def spill_plan_for(
+    backend: Any, store_results: bool, actor: dramatiq.Actor[Any, Any], message: MessageProxy
+) -> SpillPlan:
+    """The spill plan ``backend`` (a SpillingBackend) makes for ``message``: a threshold of ``None`` when the result
+    goes nowhere (not stored, not piped, no ``on_success``), else ``max_inline_bytes`` looked up message -> actor ->
+    backend; the codec options likewise. Serves ``dramatiq_ray.Results`` and Dramatiq's own Results alike.
+
+    Raises:
+      ConfigurationError: the ``max_inline_bytes`` option is invalid.
+    """
+    forwarded = (
+        lookup_option(message.options, actor.options, ("store_results",), store_results)
+        or message.options.get("pipe_target") is not None
+        or lookup_option(message.options, actor.options, ("on_success",), None)
+    )
+    codec_options = codec_options_for(message.options, actor.options, backend)
+    if not forwarded:
+        return backend.plan(None, **codec_options)  # type: ignore[no-any-return]
+    threshold = lookup_option(message.options, actor.options, (MAX_INLINE_BYTES_OPTION,), backend.max_inline_bytes)
+    return backend.plan(check_threshold(threshold, f"Actor {actor.actor_name!r}:"), **codec_options)  # type: ignore[no-any-return]
+
+
 class StockResultsPlans:
     """The plan source of a broker whose Results is Dramatiq's own with a SpillingBackend (the documented way to
     spill without dramatiq_ray.Results): the spill plan comes from that backend; the stock middleware stores the
@@ -166,17 +198,7 @@ class StockResultsPlans:
         self.results = results
 
     def spill_plan(self, actor: dramatiq.Actor[Any, Any], message: MessageProxy) -> SpillPlan | None:
-        backend = self.results.backend
-        forwarded = (
-            lookup_option(message.options, actor.options, ("store_results",), self.results.store_results)
-            or message.options.get("pipe_target") is not None
-            or lookup_option(message.options, actor.options, ("on_success",), None)
-        )
-        codec_options = codec_options_for(message.options, actor.options, backend)
-        if not forwarded:
-            return backend.plan(None, **codec_options)  # type: ignore[no-any-return]
-        threshold = lookup_option(message.options, actor.options, (MAX_INLINE_BYTES_OPTION,), backend.max_inline_bytes)
-        return backend.plan(check_threshold(threshold, f"Actor {actor.actor_name!r}:"), **codec_options)  # type: ignore[no-any-return]
+        return spill_plan_for(self.results.backend, self.results.store_results, actor, message)
 
     def store_from_call(self, broker: dramatiq.Broker, message: MessageProxy, outcome: Any) -> None:
         return None

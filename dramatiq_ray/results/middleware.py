@@ -338,17 +338,7 @@ class Results(DramatiqResults):
         Raises:
           ConfigurationError: the ``max_inline_bytes`` option is invalid.
         """
-        backend = self.backend
-        forwarded = (
-            lookup_option(message.options, actor.options, ("store_results",), self.store_results)
-            or message.options.get("pipe_target") is not None
-            or lookup_option(message.options, actor.options, ("on_success",), None)
-        )
-        codec_options = codec_options_for(message.options, actor.options, backend)
-        if not forwarded:
-            return backend.plan(None, **codec_options)
-        threshold = lookup_option(message.options, actor.options, (MAX_INLINE_BYTES_OPTION,), backend.max_inline_bytes)
-        return backend.plan(check_threshold(threshold, f"Actor {actor.actor_name!r}:"), **codec_options)
+        return callpath.spill_plan_for(self.backend, self.store_results, actor, message)
 
     def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         with self._lock:
