@@ -73,19 +73,31 @@ def jobs_head() -> Iterator[Any]:
 
 
 def make_broker(
-    head: Any, store_dir: Path, *, store: Any = None, stuck_timeout: float = 300, job_address: str | None = None
+    head: Any,
+    store_dir: Path,
+    *,
+    store: Any = None,
+    stuck_timeout: float = 300,
+    job_address: str | None = None,
+    results: type[Any] = Results,
+    env_vars: dict[str, str] | None = None,
+    first: Any = None,
 ) -> StubBroker:
+    """A stub broker with ``results`` (Dramatiq's own by default) over a SpillingBackend, and the ray_job runner;
+    ``first``: a middleware added before them."""
     broker = StubBroker()
     broker.emit_after("process_boot")
+    if first is not None:
+        broker.add_middleware(first)
     backend = SpillingBackend(StubBackend(), store=store or FilesystemStore(store_dir))
-    broker.add_middleware(Results(backend=backend, store_results=True))
+    broker.add_middleware(results(backend=backend, store_results=True))
     broker.add_middleware(
         RayExecutionMiddleware(
             runner="ray_job",
             address=head.address,
             job_address=job_address or head.dashboard_url,
             job_python=sys.executable,
-            runtime_env={"env_vars": {"PYTHONPATH": REPO_ROOT}},
+            runtime_env={"env_vars": {"PYTHONPATH": REPO_ROOT, **(env_vars or {})}},
             wait_slice=0.2,
             stuck_timeout=stuck_timeout,
         )
@@ -658,24 +670,7 @@ def make_logs_broker(
     """A broker with dramatiq-ray's Results (which plans where the body runs) and the ray_job runner."""
     from dramatiq_ray import Results as SpillingResults
 
-    broker = StubBroker()
-    broker.emit_after("process_boot")
-    if first is not None:
-        broker.add_middleware(first)
-    backend = SpillingBackend(StubBackend(), store=FilesystemStore(store_dir))
-    broker.add_middleware(SpillingResults(backend=backend, store_results=True))
-    broker.add_middleware(
-        RayExecutionMiddleware(
-            runner="ray_job",
-            address=head.address,
-            job_address=head.dashboard_url,
-            job_python=sys.executable,
-            runtime_env={"env_vars": {"PYTHONPATH": REPO_ROOT, **(env_vars or {})}},
-            wait_slice=0.2,
-        )
-    )
-    dramatiq.set_broker(broker)
-    return broker
+    return make_broker(head, store_dir, results=SpillingResults, env_vars=env_vars, first=first)
 
 
 def job_body_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
