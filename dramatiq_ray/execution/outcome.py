@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from typing import Any, NoReturn
 
+from .. import metrics
+from ..callpath import logs
 from ..errors import (
     RayNodeDiedError,
     RayObjectLostError,
@@ -83,9 +85,6 @@ def raise_translated(error: BaseException, *, actor_name: str, message_id: str |
     """Raise what a Ray failure of ``actor_name``'s body means to Dramatiq (see :func:`translate`), counting a
     system failure in the metrics; the body's own exception is raised as itself. With ``message_id``, the log
     records the body's exception carries back (see :mod:`dramatiq_ray.callpath.logs`) are emitted first."""
-    from .. import metrics
-    from ..callpath import logs
-
     translated = translate(error, actor_name=actor_name)
     if message_id is not None:
         logs.emit_attached(translated, actor_name=actor_name, message_id=message_id)
