@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -105,12 +106,16 @@ class RayCluster:
     """A Ray cluster of ``ray start`` processes on free ports with a temp dir of its own.
 
     Each node is a ``ray start --block`` leading its own process group, so stopping is a signal to that group.
-    Drivers attach with ``address`` and need ``RAY_AUTH_MODE=token`` (set in :meth:`driver_env`), since local
-    clusters use token authentication by default.
+    The cluster uses token authentication, as ``ray start`` clusters of Ray 2.5x+ do by default, with a token of
+    its own in its temp dir: every node and driver gets ``RAY_AUTH_MODE=token`` and ``RAY_AUTH_TOKEN_PATH`` from
+    :meth:`driver_env`, so nothing depends on a token left in the user's home directory.
     """
 
     def __init__(self, *, num_cpus: int, object_store_mib: int = 1024, num_gpus: int = 0) -> None:
         self.temp_dir = tempfile.mkdtemp(prefix="drb-")  # short: Ray's socket paths must fit in 107 bytes
+        self.token_path = Path(self.temp_dir) / "auth_token"
+        self.token_path.write_text(secrets.token_hex(32))  # the form `ray get-auth-token --generate` writes
+        self.token_path.chmod(0o600)
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.object_store_mib = object_store_mib
@@ -172,7 +177,9 @@ class RayCluster:
         return started
 
     def driver_env(self, **extra: str) -> dict[str, str]:
-        return subprocess_env(RAY_AUTH_MODE="token", RAY_ADDRESS=self.address, **extra)
+        return subprocess_env(
+            RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(self.token_path), RAY_ADDRESS=self.address, **extra
+        )
 
     def stop(self) -> None:
         for proc in reversed(self.nodes):
