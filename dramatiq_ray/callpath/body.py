@@ -163,9 +163,10 @@ def execute(
     """Run one message's body in another process (a Ray task, a replica or a Ray job) and return what goes back
     to the worker; an exception that could not cross back as itself becomes :class:`RemoteExceptionError`.
 
-    With ``log_level``, the records the body logs at that level or above come back too: the value is wrapped in
-    :class:`~dramatiq_ray.callpath.logs.WithLogs`, and an exception carries them (see :mod:`.logs`). With
-    ``trace_ctx`` (the worker's W3C trace context), the body runs in a span ``run <actor>`` continuing it."""
+    With ``log_level``, the records the body logs at that level or above come back too: when there are any, the
+    value is wrapped in :class:`~dramatiq_ray.callpath.logs.WithLogs`, and an exception carries them (see
+    :mod:`.logs`). With ``trace_ctx`` (the worker's W3C trace context), the body runs in a span ``run <actor>``
+    continuing it."""
     if trace_ctx:
         _otel.setup_once()
         with _otel.span(f"run {target.actor_name}", parent=trace_ctx, attributes=_body_attributes(target, message)):
@@ -180,7 +181,9 @@ def execute(
         except Exception as error:
             logs.attach(error, captured.taken())
             raise
-    return logs.WithLogs(value, captured.taken())
+    taken = captured.taken()
+    # Nothing logged (the usual case): the value alone goes back, which is cheaper to serialize.
+    return logs.WithLogs(value, taken) if taken.records or taken.dropped else value
 
 
 def _body_attributes(target: Target, message: Any) -> dict[str, Any]:
@@ -221,20 +224,30 @@ def _execute(
 
 def entry_for(target: Target) -> Callable[..., Any]:
     """A function for ``ray.remote`` that carries its target, so a by-value function is shipped once, when Ray
-    exports the remote function, rather than with every call."""
+    exports the remote function, rather than with every call.
 
-    def run_actor(
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        message: Any,
-        plan: SpillPlan | None,
-        steering: Steering | None = None,
-        log_level: int | None = None,
-        trace_ctx: dict[str, str] | None = None,
-    ) -> Any:
+    It takes the whole call as one argument, ``(args, kwargs, message, plan, steering, log_level, trace_ctx)``
+    (see :func:`pack_call`): Ray serializes, ships and deserializes each argument of a task on its own, and one
+    argument instead of seven costs measurably less CPU per message on both sides."""
+
+    def run_actor(call: tuple[Any, ...]) -> Any:
+        args, kwargs, message, plan, steering, log_level, trace_ctx = call
         return execute(target, args, kwargs, message, plan, steering, log_level=log_level, trace_ctx=trace_ctx)
 
     return run_actor
+
+
+def pack_call(
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    message: Any,
+    plan: SpillPlan | None,
+    steering: Steering | None,
+    log_level: int | None,
+    trace_ctx: dict[str, str] | None,
+) -> tuple[Any, ...]:
+    """The one argument the function of :func:`entry_for` takes."""
+    return (args, kwargs, message, plan, steering, log_level, trace_ctx)
 
 
 # --- carrying exceptions across processes --------------------------------------------------------------------

@@ -139,13 +139,16 @@ def capture(level: int) -> Iterator[_Capture]:
     handler = _Capture(level)
     previous = root.level
     root.addHandler(handler)
-    if previous == logging.NOTSET or previous > level:
+    # Setting a level clears every logger's level cache: only when it changes.
+    lowered = previous == logging.NOTSET or previous > level
+    if lowered:
         root.setLevel(level)
     try:
         yield handler
     finally:
         root.removeHandler(handler)
-        root.setLevel(previous)
+        if lowered:
+            root.setLevel(previous)
 
 
 def attach(error: BaseException, logs: BodyLogs) -> None:

@@ -15,7 +15,7 @@ import dramatiq
 
 from ... import _otel, metrics
 from ...callpath import logs
-from ...callpath.body import entry_for, target_for
+from ...callpath.body import entry_for, pack_call, target_for
 from ...callpath.wrapper import Call
 from ...errors import ConfigurationError, RayOptionsError, RaySystemError, RayUnavailableError
 from ..connection import RayRuntime
@@ -92,7 +92,7 @@ class RayTaskRunner:
             log_level = self.log_level if self.log_level is not None else logging.getLogger().getEffectiveLevel()
             trace_ctx = _otel.current_carrier()
             ref = remote.remote(
-                call.args, call.kwargs, call.message._message, call.plan, call.steering, log_level, trace_ctx
+                pack_call(call.args, call.kwargs, call.message._message, call.plan, call.steering, log_level, trace_ctx)
             )
         except (ConnectionError, rx.RaySystemError, rx.LocalRayletDiedError) as error:
             self.runtime.lost(generation)
