@@ -27,7 +27,8 @@ from ..payloads.plan import (
 )
 from ..payloads.pointers import Pointer, looks_like_pointer, parse_pointer
 from ..payloads.reading import read_inline, read_value
-from ..payloads.stores.base import BlobStore, probe
+from ..payloads.stores.base import BlobStore
+from ..payloads.stores.integrity import probe
 
 __all__ = ["AnyMessage", "SpillingBackend"]
 

@@ -11,7 +11,8 @@ import stat
 import uuid
 
 from ._payload import write_hashing
-from .base import HASH_CHUNK_BYTES, stored_blob_problem
+from .base import HASH_CHUNK_BYTES
+from .integrity import stored_blob_problem
 
 __all__ = ["inside_root", "make_directory", "refresh", "replace", "write_temporary"]
 

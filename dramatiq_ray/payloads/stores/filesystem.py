@@ -13,7 +13,8 @@ from .._safe import describe_error
 from ..pointers import EXTENSION_PATTERN, Pointer, as_pointer, blob_name, resultfs_pointer
 from ._files import inside_root, make_directory, refresh, replace, write_temporary
 from ._payload import Payload, parts_of, read_into, size_of
-from .base import CHILD_NAMES, SETTLE_ATTEMPTS, BlobInfo, BlobStore, check_name, log_repair
+from .base import CHILD_NAMES, SETTLE_ATTEMPTS, BlobInfo, BlobStore, check_name
+from .integrity import log_repair
 
 __all__ = ["FilesystemStore"]
 
