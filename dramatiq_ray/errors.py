@@ -154,13 +154,6 @@ class MissingArgumentError(BlobNotFoundError):
         self.argument = argument
         super().__init__(message, pointer=pointer)
 
-    def __reduce__(self) -> tuple[object, ...]:
-        return (_rebuild_missing_argument, (str(self), self.pointer, self.argument))
-
-
-def _rebuild_missing_argument(message: str, pointer: str, argument: str) -> MissingArgumentError:
-    return MissingArgumentError(message, pointer=pointer, argument=argument)
-
 
 class BlobIntegrityError(BlobReadError):
     """A blob's size or SHA-256 does not match its pointer; its contents are never returned."""

@@ -296,7 +296,7 @@ def test_every_pointer_entry_refuses_a_non_pointer_with_invalid_pointer_error(
     request: pytest.FixtureRequest, kind: str, raw: Any
 ) -> None:
     from dramatiq_ray.payloads.reading import read_value
-    from dramatiq_ray.payloads.stores.base import verify_blob
+    from dramatiq_ray.payloads.stores.integrity import verify_blob
 
     store = _store(request, kind)
     backend = SpillingBackend(StubBackend(), store=store, max_inline_bytes=0)

@@ -31,7 +31,6 @@ FLOORS: dict[str, int] = {
     "delivery": 3,
     "webhooks": 3,
     "retries": 3,
-    "_retry_rules": 3,
     "settings": 4,
     "_install": 4,
     "cli": 5,

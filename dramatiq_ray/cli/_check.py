@@ -124,7 +124,7 @@ def _read_probe(backend: Any) -> None:
 
 
 def _check_store(sources: Sources, row: _Row) -> str:
-    from ..payloads.stores.base import probe
+    from ..payloads.stores.integrity import probe
 
     store, source = sources.store()
     spilling = sources.spilling_backend()

@@ -10,7 +10,7 @@ from ._common import EXIT_FAILED, EXIT_OK, Sources
 
 def run(args: argparse.Namespace, out: IO[str]) -> int:
     """Exit 0 when the blob is intact, 1 when it is not or cannot be (a digest-only pointer)."""
-    from ..payloads.stores.base import verify_blob
+    from ..payloads.stores.integrity import verify_blob
     from ..results import parse_pointer
 
     store, source = Sources.load(args.broker).store()

@@ -20,10 +20,10 @@ from typing import Any
 
 import dramatiq
 
-from .._retry_rules import original_exception, type_name
 from ..payloads.marker import is_inline_shape, is_spilled_shape
 from ..payloads.pointers import parse_pointer
 from ..results.access import find_spilling_backend, get_pointer
+from ..retries.rules import original_exception, type_name
 from .presign import presign_pointer
 
 __all__ = ["completion_result", "error_section", "iso_time", "message_fields", "payload_body", "pointer_section"]

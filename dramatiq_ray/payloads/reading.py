@@ -22,7 +22,8 @@ from .codecs import decode_value, undecodable
 from .compression import decompress
 from .marker import VALUE_KEY
 from .pointers import Pointer, as_pointer
-from .stores.base import BlobStore, verify_blob
+from .stores.base import BlobStore
+from .stores.integrity import verify_blob
 
 __all__ = ["read_inline", "read_value"]
 

@@ -4,13 +4,11 @@ oversized ones in a blob store, with only a pointer in the wrapped backend."""
 from __future__ import annotations
 
 import logging
-import time
 from contextvars import ContextVar
 from typing import Any
 
 import dramatiq
-from dramatiq.results import ResultBackend, ResultMissing, ResultTimeout
-from dramatiq.results.backend import DEFAULT_TIMEOUT
+from dramatiq.results import ResultBackend
 
 from .. import metrics
 from ..errors import ConfigurationError, InvalidPointerError, SpilledResultError
@@ -27,7 +25,9 @@ from ..payloads.plan import (
 )
 from ..payloads.pointers import Pointer, looks_like_pointer, parse_pointer
 from ..payloads.reading import read_inline, read_value
-from ..payloads.stores.base import BlobStore, probe
+from ..payloads.stores.base import BlobStore
+from ..payloads.stores.integrity import probe
+from .blocking import wait_for_result
 
 __all__ = ["AnyMessage", "SpillingBackend"]
 
@@ -36,11 +36,6 @@ AnyMessage = dramatiq.Message[Any] | dramatiq.MessageProxy
 
 logger = logging.getLogger(__name__)
 
-#: The longest single blocking read on a wrapped backend that blocks natively (Redis), in milliseconds: client
-#: libraries put a socket timeout under each read (redis-py 8 defaults to 5 s).
-_BLOCK_SLICE = 2_000
-#: The longest pause between two looks at a backend that cannot block, or in a wait's last second, in seconds.
-_POLL_CAP = 0.02
 #: Set while :func:`get_pointer` reads: what the backend holds comes back as it is, never read from the store.
 _RAW: ContextVar[bool] = ContextVar("dramatiq_ray_raw_result", default=False)
 
@@ -254,25 +249,7 @@ class SpillingBackend(ResultBackend):
         """
         if not block:
             return self.backend.get_result(message, block=False)
-        deadline = time.monotonic() + (DEFAULT_TIMEOUT if timeout is None else timeout) / 1000
-        blocks_natively = type(self.backend).get_result is not ResultBackend.get_result
-        pause = 0.002
-        while True:
-            remaining = deadline - time.monotonic()
-            if blocks_natively and remaining >= 1:
-                # Whole seconds only: Redis rounds a blocking read's timeout down.
-                slice_ms = min(int(remaining) * 1000, _BLOCK_SLICE)
-                try:
-                    return self.backend.get_result(message, block=True, timeout=slice_ms)
-                except ResultTimeout:
-                    continue
-            try:
-                return self.backend.get_result(message, block=False)
-            except ResultMissing:
-                if remaining <= 0:
-                    raise ResultTimeout(message) from None  # type: ignore[no-untyped-call]
-            time.sleep(min(pause, max(remaining, 0)))
-            pause = min(pause * 2, _POLL_CAP)
+        return wait_for_result(self.backend, message, timeout)
 
     def unwrap_result(self, res: Any) -> Any:
         """Turn what the wrapped backend holds back into the original value: failures raise ``ResultFailure``,

@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 from typing import Any
 
 import dramatiq
 from dramatiq.common import q_name
-from dramatiq.errors import ActorNotFound
 from dramatiq.results import ResultBackend
 from dramatiq.results import Results as DramatiqResults
-from dramatiq.results.backend import Missing
 
 from ..callpath import wrapper as callpath
-from ..callpath.lookup import codec_options_for, lookup_option
-from ..callpath.steering import FINISHED, QUEUED, Channel, Steering
-from ..errors import ConfigurationError, MessageCancelledError, ResultBackendError, StoreUnavailableError
-from ..payloads import arguments
-from ..payloads.arguments import MAX_INLINE_ARG_BYTES_OPTION, ArgumentPlan, check_arg_threshold, held_pointers
+from ..callpath.steering import Channel, Steering
+from ..errors import ConfigurationError, MessageCancelledError, ResultBackendError
+from ..payloads.arguments import MAX_INLINE_ARG_BYTES_OPTION, check_arg_threshold
 from ..payloads.encryption import EncryptionKeys
 from ..payloads.plan import (
     CODEC_OPTIONS,
@@ -29,11 +24,13 @@ from ..payloads.plan import (
     check_codec_options,
     check_threshold,
 )
-from ..payloads.stores.base import ARGS_CHILD, BlobStore
-from . import encoding
+from ..payloads.stores.base import BlobStore
 from .backend import SpillingBackend
+from .beside import stand_beside
+from .offload import ArgumentOffload
+from .probe import check_store_at_boot
 from .sql.lifecycle import record_event
-from .steering import channel_for
+from .states import MessageStates
 
 __all__ = ["Results"]
 
@@ -130,176 +127,66 @@ class Results(DramatiqResults):
             backend=backend, store_results=store_results, result_ttl=result_ttl
         )
         self.backend: SpillingBackend = backend
-        self.max_inline_arg_bytes = check_arg_threshold(max_inline_arg_bytes, "Results:")
-        self._cached_argument_store: BlobStore | None = None
-        if self.max_inline_arg_bytes is not None:
-            self._argument_store()  # refuse a store that keeps nothing now, not at the first send
-        self._offloading = self.max_inline_arg_bytes is not None
-        if self._offloading:
-            encoding.install_encoder()  # configured here: every send from now on goes through it
+        # Arguments by reference (results/offload.py).
+        self._arguments = ArgumentOffload(backend, max_inline_arg_bytes)
+        # Message states where cancel marks live, and the messages this process runs (results/states.py).
+        self._states = MessageStates(backend)
         self._owner: callpath.CallPath | None = None
         self._lock = threading.Lock()
-        # By message id, under the lock: the messages this process is running (how many times at once: a
-        # redelivered duplicate may run beside the original), and those of them that Retries (or anything, from
-        # any thread) put back on the queue, which are not done when they are acked.
-        self._running: dict[str, int] = {}
-        self._requeued: set[str] = set()
         # Messages whose outcome the call path stored, by message id, until their after_process_message.
         self._stored: set[str] = set()
-        # Where cancel marks, message states and progress live (results/steering.py); built on first use.
-        self._channel: tuple[Channel | None] | None = None
+
+    @property
+    def max_inline_arg_bytes(self) -> int | None:
+        """The default threshold of arguments sent by reference, in bytes (``None``: never)."""
+        return self._arguments.threshold
 
     @property
     def actor_options(self) -> set[str]:
         return set(super().actor_options) | {MAX_INLINE_BYTES_OPTION, MAX_INLINE_ARG_BYTES_OPTION, *CODEC_OPTIONS}
 
     def before_declare_actor(self, broker: dramatiq.Broker, actor: dramatiq.Actor[Any, Any]) -> None:
-        _stand_beside(broker, self)
+        stand_beside(broker, self)
         _check_option(actor.options, f"Actor {actor.actor_name!r}:")
-        if actor.options.get(MAX_INLINE_ARG_BYTES_OPTION) is not None:
-            self._argument_store()
-            self._offloading = True
-            encoding.install_encoder()
+        self._arguments.declare(actor)
 
     def before_enqueue(self, broker: dramatiq.Broker, message: dramatiq.Message[Any], delay: int) -> None:
         _check_option(message.options, f"The message option of {message.actor_name!r}:")
         record_event(self, broker, message, "enqueued")  # SQLBackend: lifecycle events (results/sql/lifecycle.py)
-        self._set_state(message.message_id, QUEUED)
-        with self._lock:
-            if message.message_id in self._running:
-                self._requeued.add(message.message_id)  # a retry: its argument blobs stay
-        if self._offloading or message.options.get(MAX_INLINE_ARG_BYTES_OPTION) is not None:
-            encoding.offer(message.message_id, functools.partial(self._offload, broker))
+        self._states.queued(message.message_id)  # a retry is noted: its argument blobs stay
+        self._arguments.offer(broker, message)
 
     # --- cancel marks and progress (results/steering.py) ------------------------------------------------------
 
     def steering_channel(self) -> Channel | None:
         """Where this broker's cancel marks, message states and progress live, or ``None`` (the result backend
         keeps none)."""
-        if self._channel is None:
-            self._channel = (channel_for(self.backend),)
-        return self._channel[0]
+        return self._states.channel()
 
     def steering_for(self, message: dramatiq.MessageProxy) -> Steering | None:
         channel = self.steering_channel()
         return Steering(channel, message.message_id) if channel is not None else None
 
-    def _set_state(self, message_id: str, state: str) -> None:
-        channel = self.steering_channel()
-        if channel is None:
-            return
-        try:
-            channel.set_state(message_id, state)
-        except Exception as error:
-            # Best effort: the message runs as usual; only a cancel of it may say "unknown".
-            logger.warning(
-                "Could not record that message %s is %s in %s: %s", message_id, state, channel.describe(), error
-            )
-
-    def _cancelled_before_start(self, message: dramatiq.MessageProxy) -> bool:
-        """Record that ``message`` runs, and say whether it was cancelled (one round trip)."""
-        channel = self.steering_channel()
-        if channel is None:
-            return False
-        try:
-            return channel.start(message.message_id)
-        except Exception as error:
-            logger.warning(
-                "Could not read the cancel mark of message %s in %s (%s); it runs.",
-                message.message_id,
-                channel.describe(),
-                error,
-            )
-            return False
-
-    # --- arguments by reference --------------------------------------------------------------------------------
-
-    def _argument_store(self) -> BlobStore:
-        if self._cached_argument_store is None:
-            store = self.backend.store
-            if store is None or not store.persistent:
-                raise ConfigurationError(
-                    f"max_inline_arg_bytes sends arguments through the result store, and "
-                    f"{store.describe() if store is not None else 'this Results has none'} keeps no blobs: pass "
-                    "store=FilesystemStore(...), S3Store(...) or GCSStore(...) to Results."
-                )
-            self._cached_argument_store = store.child(ARGS_CHILD)
-        return self._cached_argument_store
-
-    def _offload(self, broker: dramatiq.Broker, data: dict[str, Any]) -> dict[str, Any]:
-        """The message dict as it is sent: big arguments by reference, in it and in the pipeline it leads."""
-        try:
-            actor_options = broker.get_actor(data["actor_name"]).options
-        except ActorNotFound:
-            actor_options = {}
-        options = data.get("options") or {}
-        threshold = lookup_option(options, actor_options, (MAX_INLINE_ARG_BYTES_OPTION,), self.max_inline_arg_bytes)
-        if threshold is not None:
-            backend = self.backend
-            codec = codec_options_for(options, actor_options, backend)
-            plan = ArgumentPlan(
-                self._argument_store(),
-                backend.encoder,
-                check_arg_threshold(threshold, f"Actor {data['actor_name']!r}:") or 0,
-                encryption=backend.encryption,
-                **codec,
-            )
-            data = plan.offload(data)
-        target = (data.get("options") or {}).get("pipe_target")
-        if isinstance(target, dict) and "message_id" in target:
-            data = {**data, "options": {**data["options"], "pipe_target": self._offload(broker, target)}}
-        return data
-
-    def _release(self, message: dramatiq.MessageProxy) -> None:
-        pointers = held_pointers(message.args, message.kwargs)
-        if pointers and self.backend.store is not None and self.backend.store.persistent:
-            arguments.release(self._argument_store(), message.message_id, pointers)
+    # --- when a message is done ----------------------------------------------------------------------------------
 
     def after_ack(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         # Acked: done for good, unless it raised and was put back on the queue to run again, or it was a delayed
         # message leaving its delay queue for the real one (the worker acks that hop).
         if message.queue_name != q_name(message.queue_name):
             return
-        if not self._finished(message.message_id):
-            self._set_state(message.message_id, FINISHED)
-            self._release(message)
+        if self._states.acked(message.message_id):
+            self._arguments.release(message)
 
     def after_nack(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         # Finished before the failure is stored: whoever reads the failure and then cancels is told it finished.
-        self._finished(message.message_id)
-        self._set_state(message.message_id, FINISHED)
+        self._states.failed(message.message_id)
         super().after_nack(broker, message)  # type: ignore[no-untyped-call]
-        self._release(message)  # failed for good (after its last retry)
-
-    def _finished(self, message_id: str) -> bool:
-        """Forget that ``message_id`` runs here; return whether it was put back on the queue meanwhile."""
-        with self._lock:
-            count = self._running.pop(message_id, 0) - 1
-            if count > 0:
-                self._running[message_id] = count
-            requeued = message_id in self._requeued
-            if count <= 0:
-                self._requeued.discard(message_id)
-            return requeued
+        self._arguments.release(message)  # failed for good (after its last retry)
 
     def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
-        _stand_beside(broker, self)
+        stand_beside(broker, self)
         self._owner = callpath.join(broker, self, plans=self)
-        try:
-            done = self.backend.probe_store()
-        except Exception as error:
-            store = self.backend.store.describe() if self.backend.store is not None else "the store"
-            message = (
-                f"{store} failed its probe at worker boot ({type(error).__name__}: {error}): this worker would "
-                "lose every result over max_inline_bytes, so it does not start. Fix the store (path, bucket, "
-                "credentials, permissions), or the RESULT_STORAGE_* settings / the store passed to Results."
-            )
-            logger.error("%s", message)
-            raise StoreUnavailableError(message) from error
-        logger.debug("%s", done)
-        digest_only = digest_only_warning(self.backend)
-        if digest_only is not None:
-            logger.warning("%s", digest_only)
+        check_store_at_boot(self.backend)
 
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         # Every worker thread has stopped: an SQLBackend's listener and pooled connections go now, and so do those
@@ -307,20 +194,16 @@ class Results(DramatiqResults):
         # them again).
         from .sql.backend import SQLBackend
 
+        self._states.clear()
         with self._lock:
-            self._running.clear()
-            self._requeued.clear()
             self._stored.clear()
         inner = self.backend.backend
         if isinstance(inner, SQLBackend):
             inner.close()
-        channel = self._channel[0] if self._channel is not None else None
-        close = getattr(channel, "close", None)
-        if close is not None:
-            close()
+        self._states.close()
 
     def after_declare_actor(self, broker: dramatiq.Broker, actor: dramatiq.Actor[Any, Any]) -> None:
-        _stand_beside(broker, self)
+        stand_beside(broker, self)
         callpath.install(actor)
 
     # --- the call path ---------------------------------------------------------------------------------------
@@ -341,10 +224,9 @@ class Results(DramatiqResults):
         return callpath.spill_plan_for(self.backend, self.store_results, actor, message)
 
     def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
-        with self._lock:
-            self._running[message.message_id] = self._running.get(message.message_id, 0) + 1
+        self._states.running(message.message_id)
         record_event(self, broker, message, "running")
-        if self._cancelled_before_start(message):
+        if self._states.cancelled_before_start(message.message_id):
             # dramatiq_ray.cancel before it started: skipped, its body never runs, and failed (nacked), so the
             # cancellation is stored as its failure and nothing retries it.
             logger.info(
@@ -429,58 +311,3 @@ def _check_option(options: dict[str, Any], where: str) -> None:
     if MAX_INLINE_ARG_BYTES_OPTION in options:
         check_arg_threshold(options[MAX_INLINE_ARG_BYTES_OPTION], where)
     check_codec_options(options, where)
-
-
-class _NullBackend(ResultBackend):
-    """Keeps nothing: the backend of the stock Results that stands beside ours (see :func:`_stand_beside`)."""
-
-    def store_result(self, message: Any, result: Any, ttl: int) -> None:
-        return None
-
-    def store_exception(self, message: Any, exception: Exception, ttl: int) -> None:
-        return None
-
-    def _get(self, message_key: str) -> Any:
-        return Missing
-
-    def _store(self, message_key: str, result: Any, ttl: int) -> None:
-        return None
-
-
-_beside_lock = threading.Lock()
-
-
-def _stand_beside(broker: dramatiq.Broker, ours: Results) -> None:
-    """Put one stock ``dramatiq.results.Results`` with a backend that keeps nothing right after ours, once.
-
-    Dramatiq's worker recognises the Results middleware with ``type(m) is Results`` (not ``isinstance``), and
-    warns "you haven't added the Results middleware" for every value returned on a broker without one. The stock
-    instance makes that check true without changing Dramatiq; standing after ours, it is never the broker's
-    results backend (``broker.get_results_backend()`` returns the first), and it stores nothing. It also logs
-    Dramatiq's own "store_results is not set" warning, so ours does not repeat it.
-    """
-    if any(type(m) is DramatiqResults for m in broker.middleware):
-        return
-    with _beside_lock:
-        if any(type(m) is DramatiqResults for m in broker.middleware) or not any(m is ours for m in broker.middleware):
-            return
-        stock = DramatiqResults(backend=_NullBackend())  # type: ignore[no-untyped-call]
-        middleware = list(broker.middleware)
-        middleware.insert(next(i for i, m in enumerate(middleware) if m is ours) + 1, stock)
-        # A new list, not an in-place edit: a hook loop running over the old list is not disturbed.
-        broker.middleware = middleware
-
-
-def digest_only_warning(backend: SpillingBackend) -> str | None:
-    """What a worker says at boot when its results over ``max_inline_bytes`` would keep only their digest (the
-    store is a ``DigestStore``, django-ray's default ``RESULT_STORAGE_BACKEND='digest'``), else ``None``."""
-    store = backend.store
-    if store is None or store.persistent:
-        return None
-    return (
-        f"Results over max_inline_bytes ({backend.max_inline_bytes} bytes; MAX_RESULT_SIZE_BYTES) keep only their "
-        f"SHA-256 digest: the store is {store.describe()} (RESULT_STORAGE_BACKEND='digest', the default), so their "
-        "values are lost and reading them raises DigestOnlyResultError; the messages still succeed. To keep them, "
-        "set RESULT_STORAGE_BACKEND to filesystem, s3 or gcs (or pass store=FilesystemStore(...), S3Store(...) "
-        "or GCSStore(...) to Results)."
-    )

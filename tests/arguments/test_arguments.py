@@ -4,6 +4,7 @@ the message is done for good. Stub broker and a real filesystem store; other bro
 from __future__ import annotations
 
 import os
+import pickle
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -394,3 +395,17 @@ def test_arguments_are_compressed_and_encrypted_like_results(stub_broker, start_
     assert b"secret" not in blob.read_bytes()
     start_worker(stub_broker)
     assert message.get_result(block=True, timeout=10_000) == 100_000
+
+
+def test_missing_argument_error_pickles_with_its_pointer_and_argument() -> None:
+    # Given the error a body raises when an argument's blob is gone
+    error = MissingArgumentError("gone", pointer="resultfs://sha256/" + "ab" * 32, argument="kwargs['image']")
+    # When it crosses a process boundary
+    copy = pickle.loads(pickle.dumps(error))
+    # Then it arrives whole
+    assert (type(copy), str(copy), copy.pointer, copy.argument) == (
+        MissingArgumentError,
+        "gone",
+        error.pointer,
+        "kwargs['image']",
+    )

@@ -16,7 +16,7 @@ from dramatiq_ray import EncryptionKeys, SpillingBackend, gc_blobs
 from dramatiq_ray.errors import InvalidPointerError
 from dramatiq_ray.payloads.compression import compress
 from dramatiq_ray.payloads.pointers import parse_pointer, with_reading
-from dramatiq_ray.payloads.stores.base import verify_blob
+from dramatiq_ray.payloads.stores.integrity import verify_blob
 
 KEY = bytes(range(32))
 

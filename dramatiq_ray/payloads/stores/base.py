@@ -9,32 +9,17 @@ from __future__ import annotations
 
 import abc
 import functools
-import hashlib
 import inspect
-import logging
 import re
-import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
-from ...errors import BlobIntegrityError, ConfigurationError, ForeignPointerError
-from ..pointers import Pointer, as_pointer, digest_of
+from ...errors import ConfigurationError, ForeignPointerError
+from ..pointers import Pointer, as_pointer
 from ._payload import Payload, digest_parts, join_parts, parts_of
 
-__all__ = [
-    "BlobInfo",
-    "BlobStore",
-    "check_name",
-    "log_repair",
-    "payload_digest",
-    "put_payload",
-    "stored_blob_problem",
-    "verify_blob",
-]
-
-logger = logging.getLogger(__name__)
+__all__ = ["BlobInfo", "BlobStore", "check_expires_in", "check_name", "payload_digest", "put_payload"]
 
 #: How many times a store looks at a blob again when it changed between looking and writing.
 SETTLE_ATTEMPTS = 5
@@ -44,8 +29,6 @@ ARGS_CHILD = "args"
 CHILD_NAMES = (ARGS_CHILD,)
 #: The size of the pieces a stored blob is read in to hash it.
 HASH_CHUNK_BYTES = 1024 * 1024
-
-_B = TypeVar("_B", bound=bytes | bytearray | memoryview)
 
 
 @dataclass(frozen=True)
@@ -96,9 +79,9 @@ class BlobStore(abc.ABC):
 
     @abc.abstractmethod
     def get(self, pointer: Pointer) -> bytes | bytearray:
-        """Return the bytes a pointer names, unverified (see :func:`verify_blob`). Stores with :attr:`zero_copy`
-        take ``writable=True`` and then return a ``bytearray`` the caller owns (an array can then use it as its
-        memory).
+        """Return the bytes a pointer names, unverified (see
+        :func:`~dramatiq_ray.payloads.stores.integrity.verify_blob`). Stores with :attr:`zero_copy` take
+        ``writable=True`` and then return a ``bytearray`` the caller owns (an array can then use it as its memory).
 
         Raises:
           ForeignPointerError: the pointer names another store, bucket, prefix or root; nothing was requested.
@@ -240,32 +223,6 @@ def check_name(name: str) -> str:
     return name
 
 
-def stored_blob_problem(digest: str, size: int, stored_size: int, hash_stored: Callable[[], str]) -> str | None:
-    """Say what is wrong with a stored blob that should hold ``size`` bytes whose SHA-256 is ``digest``, or return
-    ``None`` when it is intact.
-
-    The size is compared first; ``hash_stored`` (which reads the stored bytes and returns their SHA-256) is only
-    called when the sizes match, so a truncated or overlong blob is never read.
-    """
-    if stored_size != size:
-        return f"it holds {stored_size} bytes instead of {size}"
-    found = hash_stored()
-    if found != digest:
-        return f"it holds the expected {size} bytes but their SHA-256 is {found} instead of {digest}"
-    return None
-
-
-def log_repair(store: BlobStore, name: str, problem: str) -> None:
-    """Log the WARNING of a store that replaced the corrupt blob ``name`` while storing its payload again."""
-    logger.warning(
-        "%s found the blob %s corrupt (%s) and replaced it with the payload being stored; results pointing to it "
-        "read back again.",
-        store.describe(),
-        name,
-        problem,
-    )
-
-
 def put_payload(store: BlobStore, payload: Payload, digest: str | None = None, *, extension: str = "json") -> str:
     """Store a payload (a bytes-like object or a sequence of them) with ``store.put`` and return the pointer: as
     it is to a store with :attr:`~BlobStore.zero_copy` (with ``digest`` when the caller already knows it, else
@@ -295,43 +252,3 @@ def _takes_extension(store_type: type[BlobStore]) -> bool:
 def payload_digest(payload: Payload) -> str:
     """The SHA-256 (hex) of a payload, parts back to back."""
     return digest_parts(parts_of(payload))
-
-
-def probe(store: BlobStore) -> None:
-    """Write a small, unique probe blob to ``store``, read it back (checking size and SHA-256) and delete it.
-
-    Raises:
-      Exception: whatever the store raised (``BlobWriteError``, ``BlobReadError``, a client error), or
-        ``BlobIntegrityError`` when what came back is not what was written.
-    """
-    from ..pointers import parse_pointer
-
-    data = b'{"dramatiq-ray-probe":"' + uuid.uuid4().hex.encode() + b'"}'
-    pointer = parse_pointer(store.put(digest_of(data), data))
-    verify_blob(pointer, store.get(pointer))
-    store.delete_blob(BlobInfo(pointer.location, pointer.size, 0.0), cutoff=time.time() + 3600)
-
-
-def verify_blob(pointer: Pointer, data: _B) -> _B:
-    """Return ``data`` when its size and SHA-256 match ``pointer``.
-
-    ``data`` may hold at most one byte more than the pointer's size (stores read no further), so a longer blob is
-    reported as "more than" the expected size. The digest is only computed when the size matches.
-
-    Raises:
-      BlobIntegrityError: they do not match; the data is never returned. The message says the sizes when the
-        size is wrong, and the digests when only the contents are.
-    """
-    pointer = as_pointer(pointer)
-    if len(data) != pointer.size:
-        found = f"more than {pointer.size}" if len(data) > pointer.size else str(len(data))
-        problem = f"expected {pointer.size} bytes, found {found} bytes"
-    elif (actual := hashlib.sha256(data).hexdigest()) != pointer.digest:
-        problem = f"it has the expected {pointer.size} bytes but their SHA-256 is {actual} instead of {pointer.digest}"
-    else:
-        return data
-    raise BlobIntegrityError(
-        f"The blob for {pointer.raw!r} is corrupt: {problem}. Its contents were not used; re-run the message: "
-        "storing the same result again replaces the corrupt blob.",
-        pointer=pointer.raw,
-    )

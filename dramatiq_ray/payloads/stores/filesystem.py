@@ -3,35 +3,24 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import re
-import stat
 import uuid
 from collections.abc import Iterator
 
 from ...errors import BlobNotFoundError, BlobReadError, BlobWriteError, ConfigurationError
 from .._safe import describe_error
 from ..pointers import EXTENSION_PATTERN, Pointer, as_pointer, blob_name, resultfs_pointer
-from ._payload import Payload, parts_of, read_into, size_of, write_hashing
-from .base import (
-    CHILD_NAMES,
-    HASH_CHUNK_BYTES,
-    SETTLE_ATTEMPTS,
-    BlobInfo,
-    BlobStore,
-    check_name,
-    log_repair,
-    stored_blob_problem,
-)
+from ._files import inside_root, make_directory, refresh, replace, write_temporary
+from ._payload import Payload, parts_of, read_into, size_of
+from .base import CHILD_NAMES, SETTLE_ATTEMPTS, BlobInfo, BlobStore, check_name
+from .integrity import log_repair
 
 __all__ = ["FilesystemStore"]
 
 #: Where named objects live under the root (apart from the content-addressed ``ab/cd/`` tree).
 NAMED_DIR = "named"
 _BLOB_FILE = re.compile(rf"[0-9a-f]{{64}}\.(?:{EXTENSION_PATTERN.pattern})")
-#: The largest single write(2) of a payload (Linux writes at most about 2 GiB at once).
-WRITE_CHUNK_BYTES = 64 * 1024 * 1024
 #: The largest single read(2) into a caller's buffer.
 READ_CHUNK_BYTES = 64 * 1024 * 1024
 
@@ -116,8 +105,8 @@ class FilesystemStore(BlobStore):
         temporary = None
         blob_name("0" * 64, extension)  # a valid extension, before anything is written
         try:
-            _make_directory(self.path)
-            temporary, found = self._write_temporary(parts)
+            make_directory(self.path)
+            temporary, found = write_temporary(self.path, parts, fsync=self.fsync)
             if digest is not None and found != digest:
                 raise BlobWriteError(
                     f"{self.describe()} refused a {size}-byte payload: its SHA-256 is {found}, not the digest "
@@ -127,11 +116,11 @@ class FilesystemStore(BlobStore):
             rel = blob_name(found, extension)
             final = os.path.join(self.path, rel)
             directory = os.path.dirname(final)
-            _make_directory(directory)
-            self._inside_root(directory, rel)
+            make_directory(directory)
+            inside_root(self.path, directory, rel)
             for _ in range(SETTLE_ATTEMPTS):
                 try:
-                    problem = self._refresh(final, found, size)
+                    problem = refresh(final, found, size)
                 except FileNotFoundError:
                     try:
                         os.link(temporary, final)
@@ -139,7 +128,7 @@ class FilesystemStore(BlobStore):
                         continue  # another writer created it meanwhile: check theirs
                     break
                 if problem is not None:
-                    self._replace(temporary, final)
+                    replace(temporary, final, fsync=self.fsync)
                     log_repair(self, rel, problem)
                 break
             else:
@@ -188,56 +177,6 @@ class FilesystemStore(BlobStore):
                 f"{self.describe()} could not read {name}: {describe_error(error)}", pointer=name
             ) from error
 
-    @staticmethod
-    def _refresh(final: str, digest: str, size: int) -> str | None:
-        """Refresh the mtime of an existing blob, then say what is wrong with it (``None``: it is intact).
-
-        Raises:
-          FileNotFoundError: there is no blob (any more).
-        """
-        os.utime(final, follow_symlinks=False)
-        status = os.lstat(final)
-        if not stat.S_ISREG(status.st_mode):
-            return "it is not a regular file"
-
-        def hash_stored() -> str:
-            hasher = hashlib.sha256()
-            with open(os.open(final, os.O_RDONLY | os.O_NOFOLLOW), "rb") as handle:
-                while chunk := handle.read(HASH_CHUNK_BYTES):
-                    hasher.update(chunk)
-            return hasher.hexdigest()
-
-        return stored_blob_problem(digest, size, status.st_size, hash_stored)
-
-    def _write_temporary(self, parts: tuple[memoryview, ...]) -> tuple[str, str]:
-        """Write the payload to a new temporary file under the root, hashing it on the way (and fsync it when
-        :attr:`fsync`); return the file's path and the payload's SHA-256."""
-        temporary = os.path.join(self.path, f"incoming.json.tmp-{uuid.uuid4().hex}")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-        try:
-            try:
-                digest = write_hashing(
-                    parts, lambda part: _write_all(fd, part), lambda: os.fsync(fd) if self.fsync else None
-                )
-            finally:
-                os.close(fd)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temporary)
-            raise
-        return temporary, digest
-
-    def _replace(self, temporary: str, final: str) -> None:
-        """Replace a corrupt blob atomically with the temporary file: readers see the old file or the new one,
-        never a mix."""
-        os.replace(temporary, final)
-        if self.fsync:
-            directory = os.open(os.path.dirname(final), os.O_RDONLY)
-            try:
-                os.fsync(directory)  # the new name survives a crash
-            finally:
-                os.close(directory)
-
     # --- reading ---------------------------------------------------------------------------------------------
 
     def get(self, pointer: Pointer, *, writable: bool = False) -> bytes | bytearray:
@@ -246,7 +185,7 @@ class FilesystemStore(BlobStore):
             raise self._refuse(pointer, "it is not a resultfs:// pointer")
         final = os.path.join(self.path, pointer.location)
         try:
-            self._inside_root(final, pointer.location)
+            inside_root(self.path, final, pointer.location)
         except ValueError as error:
             raise self._refuse(pointer, str(error)) from None
         except FileNotFoundError:
@@ -271,14 +210,6 @@ class FilesystemStore(BlobStore):
                 "the volume is available returns the value.",
                 pointer=pointer.raw,
             ) from error
-
-    def _inside_root(self, path: str, rel: str) -> None:
-        root = os.path.realpath(self.path)
-        if not os.path.exists(path):
-            raise FileNotFoundError(path)
-        real = os.path.realpath(path)
-        if os.path.commonpath([root, real]) != root or real == root:
-            raise ValueError(f"{rel} resolves outside the store root (through a symlink)")
 
     # --- children and listing named objects ------------------------------------------------------------------
 
@@ -339,15 +270,3 @@ class FilesystemStore(BlobStore):
             return True
         finally:
             os.unlink(aside)
-
-
-def _write_all(fd: int, view: memoryview) -> None:
-    offset = 0
-    while offset < view.nbytes:
-        offset += os.write(fd, view[offset : offset + WRITE_CHUNK_BYTES])
-
-
-def _make_directory(path: str) -> None:
-    """Create ``path`` unless it is a directory already (a stat, cheaper than ``makedirs``'s failing mkdir)."""
-    if not os.path.isdir(path):
-        os.makedirs(path, exist_ok=True)

@@ -13,7 +13,8 @@ from .._safe import describe_error
 from ..pointers import Pointer
 from ._bucket import BucketStore
 from ._payload import PartsReader, body_of, size_of
-from .base import BlobInfo, log_repair, stored_blob_problem
+from .base import BlobInfo
+from .integrity import log_repair, stored_blob_problem
 
 __all__ = ["GCSStore"]
 

@@ -12,7 +12,8 @@ from .._safe import describe_error
 from ..pointers import Pointer
 from ._bucket import BucketStore
 from ._payload import body_of, read_into, size_of, slice_parts
-from .base import HASH_CHUNK_BYTES, BlobInfo, log_repair, stored_blob_problem
+from .base import HASH_CHUNK_BYTES, BlobInfo
+from .integrity import log_repair, stored_blob_problem
 
 __all__ = ["S3Store"]
 

@@ -1,19 +1,9 @@
-"""SQLBackend: a Dramatiq result backend in SQLite or PostgreSQL, with one row of metadata per message.
-
-Why SQLAlchemy Core 2.x rather than psycopg 3 and the standard library's sqlite3 side by side: one code path
-describes the tables, the indexes, the migrations, the upserts (both databases have ``INSERT ... ON CONFLICT DO
-UPDATE ... WHERE``, which SQLAlchemy writes from one description) and the queries; it pools connections per
-process and turns each driver's errors into one hierarchy, so "the database is unreachable" is recognised the
-same way for both. What differs is small and kept in ``engine.py`` (SQLite's pragmas and write lock) and
-``waiting.py`` (PostgreSQL's LISTEN/NOTIFY, which uses the psycopg connection directly). The cost: SQLite also
-needs the ``sql`` extra (SQLAlchemy), which is pure Python apart from optional speedups.
-"""
+"""SQLBackend: a Dramatiq result backend in SQLite or PostgreSQL, with one row of metadata per message (why
+SQLAlchemy Core: see the package's docstring)."""
 
 from __future__ import annotations
 
 import datetime
-import logging
-import socket
 import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -25,13 +15,12 @@ from dramatiq.results.result import wrap_exception, wrap_result
 from ...errors import ConfigurationError, ResultBackendError
 from .config import Redactor, check_arguments
 from .connections import ProcessConnections
-from .engine import Database, first_line, is_transient, parse_url, unreachable
-from .lifecycle import EVENTS
+from .engine import Database, is_transient, parse_url, unreachable
 from .records import ResultRecord, check_statuses, since_timestamp
-from .rows import event_values, outcome_values
 from .schema import build_tables
 from .statements import Statements, select_record, select_records
-from .waiting import Listener, Waiters, notify_payload, poll, sleep_until, wait_notified
+from .waiting import Listener, Waiters, poll, wait_notified
+from .writes import RowWriter
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
@@ -41,11 +30,6 @@ if TYPE_CHECKING:
     from .gc import CollectReport
 
 __all__ = ["SQLBackend"]
-
-logger = logging.getLogger(__name__)
-
-#: The pauses of a blocking read while the database is unreachable, in seconds: doubling up to the cap.
-_FIRST_RETRY, _RETRY_CAP = 0.05, 1.0
 
 
 class SQLBackend(ResultBackend):
@@ -135,7 +119,15 @@ class SQLBackend(ResultBackend):
             name=repr(self),
         )
         self._statements = Statements(self.tables, self.database.kind, self.channel)
-        self._host = socket.gethostname()
+        self._writes = RowWriter(
+            self._process,
+            self._statements,
+            self.build_message_key,
+            record_args=record_args,
+            redact=redact,
+            record_events=record_events,
+            store_timeout=store_timeout,
+        )
 
     def __repr__(self) -> str:
         return f"SQLBackend(url={self.database.describe()!r}, table_prefix={self.table_prefix!r})"
@@ -174,25 +166,6 @@ class SQLBackend(ResultBackend):
     def _listening(self) -> Waiters:
         return self._process.listening()
 
-    def _listening_until(self, deadline: float) -> Waiters:
-        """This process's waiters once the listener runs, trying again while the database is unreachable (its
-        first operation checks the schema) until ``deadline``, a ``time.monotonic()`` value.
-
-        Raises:
-          ResultBackendError: the database stayed unreachable until ``deadline``.
-        """
-        pause = _FIRST_RETRY
-        while True:
-            try:
-                return self._listening()
-            except Exception as error:
-                if not is_transient(error):
-                    raise
-                if time.monotonic() >= deadline:
-                    raise self._unreachable("read a result", error) from error
-                sleep_until(deadline, pause)
-                pause = min(pause * 2, _RETRY_CAP)
-
     def _unreachable(self, what: str, error: BaseException) -> ResultBackendError:
         return unreachable(self.database, what, error)
 
@@ -215,23 +188,7 @@ class SQLBackend(ResultBackend):
         self._store_outcome(None, message_key, result, ttl, None)
 
     def _store_outcome(self, message: Any, key: str, payload: Any, ttl: int, exception: Exception | None) -> None:
-        data = self.encoder.encode(payload)
-        values = outcome_values(
-            message,
-            key,
-            payload,
-            data,
-            ttl,
-            exception,
-            host=self._host,
-            record_args=self.record_args,
-            redact=self.redact,
-        )
-        parameters = dict(values)
-        if self.database.kind == "postgresql":
-            parameters["notify_data"] = notify_payload(data)
-        statement = self._statements.outcome(frozenset(values))
-        self._process.write(statement, parameters, f"store the result of {key}", self.store_timeout)
+        self._writes.outcome(message, key, payload, self.encoder.encode(payload), ttl, exception)
 
     # --- lifecycle events ------------------------------------------------------------------------------------
 
@@ -239,30 +196,7 @@ class SQLBackend(ResultBackend):
         """Record that ``message`` was enqueued, started running, or was skipped (see
         :class:`~dramatiq_ray.results.sql.lifecycle.MessageEventRecorder`). Best effort: a database error is
         logged at WARNING and the message goes on; its outcome is stored as usual."""
-        if not self.record_events or event not in EVENTS:
-            return
-        try:
-            self._record_event(event, message, ttl)
-        except Exception as error:
-            logger.warning(
-                "Could not record that message %s of %r is %s in %s (%s: %s); its outcome is stored as usual.",
-                message.message_id,
-                message.actor_name,
-                event,
-                self.database.describe(),
-                type(error).__name__,
-                first_line(error),
-            )
-
-    def _record_event(self, event: str, message: Any, ttl: int) -> None:
-        key = self.build_message_key(message)
-        values = event_values(
-            event, message, key, ttl, host=self._host, record_args=self.record_args, redact=self.redact
-        )
-        statement = self._statements.event(event, frozenset(values))
-        _, writer = self._process.ready()
-        with writer.begin() as connection:
-            connection.execute(statement, values)
+        self._writes.event(event, message, ttl)
 
     # --- reading ---------------------------------------------------------------------------------------------
 
@@ -299,7 +233,7 @@ class SQLBackend(ResultBackend):
             return self.unwrap_result(stored)  # type: ignore[no-untyped-call]
         deadline = time.monotonic() + (DEFAULT_TIMEOUT if timeout is None else timeout) / 1000
         if self.database.kind == "postgresql":
-            data, error = wait_notified(self._listening_until(deadline), self._read_or_error, key, deadline)
+            data, error = wait_notified(self._process.listening_until(deadline), self._read_or_error, key, deadline)
         else:
             data, error = poll(self._read_or_error, key, deadline, self.poll_cap / 1000)
         if error is not None:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from .engine import WRITE_OPTION, Database, first_line, is_transient, unreachable
 from .schema import migrate
-from .waiting import Listener, Waiters
+from .waiting import Listener, Waiters, sleep_until
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
@@ -31,6 +31,8 @@ logger = logging.getLogger("dramatiq_ray.results.sql.backend")
 
 #: The first pause of a retried write, in seconds; it doubles up to a second.
 _FIRST_WRITE_PAUSE = 0.05
+#: The pauses of a blocking read while the database is unreachable, in seconds: doubling up to the cap.
+_FIRST_RETRY, _RETRY_CAP = 0.05, 1.0
 
 
 class ProcessConnections:
@@ -186,6 +188,25 @@ class ProcessConnections:
                 self.listener = Listener(connect, self.channel, self._waiters, self.database.describe())
                 self.listener.start()
             return self._waiters
+
+    def listening_until(self, deadline: float) -> Waiters:
+        """This process's waiters once the listener runs, trying again while the database is unreachable (its
+        first operation checks the schema) until ``deadline``, a ``time.monotonic()`` value.
+
+        Raises:
+          ResultBackendError: the database stayed unreachable until ``deadline``.
+        """
+        pause = _FIRST_RETRY
+        while True:
+            try:
+                return self.listening()
+            except Exception as error:
+                if not is_transient(error):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise unreachable(self.database, "read a result", error) from error
+                sleep_until(deadline, pause)
+                pause = min(pause * 2, _RETRY_CAP)
 
     def close(self) -> None:
         """Stop the listener and close this process's connections (a later operation opens them again)."""

@@ -1,9 +1,4 @@
-"""Retries with counted attempts, capped exponential backoff with jitter, and an exception denylist.
-
-``Retries`` is a drop-in replacement for Dramatiq's own ``Retries`` middleware: it keeps every option Dramatiq's
-has and adds ``max_attempts``, ``backoff``, ``jitter`` and ``denylist``. Adding it to a broker that already has
-Dramatiq's stock ``Retries`` makes it take that one's place (see :class:`Retries`).
-"""
+"""``dramatiq_ray.Retries``: the middleware, its options and its retry decision (see the package's docstring)."""
 
 from __future__ import annotations
 
@@ -12,7 +7,6 @@ import random
 import threading
 import time
 import traceback
-import weakref
 from collections.abc import Callable, Iterable
 from typing import Any, Final
 
@@ -23,8 +17,10 @@ from dramatiq.errors import Retry
 from dramatiq.middleware import Retries as StockRetries
 from dramatiq.middleware.retries import DEFAULT_MAX_BACKOFF, DEFAULT_MIN_BACKOFF
 
-from . import metrics
-from ._retry_rules import (
+from .. import metrics
+from ..callpath.lookup import lookup_option
+from ..errors import ConfigurationError, MessageCancelledError, MissingArgumentError
+from .rules import (
     UNSET,
     Unset,
     candidate_names,
@@ -38,12 +34,11 @@ from ._retry_rules import (
     resolve_max_retries,
     type_name,
 )
-from .callpath.lookup import lookup_option
-from .errors import ConfigurationError, MessageCancelledError, MissingArgumentError
+from .takeover import Takeover
 
 __all__ = ["DEFAULT_JITTER", "Retries"]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("dramatiq_ray.retries")  # one logger for the package, as docs/retries.md says
 
 #: Default jitter: each delay is drawn uniformly from ``[delay / 2, delay]``.
 DEFAULT_JITTER: Final = 0.5
@@ -139,8 +134,7 @@ class Retries(StockRetries):
         self.logger = logger
         self._rng = rng or random.Random()
         self._rng_lock = threading.Lock()
-        self._takeover_lock = threading.Lock()
-        self._taken_over: weakref.WeakSet[dramatiq.Broker] = weakref.WeakSet()  # brokers already taken over
+        self._takeover = Takeover(self, Retries)
 
     @property
     def backoff(self) -> int:
@@ -315,26 +309,5 @@ class Retries(StockRetries):
         return True
 
     def _take_over(self, broker: dramatiq.Broker) -> None:
-        """Take the place of Dramatiq's stock Retries on ``broker``, once, so that only one middleware requeues."""
-        if broker in self._taken_over:
-            return
-        with self._takeover_lock:
-            if broker in self._taken_over:
-                return
-            current = list(broker.middleware)
-            if not any(m is self for m in current):
-                return  # not installed on this broker: leave its middleware alone
-            stock = [m for m in current if _is_stock(m)]
-            if stock:
-                position = next(i for i, m in enumerate(current) if m is stock[0])
-                replaced = [m for m in current if m is not self and not _is_stock(m)]
-                replaced.insert(sum(1 for m in current[:position] if m is not self and not _is_stock(m)), self)
-                # A new list, not an in-place edit: a hook loop running over the old list is not disturbed.
-                broker.middleware = replaced
-            self._taken_over.add(broker)
-        if stock:
-            self.logger.info("Replaced %s on the broker with %r.", ", ".join(repr(m) for m in stock), self)
-
-
-def _is_stock(middleware: object) -> bool:
-    return isinstance(middleware, StockRetries) and not isinstance(middleware, Retries)
+        """Take the place of Dramatiq's stock Retries on ``broker``, once (see ``takeover.py``)."""
+        self._takeover.take_over(broker)

@@ -14,8 +14,8 @@ from typing import Any, Final
 
 from dramatiq.middleware.retries import DEFAULT_MAX_BACKOFF
 
-from .errors import ConfigurationError, RaySystemError, RemoteExceptionError, RetryOptionsError
-from .execution.outcome import RAY_SYSTEM_FAILURE_NAMES
+from ..errors import ConfigurationError, RaySystemError, RemoteExceptionError, RetryOptionsError
+from ..execution.outcome import RAY_SYSTEM_FAILURE_NAMES
 
 logger = logging.getLogger("dramatiq_ray.retries")
 
