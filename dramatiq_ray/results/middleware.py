@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import threading
@@ -19,7 +20,7 @@ from ..callpath.lookup import codec_options_for, lookup_option
 from ..callpath.steering import FINISHED, QUEUED, Channel, Steering
 from ..errors import ConfigurationError, MessageCancelledError, ResultBackendError, StoreUnavailableError
 from ..payloads import arguments
-from ..payloads.arguments import MAX_INLINE_ARG_BYTES_OPTION, ArgumentPlan, check_arg_threshold, held_pointers
+from ..payloads.arguments import MAX_INLINE_ARG_BYTES_OPTION, check_arg_threshold, held_pointers
 from ..payloads.encryption import EncryptionKeys
 from ..payloads.plan import (
     CODEC_OPTIONS,
@@ -237,14 +238,9 @@ class Results(DramatiqResults):
         if threshold is not None:
             backend = self.backend
             codec = codec_options_for(options, actor_options, backend)
-            plan = ArgumentPlan(
-                self._argument_store(),
-                backend.encoder,
-                check_arg_threshold(threshold, f"Actor {data['actor_name']!r}:") or 0,
-                encryption=backend.encryption,
-                **codec,
-            )
-            data = plan.offload(data)
+            self._argument_store()  # refuse a store that keeps nothing
+            limit = check_arg_threshold(threshold, f"Actor {data['actor_name']!r}:")
+            data = dataclasses.replace(backend.plan(None, **codec), max_inline_arg_bytes=limit).offload(data)
         target = (data.get("options") or {}).get("pipe_target")
         if isinstance(target, dict) and "message_id" in target:
             data = {**data, "options": {**data["options"], "pipe_target": self._offload(broker, target)}}

@@ -394,3 +394,30 @@ def test_arguments_are_compressed_and_encrypted_like_results(stub_broker, start_
     assert b"secret" not in blob.read_bytes()
     start_worker(stub_broker)
     assert message.get_result(block=True, timeout=10_000) == 100_000
+
+
+# --- one plan for arguments and results ----------------------------------------------------------------------
+
+
+def test_plan_stores_an_argument_as_it_stores_the_same_result(tmp_path) -> None:
+    """Arguments and results go through one SpillPlan: the same value is serialized, compressed and stored alike
+    whichever way it travels."""
+    from dramatiq_ray.payloads.plan import SpillPlan
+    from dramatiq_ray.payloads.pointers import parse_pointer
+
+    plan = SpillPlan(
+        FilesystemStore(tmp_path / "store"),
+        dramatiq.JSONEncoder(),
+        max_inline_bytes=KIB,
+        compression="gzip",
+        max_inline_arg_bytes=KIB,
+    )
+    value = bytes(64 * KIB)
+
+    argument = plan.offload({"message_id": "m-1", "args": [value], "kwargs": {}})["args"][0]
+    result = plan.apply(value)
+
+    by_reference, spilled = parse_pointer(argument.pointer), parse_pointer(result.pointer)
+    assert (by_reference.codec, by_reference.compression) == ("raw", "gzip")
+    assert (by_reference.digest, by_reference.size) == (spilled.digest, spilled.size)
+    assert plan.read_inputs((argument,), {})[0] == (value,)
