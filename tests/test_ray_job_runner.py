@@ -232,7 +232,7 @@ def test_ray_job_runner_worker_with_a_digest_store_does_not_start(jobs_head: Any
     add = declare(broker, ray_jobs.add)
     message = add.send(1, 1)
 
-    with pytest.raises(ConfigurationError, match="DigestStore"):
+    with pytest.raises(ConfigurationError, match=r"DigestStore.* keeps no blobs: pass store=FilesystemStore"):
         dramatiq.Worker(broker, worker_timeout=100).start()
     assert broker.queues[message.queue_name].qsize() == 1  # nothing was consumed
 

@@ -4,10 +4,13 @@ settings all call these functions (the ``*_problem`` forms say what is wrong, fo
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigurationError
 from .compression import check_compression
+
+if TYPE_CHECKING:
+    from .stores.base import BlobStore
 
 __all__ = [
     "CODEC_OPTIONS",
@@ -21,6 +24,7 @@ __all__ = [
     "check_on_store_error",
     "check_threshold",
     "on_store_error_problem",
+    "require_blob_store",
 ]
 
 #: Results whose encoded size is at most this many bytes stay in the result backend (1 MiB).
@@ -109,3 +113,19 @@ def check_arg_threshold(value: object, where: str) -> int | None:
         )
     assert isinstance(value, int)
     return value
+
+
+def require_blob_store(store: BlobStore | None, need: str, *, instead: str | None = None) -> BlobStore:
+    """Return ``store`` when it keeps blobs (not ``None``, not a ``DigestStore``): sending arguments by reference
+    and the ``ray_job`` runner need one. ``need`` says what needs it; ``instead`` is another way out, if any.
+
+    Raises:
+      ConfigurationError: it keeps none (the message says what to configure).
+    """
+    if store is not None and store.persistent:
+        return store
+    kept = f"{store.describe()} keeps no blobs" if store is not None else "there is no blob store"
+    raise ConfigurationError(
+        f"{need}, and {kept}: pass store=FilesystemStore(...), S3Store(...) or GCSStore(...) to dramatiq_ray.Results "
+        f"(or set RESULT_STORAGE_BACKEND to filesystem, s3 or gcs){f', or {instead}' if instead else ''}."
+    )

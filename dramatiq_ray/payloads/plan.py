@@ -21,13 +21,7 @@ from typing import Any
 from dramatiq.encoder import Encoder
 
 from .. import _otel
-from ..errors import (
-    BlobNotFoundError,
-    BlobWriteError,
-    ConfigurationError,
-    MissingArgumentError,
-    UnsupportedResultError,
-)
+from ..errors import BlobNotFoundError, BlobWriteError, MissingArgumentError, UnsupportedResultError
 from ._safe import describe_error, shorten
 from .arguments import reference_name
 from .codecs import encode_parts
@@ -50,6 +44,7 @@ from .options import (
     check_on_store_error,
     check_threshold,
     on_store_error_problem,
+    require_blob_store,
 )
 from .pointers import Pointer, blob_extension, digest_pointer, with_reading
 from .reading import read_inline, read_value
@@ -57,6 +52,7 @@ from .stores._payload import Payload, join_parts, parts_of, size_of
 from .stores.base import ARGS_CHILD, BlobStore, payload_digest, put_payload
 
 __all__ = [
+    "ARGUMENTS_NEED",
     "CODEC_OPTIONS",
     "DEFAULT_MAX_INLINE_BYTES",
     "MAX_INLINE_BYTES_OPTION",
@@ -70,9 +66,13 @@ __all__ = [
     "on_store_error_problem",
     "read_argument",
     "read_value",
+    "require_blob_store",
 ]
 
 logger = logging.getLogger(__name__)
+
+#: What needs a store that keeps blobs, when arguments are sent by reference (see :func:`require_blob_store`).
+ARGUMENTS_NEED = "max_inline_arg_bytes sends big arguments through the result store"
 
 
 @dataclass(frozen=True)
@@ -215,11 +215,7 @@ class SpillPlan:
         )
         if big is None:
             return carried
-        if self.store is None:
-            raise ConfigurationError(
-                "max_inline_arg_bytes sends big arguments through the result store: there is none."
-            )
-        store = self.store.child(ARGS_CHILD)
+        store = require_blob_store(self.store, ARGUMENTS_NEED).child(ARGS_CHILD)
         codec, payload = big
         stored, compression, key_id = seal(payload, self.compression, self.compression_level, self.encryption)
         digest = payload_digest(stored)

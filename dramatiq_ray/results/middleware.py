@@ -23,12 +23,14 @@ from ..payloads import arguments
 from ..payloads.arguments import MAX_INLINE_ARG_BYTES_OPTION, check_arg_threshold, held_pointers
 from ..payloads.encryption import EncryptionKeys
 from ..payloads.plan import (
+    ARGUMENTS_NEED,
     CODEC_OPTIONS,
     DEFAULT_MAX_INLINE_BYTES,
     MAX_INLINE_BYTES_OPTION,
     SpillPlan,
     check_codec_options,
     check_threshold,
+    require_blob_store,
 )
 from ..payloads.stores.base import ARGS_CHILD, BlobStore
 from . import encoding
@@ -217,14 +219,7 @@ class Results(DramatiqResults):
 
     def _argument_store(self) -> BlobStore:
         if self._cached_argument_store is None:
-            store = self.backend.store
-            if store is None or not store.persistent:
-                raise ConfigurationError(
-                    f"max_inline_arg_bytes sends arguments through the result store, and "
-                    f"{store.describe() if store is not None else 'this Results has none'} keeps no blobs: pass "
-                    "store=FilesystemStore(...), S3Store(...) or GCSStore(...) to Results."
-                )
-            self._cached_argument_store = store.child(ARGS_CHILD)
+            self._cached_argument_store = require_blob_store(self.backend.store, ARGUMENTS_NEED).child(ARGS_CHILD)
         return self._cached_argument_store
 
     def _offload(self, broker: dramatiq.Broker, data: dict[str, Any]) -> dict[str, Any]:

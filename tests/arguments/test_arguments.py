@@ -27,6 +27,7 @@ from dramatiq_ray import (
     gc_blobs,
 )
 from dramatiq_ray.payloads.arguments import held_pointers
+from dramatiq_ray.payloads.plan import SpillPlan
 from tests._services import wait_until
 
 KIB = 1024
@@ -301,6 +302,26 @@ def test_results_refuses_max_inline_arg_bytes_without_a_store_that_keeps_blobs()
         Results(backend=StubBackend(), store=DigestStore(), max_inline_arg_bytes=1024)
 
 
+#: The advice of the one check that a store keeps blobs (payloads.options.require_blob_store).
+KEEPS_NO_BLOBS = r"DigestStore.* keeps no blobs: pass store=FilesystemStore\(\.\.\.\), S3Store\(\.\.\.\) or GCSStore"
+
+
+@pytest.mark.parametrize(
+    "refuse",
+    [
+        lambda: Results(backend=StubBackend(), store=DigestStore(), max_inline_arg_bytes=1024),
+        lambda: DigestStore().child("args"),
+        lambda: SpillPlan(DigestStore(), dramatiq.JSONEncoder(), None, max_inline_arg_bytes=0).offload(
+            {"message_id": "m-1", "args": [BIG], "kwargs": {}}
+        ),
+    ],
+    ids=["results", "child-store", "plan-offload"],
+)
+def test_a_store_that_keeps_no_blobs_is_refused_with_the_one_message(refuse) -> None:
+    with pytest.raises(ConfigurationError, match=KEEPS_NO_BLOBS):
+        refuse()
+
+
 def test_an_invalid_actor_option_fails_the_declaration(broker) -> None:
     with pytest.raises(ConfigurationError, match="max_inline_arg_bytes"):
 
@@ -402,7 +423,6 @@ def test_arguments_are_compressed_and_encrypted_like_results(stub_broker, start_
 def test_plan_stores_an_argument_as_it_stores_the_same_result(tmp_path) -> None:
     """Arguments and results go through one SpillPlan: the same value is serialized, compressed and stored alike
     whichever way it travels."""
-    from dramatiq_ray.payloads.plan import SpillPlan
     from dramatiq_ray.payloads.pointers import parse_pointer
 
     plan = SpillPlan(

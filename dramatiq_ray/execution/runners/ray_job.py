@@ -44,6 +44,7 @@ from ...payloads.marker import (
     is_inline_shape,
     is_spilled_shape,
 )
+from ...payloads.options import require_blob_store
 from ...payloads.stores.base import BlobStore
 from ..connection import RayRuntime
 from ..options import check_message_options, check_options, merge_runtime_envs
@@ -51,6 +52,11 @@ from .job_entry import CHANNEL_ENV, ENCODERS_ENV, STORE_ENV, encode_channel, enc
 
 logger = logging.getLogger(__name__)
 
+#: What needs a store that keeps blobs, and the way out, for this runner (see :func:`require_blob_store`).
+JOB_NEED = (
+    "The ray_job runner keeps each job's input and outcome in the results' blob store, reachable from the Ray head"
+)
+JOB_INSTEAD = "use runner='ray_core'"
 #: The dashboard port Ray uses unless told otherwise; the Jobs API is served there.
 DEFAULT_DASHBOARD_PORT = 8265
 #: How many characters of a failed job's logs go into the error.
@@ -240,14 +246,7 @@ class JobRunner:
 
     def _run(self, call: Call) -> Any:
         actor, message = call.actor, call.message
-        store = call.plan.store if call.plan is not None else None
-        if store is None or not store.persistent:
-            raise ConfigurationError(
-                f"The ray_job runner keeps each job's input and outcome in the results' blob store, and "
-                f"{store.describe() if store else 'no store'} cannot hold them: configure a SpillingBackend with a "
-                "FilesystemStore, S3Store or GCSStore reachable from the Ray head (RESULT_STORE), or use "
-                "runner='ray_core'."
-            )
+        store = require_blob_store(call.plan.store if call.plan is not None else None, JOB_NEED, instead=JOB_INSTEAD)
         runtime_env = merge_runtime_envs(
             # On this CLI's own head, jobs import the application as the workers do: from their directory.
             {"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))}}
