@@ -48,7 +48,7 @@ from ...payloads.options import require_blob_store
 from ...payloads.stores.base import BlobStore
 from ..connection import RayRuntime
 from ..options import check_message_options, check_options, merge_runtime_envs
-from .job_entry import CHANNEL_ENV, ENCODERS_ENV, STORE_ENV, encode_channel, encode_encoders, encode_store
+from .job_entry import CHANNEL_ENV, ENCODER_ENV, PLAN_ENV, encode_channel, encode_encoder, encode_plan
 
 logger = logging.getLogger(__name__)
 
@@ -246,7 +246,9 @@ class JobRunner:
 
     def _run(self, call: Call) -> Any:
         actor, message = call.actor, call.message
-        store = require_blob_store(call.plan.store if call.plan is not None else None, JOB_NEED, instead=JOB_INSTEAD)
+        plan = call.plan
+        store = require_blob_store(plan.store if plan is not None else None, JOB_NEED, instead=JOB_INSTEAD)
+        assert plan is not None  # it has a store
         runtime_env = merge_runtime_envs(
             # On this CLI's own head, jobs import the application as the workers do: from their directory.
             {"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))}}
@@ -269,19 +271,18 @@ class JobRunner:
             "qualname": target.qualname,
             "args": list(call.args),
             "kwargs": dict(call.kwargs),
-            "max_inline_bytes": call.plan.max_inline_bytes if call.plan is not None else None,
-            "allow_pickle": call.plan.allow_pickle if call.plan is not None else False,
-            "compression": call.plan.compression if call.plan is not None else None,
-            "compression_level": call.plan.compression_level if call.plan is not None else None,
             "message": message._message.asdict(),
             "log_level": self.log_level if self.log_level is not None else logging.getLogger().getEffectiveLevel(),
             "trace_ctx": _otel.current_carrier(),
         }
+        # The job reads the spec and writes the outcome with this worker's own encoder, which it cannot know
+        # otherwise (its process has Dramatiq's default), and applies this message's plan, carried whole.
+        env_vars = {
+            **runtime_env.get("env_vars", {}),
+            PLAN_ENV: encode_plan(plan),
+            ENCODER_ENV: encode_encoder(encoder),
+        }
         store.put_named(f"{job_dir}/spec.json", encoder.encode(spec))
-        # The job reads the spec and writes the outcome with this worker's own encoders, which it cannot know
-        # otherwise (its process has Dramatiq's default).
-        encoders = encode_encoders(encoder, call.plan.encoder if call.plan is not None else encoder)
-        env_vars = {**runtime_env.get("env_vars", {}), STORE_ENV: encode_store(store), ENCODERS_ENV: encoders}
         if call.steering is not None:
             env_vars[CHANNEL_ENV] = encode_channel(call.steering.channel)
         env = {**runtime_env, "env_vars": env_vars}
