@@ -3,8 +3,9 @@
 
 It reads the job's spec (``<job-dir>/spec.json``) from the blob store of the plan in the ``DRAMATIQ_RAY_JOB_PLAN``
 environment variable, imports the actor's function by module path, runs it with the message's arguments and
-writes the outcome to ``<job-dir>/outcome.json``: ``{"ok": true, "result": ...}`` or ``{"ok": false, "type":
-"module.Name", "args": [...], "message": ..., "traceback": ...}``. A body that raises still exits 0 (its failure
+writes the outcome to ``<job-dir>/outcome.json``: ``{"ok": true, "result": ...}`` or ``{"ok": false, ...}`` with
+the exception's form (:func:`~dramatiq_ray.callpath.crossing.to_document`: type, args, attributes, message,
+traceback). A body that raises still exits 0 (its failure
 is in the outcome); a non-zero exit means the entrypoint itself could not run (the job's logs say why).
 
 The spec and the outcome are encoded with the submitting worker's Dramatiq encoder, carried in
@@ -19,18 +20,16 @@ would read it.
 from __future__ import annotations
 
 import base64
-import json
 import os
 import pickle
 import sys
-import traceback
 from typing import Any
 
 import dramatiq
 from dramatiq.encoder import Encoder
 
 from ... import _otel
-from ...callpath import logs
+from ...callpath import crossing, logs
 from ...callpath.body import Target, run_body
 from ...callpath.steering import Channel, Steering
 from ...errors import ConfigurationError
@@ -149,18 +148,7 @@ def _run(spec: dict[str, Any], plan: SpillPlan, encoder: Encoder, channel: Chann
         encoder.encode(outcome)
         return outcome
     except Exception as error:
-        args: list[Any] = list(error.args)
-        try:
-            json.dumps(args)
-        except (TypeError, ValueError):
-            args = [str(error)]
-        return {
-            "ok": False,
-            "type": f"{type(error).__module__}.{type(error).__qualname__}",
-            "args": args,
-            "message": str(error),
-            "traceback": traceback.format_exc(),
-        }
+        return {"ok": False, **crossing.to_document(error, encoder)}
 
 
 def main(argv: list[str]) -> int:

@@ -13,7 +13,6 @@ job's status or growth of its logs (anything the body prints counts).
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
 import os
 import sys
@@ -25,8 +24,9 @@ import dramatiq
 from dramatiq.broker import MessageProxy
 
 from ... import _otel, metrics
+from ...callpath import crossing
 from ...callpath import logs as body_logs
-from ...callpath.body import rebuild_exception, target_for
+from ...callpath.body import target_for
 from ...callpath.wrapper import Call
 from ...errors import (
     ConfigurationError,
@@ -34,7 +34,6 @@ from ...errors import (
     RaySystemError,
     RayTaskCancelledError,
     RayUnavailableError,
-    RemoteExceptionError,
 )
 from ...payloads.marker import (
     SPILLED_KEY,
@@ -428,25 +427,4 @@ class JobRunner:
             if is_inline_shape(result):
                 return InlineValue(result[VALUE_KEY]["codec"], result[VALUE_KEY]["data"])
             return SpilledResult(result[SPILLED_KEY]) if is_spilled_shape(result) else result
-        raise _rebuild(outcome, actor_name)
-
-
-def _rebuild(outcome: dict[str, Any], actor_name: str) -> BaseException:
-    """The exception the body raised, rebuilt from its outcome (type by import path, args), without unpickling."""
-    type_name = str(outcome.get("type", "Exception"))
-    module, _, name = type_name.rpartition(".")
-    cls: Any = None
-    with contextlib.suppress(Exception):
-        cls = importlib.import_module(module)
-        for part in name.split("."):
-            cls = getattr(cls, part)
-    note = "Remote traceback (from the Ray job):\n" + str(outcome.get("traceback", ""))
-    if isinstance(cls, type) and issubclass(cls, Exception):
-        error = rebuild_exception(cls, tuple(outcome.get("args") or ()), {})
-        error.add_note(note)
-        return error
-    return RemoteExceptionError(
-        f"Actor {actor_name!r} raised {type_name} in its Ray job: {outcome.get('message', '')}",
-        type_name=type_name,
-        remote_traceback=str(outcome.get("traceback", "")),
-    )
+        raise crossing.from_document(outcome, actor_name, "the Ray job")
