@@ -6,6 +6,7 @@ outcome live in a FilesystemStore shared by the test and the job (same machine).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import sys
@@ -24,13 +25,16 @@ from dramatiq.results.backends import StubBackend
 from dramatiq_ray import (
     ConfigurationError,
     DigestStore,
+    EncryptionKeys,
     FilesystemStore,
     RayExecutionMiddleware,
     SpillingBackend,
     gc_blobs,
     get_pointer,
 )
+from dramatiq_ray.execution.runners.job_entry import decode_plan, encode_plan
 from dramatiq_ray.execution.runners.ray_job import job_address_for, submission_id
+from dramatiq_ray.payloads.plan import SpillPlan
 from tests._services import free_port, wait_until
 from tests.apps import ray_jobs
 
@@ -232,7 +236,7 @@ def test_ray_job_runner_worker_with_a_digest_store_does_not_start(jobs_head: Any
     add = declare(broker, ray_jobs.add)
     message = add.send(1, 1)
 
-    with pytest.raises(ConfigurationError, match="DigestStore"):
+    with pytest.raises(ConfigurationError, match=r"DigestStore.* keeps no blobs: pass store=FilesystemStore"):
         dramatiq.Worker(broker, worker_timeout=100).start()
     assert broker.queues[message.queue_name].qsize() == 1  # nothing was consumed
 
@@ -285,6 +289,44 @@ def test_submission_id_is_stable_for_a_redelivery_and_new_for_a_retry() -> None:
 
     assert submission_id(message) == submission_id(message.copy()) == "dramatiq-m1-0"
     assert submission_id(retried) == "dramatiq-m1-1"
+
+
+class _Encoder(dramatiq.JSONEncoder):
+    """A custom encoder, as a job receives one."""
+
+
+def _same(crossed: Any, sent: Any) -> bool:
+    return crossed == sent or (type(crossed) is type(sent) and vars(crossed) == vars(sent))
+
+
+def test_ray_job_carries_the_spill_plan_with_every_field(tmp_path: Path) -> None:
+    """The job applies the plan every runner applies: each field crosses as it was set (a new field too)."""
+    sent = SpillPlan(
+        FilesystemStore(tmp_path / "store"),
+        _Encoder(),
+        max_inline_bytes=123,
+        on_store_error="digest",
+        allow_pickle=True,
+        compression="gzip",
+        compression_level=5,
+        max_inline_arg_bytes=7,
+    )
+    unset = [f.name for f in dataclasses.fields(SpillPlan) if f.default is not dataclasses.MISSING]
+    assert [name for name in unset if getattr(sent, name) == getattr(SpillPlan, name)] == ["encryption"]
+
+    crossed = decode_plan(encode_plan(sent))
+
+    assert [
+        f.name for f in dataclasses.fields(SpillPlan) if not _same(getattr(crossed, f.name), getattr(sent, f.name))
+    ] == []
+
+
+def test_ray_job_refuses_a_plan_that_encrypts(tmp_path: Path) -> None:
+    keys = EncryptionKeys({"k1": bytes(range(32))}, current="k1")
+    plan = SpillPlan(FilesystemStore(tmp_path), dramatiq.JSONEncoder(), None, encryption=keys)
+
+    with pytest.raises(ConfigurationError, match="encryption keys must not go"):
+        encode_plan(plan)
 
 
 def test_job_address_is_derived_from_a_ray_address() -> None:

@@ -1,18 +1,16 @@
 """Where an actor's body runs, wherever that is (the worker thread, a Ray task, a Ray job): find the actor's
-function, read piped inputs, run it, apply the spill plan, and carry its exception back intact.
+function, read piped inputs, run it, apply the spill plan, and carry its exception back intact (in the form
+:mod:`.crossing` owns).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import copyreg
 import importlib
 import inspect
 import logging
-import pickle
 import sys
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -20,9 +18,9 @@ from typing import Any
 import dramatiq
 
 from .. import _otel
-from ..errors import ConfigurationError, RemoteExceptionError
+from ..errors import ConfigurationError
 from ..payloads.plan import SpillPlan
-from . import context, logs
+from . import context, crossing, logs
 from .steering import Steering, _steered
 
 __all__ = ["WRAPPED_ATTR", "Target", "actor_function", "run_body", "target_for", "underlying_function"]
@@ -161,7 +159,8 @@ def execute(
     trace_ctx: dict[str, str] | None = None,
 ) -> Any:
     """Run one message's body in another process (a Ray task, a replica or a Ray job) and return what goes back
-    to the worker; an exception that could not cross back as itself becomes :class:`RemoteExceptionError`.
+    to the worker; an exception that could not cross back as itself becomes :class:`RemoteExceptionError` (see
+    :mod:`.crossing`).
 
     With ``log_level``, the records the body logs at that level or above come back too: when there are any, the
     value is wrapped in :class:`~dramatiq_ray.callpath.logs.WithLogs`, and an exception carries them (see
@@ -212,14 +211,10 @@ def _execute(
     try:
         return run_body(target.resolve(), args, kwargs, message, plan, steering, run_awaitable=run_awaitable)
     except Exception as error:
-        if _crosses(error):
+        crossed = crossing.portable(error, target.actor_name)
+        if crossed is error:
             raise
-        raise RemoteExceptionError(
-            f"Actor {target.actor_name!r} raised {type_name(error)}: {error}. It could not be sent back from Ray "
-            "as itself (it does not pickle); make it picklable, or raise one that is.",
-            type_name=type_name(error),
-            remote_traceback=traceback.format_exc(),
-        ) from None
+        raise crossed from None
 
 
 def entry_for(target: Target) -> Callable[..., Any]:
@@ -248,42 +243,3 @@ def pack_call(
 ) -> tuple[Any, ...]:
     """The one argument the function of :func:`entry_for` takes."""
     return (args, kwargs, message, plan, steering, log_level, trace_ctx)
-
-
-# --- carrying exceptions across processes --------------------------------------------------------------------
-
-
-def _crosses(error: BaseException) -> bool:
-    """Whether ``error`` survives the trip back to the worker; exceptions whose constructor takes other arguments
-    than their message are taught to pickle without calling it (type, args and attributes are kept)."""
-    if _round_trips(error):
-        return True
-    copyreg.pickle(type(error), _reduce_exception)
-    return _round_trips(error)
-
-
-def _round_trips(error: BaseException) -> bool:
-    from ray import cloudpickle
-
-    try:
-        pickle.loads(cloudpickle.dumps(error))  # type: ignore[no-untyped-call]
-    except Exception:
-        return False
-    return True
-
-
-def _reduce_exception(error: BaseException) -> tuple[Any, ...]:
-    return (rebuild_exception, (type(error), error.args, dict(vars(error))))
-
-
-def rebuild_exception(cls: type[BaseException], args: tuple[Any, ...], state: dict[str, Any]) -> BaseException:
-    """An instance of ``cls`` with ``args`` and attributes ``state``, made without calling its constructor."""
-    error = cls.__new__(cls)
-    error.args = args
-    error.__dict__.update(state)
-    return error
-
-
-def type_name(error: BaseException) -> str:
-    """The dotted name of an exception's class."""
-    return f"{type(error).__module__}.{type(error).__qualname__}"

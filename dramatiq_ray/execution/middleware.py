@@ -20,13 +20,14 @@ from ..callpath import wrapper as callpath
 from ..callpath.logs import level_of
 from ..callpath.wrapper import Runner
 from ..errors import ConfigurationError, RayOptionsError
+from ..payloads.options import require_blob_store
 from ..results.access import find_spilling_backend
 from . import checks
 from .connection import RayRuntime, keep_dramatiq_signal_handling
 from .options import check_message_options, check_options, merge_runtime_envs
 from .replica_options import check_message_options as check_replica_message_options
 from .replica_options import check_replicas
-from .runners.ray_job import JobRunner
+from .runners.ray_job import JOB_INSTEAD, JOB_NEED, JobRunner
 from .runners.ray_task import RayTaskRunner, task_options
 from .runners.replicas import ReplicaRunner
 from .shared_head import run_shared_head, run_shared_head_with_dashboard
@@ -236,14 +237,7 @@ class RayExecutionMiddleware(Middleware):
         runner = self._runner
         assert isinstance(runner, JobRunner)
         try:
-            store = backend.store if backend is not None else None
-            if store is None or not store.persistent:
-                raise ConfigurationError(
-                    "The ray_job runner keeps each job's input and outcome in the results' blob store, and this "
-                    f"broker has {store.describe() if store else 'no store'}, which cannot hold them: add "
-                    "dramatiq_ray.Results with a FilesystemStore, S3Store or GCSStore reachable from the Ray head "
-                    "(RESULT_STORAGE_BACKEND), or use runner='ray_core'."
-                )
+            require_blob_store(backend.store if backend is not None else None, JOB_NEED, instead=JOB_INSTEAD)
             if backend is not None and backend.encryption is not None:
                 raise ConfigurationError(
                     "The ray_job runner keeps each job's input and outcome in the blob store unencrypted, so it "

@@ -1,8 +1,8 @@
 """Turning what ``ray.get`` raises into what the actor would have raised had it run locally.
 
 User exceptions come back as their own type and message with Ray's remote traceback as a note; an exception
-that could not cross becomes :class:`RemoteExceptionError`; Ray's own failures become one
-:class:`RaySystemError` subclass each, which the retry policy can tell apart.
+that could not cross becomes :class:`RemoteExceptionError` (both as :mod:`dramatiq_ray.callpath.crossing` says);
+Ray's own failures become one :class:`RaySystemError` subclass each, which the retry policy can tell apart.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import Any, NoReturn
 
 from .. import metrics
 from ..callpath import logs
+from ..callpath.crossing import not_crossed, received
 from ..errors import (
     RayNodeDiedError,
     RayObjectLostError,
@@ -51,7 +52,6 @@ def _dotted(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-_NOTE = "Remote traceback (from the Ray worker):\n"
 _UNSERIALIZABLE = re.compile(r"Exception (\S+) isn't serializable")
 
 
@@ -62,10 +62,12 @@ def translate(error: BaseException, *, actor_name: str) -> BaseException:
     if isinstance(error, rx.RayTaskError):
         return _task_error(error, actor_name=actor_name)
     if isinstance(error, rx.UnserializableException):
-        return RemoteExceptionError(
-            f"Actor {actor_name!r} raised an exception on Ray that could not be sent back: {error}",
-            type_name="ray.exceptions.UnserializableException",
-            remote_traceback=str(error),
+        return not_crossed(
+            actor_name,
+            "ray.exceptions.UnserializableException",
+            str(error),
+            str(error),
+            "it does not unpickle in the worker",
         )
     where = f"while running actor {actor_name!r}"
     names = {_dotted(cls) for cls in type(error).__mro__}
@@ -105,18 +107,11 @@ def _task_error(error: Any, *, actor_name: str) -> BaseException:
     unserializable = _UNSERIALIZABLE.search(str(cause)) if type(cause) is rx.RayError else None
     if cause is None or unserializable:
         type_name = unserializable.group(1) if unserializable else "an exception"
-        return RemoteExceptionError(
-            f"Actor {actor_name!r} raised {type_name} on Ray, which could not be sent back as itself "
-            "(it does not pickle). Make the exception picklable, or catch it in the actor and raise one that is.",
-            type_name=type_name,
-            remote_traceback=remote_traceback,
-        )
+        return not_crossed(actor_name, type_name, str(cause or ""), remote_traceback, "it does not pickle")
     if isinstance(cause, rx.RayTaskError):
         return _task_error(cause, actor_name=actor_name)
     if isinstance(cause, BaseException):
-        if not any(note.startswith(_NOTE) for note in getattr(cause, "__notes__", ())):
-            cause.add_note(_NOTE + remote_traceback)
-        return cause
+        return received(cause, remote_traceback)
     return RemoteExceptionError(
         f"Actor {actor_name!r} raised something that is not an exception on Ray: {cause!r}",
         type_name=type(cause).__name__,

@@ -27,7 +27,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-from ..callpath.body import Target, execute, type_name
+from ..callpath.body import Target, execute
+from ..callpath.crossing import type_name
 from ..errors import ConfigurationError, RayTaskCancelledError, ReplicaError, ReplicaSetupError
 from ..payloads.plan import SpillPlan
 from .replica_options import Batch

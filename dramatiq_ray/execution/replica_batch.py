@@ -13,7 +13,7 @@ import inspect
 from concurrent.futures import Executor
 from typing import Any
 
-from ..callpath.body import _crosses, type_name
+from ..callpath.crossing import portable
 from ..errors import ReplicaError
 from ..payloads.plan import SpillPlan
 
@@ -79,12 +79,10 @@ class Batcher:
             if inspect.isawaitable(results):
                 results = asyncio.run(_await(results))
         except Exception as error:
-            if _crosses(error):
+            crossed = portable(error, actor_name)  # as one message's exception crosses (callpath/crossing.py)
+            if crossed is error:
                 raise
-            raise ReplicaError(
-                f"Actor {actor_name!r} raised {type_name(error)} on a batch: {error}. It could not be sent back as "
-                "itself (it does not pickle)."
-            ) from None
+            raise crossed from None
         if not isinstance(results, list | tuple) or len(results) != len(items):
             got = f"a list of {len(results)}" if isinstance(results, list | tuple) else type(results).__name__
             raise ReplicaError(

@@ -1,9 +1,12 @@
 """The one spill rule, and the one reader of spilled values: a small, picklable plan that runs wherever an actor
-body runs (the worker thread, a Ray task, a Ray job).
+body runs (the worker thread, a Ray task, a Ray job), and that sends big arguments by reference where a message
+is sent.
 
-Before the body, :meth:`SpillPlan.read_inputs` replaces spilled-value markers among the arguments (piped
-results) with their values; after it, :meth:`SpillPlan.apply` writes an oversized result to the store and returns
-a :class:`~dramatiq_ray.results.SpilledResult` marker, which travels instead of the value: back from Ray, into a
+When a message is sent, :meth:`SpillPlan.offload` replaces its arguments over ``max_inline_arg_bytes`` with
+references to the store (see :mod:`.arguments` for their reference counting). Before the body,
+:meth:`SpillPlan.read_inputs` replaces spilled-value markers among the arguments (piped results) with their
+values; after it, :meth:`SpillPlan.apply` writes an oversized result to the store and returns a
+:class:`~dramatiq_ray.results.SpilledResult` marker, which travels instead of the value: back from Ray, into a
 pipeline's next message or an ``on_success`` callback, and into the result backend, which stores its pointer.
 """
 
@@ -18,106 +21,64 @@ from typing import Any
 from dramatiq.encoder import Encoder
 
 from .. import _otel
-from ..errors import (
-    BlobNotFoundError,
-    BlobWriteError,
-    ConfigurationError,
-    MissingArgumentError,
-    UnsupportedResultError,
-)
+from ..errors import BlobNotFoundError, BlobWriteError, MissingArgumentError, UnsupportedResultError
 from ._safe import describe_error, shorten
+from .arguments import reference_name
 from .codecs import encode_parts
-from .compression import check_compression, seal
-from .marker import InlineValue, SpilledResult, is_argument_shape, is_inline_shape, is_spilled_shape
+from .compression import seal
+from .marker import (
+    InlineValue,
+    SpilledResult,
+    StoredArgument,
+    is_argument_shape,
+    is_inline_shape,
+    is_spilled_shape,
+)
+from .options import (
+    CODEC_OPTIONS,
+    DEFAULT_MAX_INLINE_BYTES,
+    MAX_INLINE_BYTES_OPTION,
+    ON_STORE_ERROR,
+    byte_threshold_problem,
+    check_codec_options,
+    check_on_store_error,
+    check_threshold,
+    on_store_error_problem,
+    require_blob_store,
+)
 from .pointers import Pointer, blob_extension, digest_pointer, with_reading
 from .reading import read_inline, read_value
 from .stores._payload import Payload, join_parts, parts_of, size_of
 from .stores.base import ARGS_CHILD, BlobStore, payload_digest, put_payload
 
 __all__ = [
+    "ARGUMENTS_NEED",
     "CODEC_OPTIONS",
     "DEFAULT_MAX_INLINE_BYTES",
     "MAX_INLINE_BYTES_OPTION",
     "ON_STORE_ERROR",
     "SpillPlan",
+    "byte_threshold_problem",
     "check_codec_options",
     "check_on_store_error",
     "check_threshold",
     "encode_for_transport",
+    "on_store_error_problem",
     "read_argument",
     "read_value",
+    "require_blob_store",
 ]
 
 logger = logging.getLogger(__name__)
 
-#: Results whose encoded size is at most this many bytes stay in the result backend (1 MiB).
-DEFAULT_MAX_INLINE_BYTES = 1024 * 1024
-#: The actor (and message) option overriding the threshold.
-MAX_INLINE_BYTES_OPTION = "max_inline_bytes"
-
-
-#: What a store failure does to a result: ``"fail"`` fails the message (retryably); ``"digest"`` keeps only the
-#: result's digest (reading it raises DigestOnlyResultError).
-ON_STORE_ERROR = ("fail", "digest")
-
-
-def check_on_store_error(value: object, where: str) -> str:
-    """Return ``value`` when it is one of :data:`ON_STORE_ERROR`.
-
-    Raises:
-      ConfigurationError: it is not.
-    """
-    problem = on_store_error_problem(value)
-    if problem:
-        raise ConfigurationError(f"{where} on_store_error {problem}.")
-    return str(value)
-
-
-def on_store_error_problem(value: object) -> str | None:
-    """What is wrong with an ``on_store_error`` value (the setting RESULT_ON_STORE_ERROR too), or ``None``."""
-    return None if value in ON_STORE_ERROR else f"must be one of {', '.join(ON_STORE_ERROR)}, not {value!r}"
-
-
-#: The actor and message options of the codec layer (looked up message, then actor, then the backend's default).
-CODEC_OPTIONS = ("allow_pickle", "compression", "compression_level")
-
-
-def check_codec_options(options: dict[str, Any], where: str) -> None:
-    """Check ``allow_pickle``, ``compression`` and ``compression_level`` among ``options`` (absent ones pass).
-
-    Raises:
-      ConfigurationError: one is invalid.
-    """
-    if "allow_pickle" in options and not isinstance(options["allow_pickle"], bool):
-        raise ConfigurationError(f"{where} allow_pickle must be True or False, got {options['allow_pickle']!r}.")
-    if "compression" in options or "compression_level" in options:
-        check_compression(options.get("compression"), options.get("compression_level"), where)
-
-
-def check_threshold(value: object, where: str) -> int:
-    """Return ``value`` when it is a valid threshold (an ``int`` >= 0).
-
-    Raises:
-      ConfigurationError: it is not.
-    """
-    problem = byte_threshold_problem(value)
-    if problem:
-        raise ConfigurationError(f"{where} max_inline_bytes {problem} (0 spills every result).")
-    assert isinstance(value, int)
-    return value
-
-
-def byte_threshold_problem(value: object) -> str | None:
-    """What is wrong with a size threshold in bytes (``max_inline_bytes``, ``max_inline_arg_bytes`` and the
-    settings MAX_RESULT_SIZE_BYTES and MAX_ARG_SIZE_BYTES), or ``None``: it must be an ``int`` >= 0."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        return f"must be an integer number of bytes >= 0, not {value!r}"
-    return None
+#: What needs a store that keeps blobs, when arguments are sent by reference (see :func:`require_blob_store`).
+ARGUMENTS_NEED = "max_inline_arg_bytes sends big arguments through the result store"
 
 
 @dataclass(frozen=True)
 class SpillPlan:
-    """How one message's values are spilled and read back, in any process.
+    """How one message's values are spilled and read back, in any process: its result, and its arguments sent by
+    reference (one plan for both, so they are serialized, compressed and encrypted alike).
 
     Serialize (the codec: JSON through ``encoder``, or raw bytes, ``.npy``, Arrow IPC, opt-in pickle), then, for
     a value that goes to the store, compress and encrypt; the pointer names each step, so a reader needs no
@@ -136,6 +97,9 @@ class SpillPlan:
       compression: ``"zstd"``, ``"gzip"``, ``"lzma"`` or ``None``, for values that go to the store.
       compression_level: the compressor's level (``None``: its default).
       encryption: an :class:`~dramatiq_ray.EncryptionKeys` for values that go to the store, or ``None``.
+      max_inline_arg_bytes: the largest serialized argument sent inline, in bytes, by :meth:`offload` (``None``:
+        every argument is sent inline); larger ones go to the store's ``args`` child under a reference held by the
+        message.
     """
 
     store: BlobStore | None
@@ -146,6 +110,7 @@ class SpillPlan:
     compression: str | None = None
     compression_level: int | None = None
     encryption: Any = None
+    max_inline_arg_bytes: int | None = None
 
     def apply(self, value: Any) -> Any:
         """Return ``value`` (JSON, small enough), an :class:`InlineValue` (another codec, small enough, or no
@@ -223,6 +188,48 @@ class SpillPlan:
 
     def _read_from(self, store: BlobStore | None, pointer: str) -> Any:
         return read_value(store, self.encoder, pointer, allow_pickle=self.allow_pickle, encryption=self.encryption)
+
+    # --- arguments by reference, where a message is sent ----------------------------------------------------
+
+    def offload(self, data: dict[str, Any]) -> dict[str, Any]:
+        """The message dict ``data`` (``Message.asdict()``) with its arguments over ``max_inline_arg_bytes``
+        replaced by references (``data`` itself when the threshold is ``None``).
+
+        Raises:
+          ConfigurationError: an argument is over the threshold and the store keeps no blobs.
+          BlobWriteError: the store could not be written: the send fails and nothing is enqueued.
+        """
+        if self.max_inline_arg_bytes is None:
+            return data
+        message_id = data["message_id"]
+        args = [self._offload_one(value, message_id) for value in data.get("args") or ()]
+        kwargs = {key: self._offload_one(value, message_id) for key, value in (data.get("kwargs") or {}).items()}
+        return {**data, "args": args, "kwargs": kwargs}
+
+    def _offload_one(self, value: Any, message_id: str) -> Any:
+        if value is None or _carried(value):
+            return value
+        # A value no codec takes travels as it is: the broker's encoder raises its own error, as without offloading.
+        carried, big = encode_for_transport(
+            value, self.encoder, allow_pickle=self.allow_pickle, limit=self.max_inline_arg_bytes
+        )
+        if big is None:
+            return carried
+        store = require_blob_store(self.store, ARGUMENTS_NEED).child(ARGS_CHILD)
+        codec, payload = big
+        stored, compression, key_id = seal(payload, self.compression, self.compression_level, self.encryption)
+        digest = payload_digest(stored)
+        attributes = _otel.payload_attributes(store, size_of(parts_of(stored)), codec)
+        with _otel.span("argument offload", attributes={**attributes, "messaging.message.id": message_id}):
+            # The reference first: a message finishing meanwhile then sees it and leaves the blob in place.
+            store.put_named(reference_name(digest, message_id), b"")
+            pointer = with_reading(
+                put_payload(store, stored, digest, extension=blob_extension(codec, compression, key_id)),
+                codec=codec,
+                compression=compression,
+                key_id=key_id,
+            )
+        return StoredArgument(pointer)
 
 
 def _carried(value: Any) -> bool:

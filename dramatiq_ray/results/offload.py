@@ -8,6 +8,7 @@ where the message dict is changed); the blobs are deleted when the message is do
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any
 
@@ -15,9 +16,9 @@ import dramatiq
 from dramatiq.errors import ActorNotFound
 
 from ..callpath.lookup import codec_options_for, lookup_option
-from ..errors import ConfigurationError
 from ..payloads import arguments
-from ..payloads.arguments import MAX_INLINE_ARG_BYTES_OPTION, ArgumentPlan, check_arg_threshold, held_pointers
+from ..payloads.arguments import MAX_INLINE_ARG_BYTES_OPTION, check_arg_threshold, held_pointers
+from ..payloads.plan import ARGUMENTS_NEED, require_blob_store
 from ..payloads.stores.base import ARGS_CHILD, BlobStore
 from . import encoding
 from .backend import SpillingBackend
@@ -67,14 +68,7 @@ class ArgumentOffload:
           ConfigurationError: the result store keeps no blobs (none, or a ``DigestStore``).
         """
         if self._cached_store is None:
-            store = self.backend.store
-            if store is None or not store.persistent:
-                raise ConfigurationError(
-                    f"max_inline_arg_bytes sends arguments through the result store, and "
-                    f"{store.describe() if store is not None else 'this Results has none'} keeps no blobs: pass "
-                    "store=FilesystemStore(...), S3Store(...) or GCSStore(...) to Results."
-                )
-            self._cached_store = store.child(ARGS_CHILD)
+            self._cached_store = require_blob_store(self.backend.store, ARGUMENTS_NEED).child(ARGS_CHILD)
         return self._cached_store
 
     def offload(self, broker: dramatiq.Broker, data: dict[str, Any]) -> dict[str, Any]:
@@ -88,14 +82,9 @@ class ArgumentOffload:
         if threshold is not None:
             backend = self.backend
             codec = codec_options_for(options, actor_options, backend)
-            plan = ArgumentPlan(
-                self.store(),
-                backend.encoder,
-                check_arg_threshold(threshold, f"Actor {data['actor_name']!r}:") or 0,
-                encryption=backend.encryption,
-                **codec,
-            )
-            data = plan.offload(data)
+            self.store()  # refuse a store that keeps nothing
+            limit = check_arg_threshold(threshold, f"Actor {data['actor_name']!r}:")
+            data = dataclasses.replace(backend.plan(None, **codec), max_inline_arg_bytes=limit).offload(data)
         target = (data.get("options") or {}).get("pipe_target")
         if isinstance(target, dict) and "message_id" in target:
             data = {**data, "options": {**data["options"], "pipe_target": self.offload(broker, target)}}

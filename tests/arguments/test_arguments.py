@@ -28,6 +28,7 @@ from dramatiq_ray import (
     gc_blobs,
 )
 from dramatiq_ray.payloads.arguments import held_pointers
+from dramatiq_ray.payloads.plan import SpillPlan
 from tests._services import wait_until
 
 KIB = 1024
@@ -302,6 +303,26 @@ def test_results_refuses_max_inline_arg_bytes_without_a_store_that_keeps_blobs()
         Results(backend=StubBackend(), store=DigestStore(), max_inline_arg_bytes=1024)
 
 
+#: The advice of the one check that a store keeps blobs (payloads.options.require_blob_store).
+KEEPS_NO_BLOBS = r"DigestStore.* keeps no blobs: pass store=FilesystemStore\(\.\.\.\), S3Store\(\.\.\.\) or GCSStore"
+
+
+@pytest.mark.parametrize(
+    "refuse",
+    [
+        lambda: Results(backend=StubBackend(), store=DigestStore(), max_inline_arg_bytes=1024),
+        lambda: DigestStore().child("args"),
+        lambda: SpillPlan(DigestStore(), dramatiq.JSONEncoder(), None, max_inline_arg_bytes=0).offload(
+            {"message_id": "m-1", "args": [BIG], "kwargs": {}}
+        ),
+    ],
+    ids=["results", "child-store", "plan-offload"],
+)
+def test_a_store_that_keeps_no_blobs_is_refused_with_the_one_message(refuse) -> None:
+    with pytest.raises(ConfigurationError, match=KEEPS_NO_BLOBS):
+        refuse()
+
+
 def test_an_invalid_actor_option_fails_the_declaration(broker) -> None:
     with pytest.raises(ConfigurationError, match="max_inline_arg_bytes"):
 
@@ -409,3 +430,29 @@ def test_missing_argument_error_pickles_with_its_pointer_and_argument() -> None:
         error.pointer,
         "kwargs['image']",
     )
+
+
+# --- one plan for arguments and results ----------------------------------------------------------------------
+
+
+def test_plan_stores_an_argument_as_it_stores_the_same_result(tmp_path) -> None:
+    """Arguments and results go through one SpillPlan: the same value is serialized, compressed and stored alike
+    whichever way it travels."""
+    from dramatiq_ray.payloads.pointers import parse_pointer
+
+    plan = SpillPlan(
+        FilesystemStore(tmp_path / "store"),
+        dramatiq.JSONEncoder(),
+        max_inline_bytes=KIB,
+        compression="gzip",
+        max_inline_arg_bytes=KIB,
+    )
+    value = bytes(64 * KIB)
+
+    argument = plan.offload({"message_id": "m-1", "args": [value], "kwargs": {}})["args"][0]
+    result = plan.apply(value)
+
+    by_reference, spilled = parse_pointer(argument.pointer), parse_pointer(result.pointer)
+    assert (by_reference.codec, by_reference.compression) == ("raw", "gzip")
+    assert (by_reference.digest, by_reference.size) == (spilled.digest, spilled.size)
+    assert plan.read_inputs((argument,), {})[0] == (value,)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...errors import ConfigurationError, ForeignPointerError
+from ..options import require_blob_store
 from ..pointers import Pointer, as_pointer
 from ._payload import Payload, digest_parts, join_parts, parts_of
 
@@ -144,10 +145,8 @@ class BlobStore(abc.ABC):
         Raises:
           ConfigurationError: this store keeps nothing (``DigestStore``), or the name is invalid.
         """
-        raise ConfigurationError(
-            f"{self.describe()} keeps no blobs: use FilesystemStore, S3Store or GCSStore to send arguments by "
-            "reference."
-        )
+        require_blob_store(self, "Argument blobs live in a child store")
+        raise NotImplementedError(f"{type(self).__name__} keeps blobs but defines no child stores.")
 
     def list_named(self, prefix: str) -> list[str]:
         """The names written by :meth:`put_named` that start with ``prefix/``, sorted.
