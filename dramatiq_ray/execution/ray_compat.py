@@ -37,8 +37,9 @@ def reload_auth_config(version: tuple[int, int] | None = None) -> bool:
 
     Ray reads its authentication settings once, when ``ray._raylet`` is imported; a process that imported Ray
     before it knew it would attach to a token-protected head (``ray start``) would otherwise keep sending no token.
-    Returns whether the reload ran (``False`` when Ray is not imported yet, which needs no reload, or when the
-    installed Ray, or ``version`` when given, is outside :data:`CHECKED_ON`).
+    Returns whether the reload ran (``False`` when Ray is not imported yet, which needs no reload, when the
+    installed Ray, or ``version`` when given, is outside :data:`CHECKED_ON`, or when the installed Ray has no token
+    authentication, as Ray 2.40 has none: nothing there reads ``RAY_AUTH_MODE``).
     """
     raylet: Any = sys.modules.get("ray._raylet")
     if raylet is None:
@@ -50,6 +51,9 @@ def reload_auth_config(version: tuple[int, int] | None = None) -> bool:
             "fails with an authentication error, set RAY_AUTH_MODE=token before the process imports Ray.",
             *version,
         )
+        return False
+    if not hasattr(raylet, "AuthenticationTokenLoader"):
+        # Without token authentication, re-initialising Ray's configuration would only reset it, for nothing.
         return False
     with contextlib.suppress(Exception):
         raylet.Config.initialize("")
