@@ -16,7 +16,8 @@ from pathlib import Path
 
 
 class Profiler:
-    """py-spy recording one process (non-blocking sampling, so the process is not paused) until :meth:`stop`."""
+    """py-spy recording one process until :meth:`stop`: non-blocking sampling (the process is not paused) of the
+    thread holding the GIL only, so the profile shows where Python spends CPU, not where threads wait."""
 
     def __init__(self, pid: int, output: Path) -> None:
         beside = Path(sys.executable).parent / "py-spy"
@@ -25,7 +26,7 @@ class Profiler:
             raise RuntimeError("--profile needs py-spy: pip install py-spy")
         output.parent.mkdir(parents=True, exist_ok=True)
         self.output = output
-        command = [binary, "record", "--pid", str(pid), "--rate", "200", "--nonblocking", "--format", "raw"]
+        command = [binary, "record", "--pid", str(pid), "--rate", "200", "--nonblocking", "--gil", "--format", "raw"]
         self._proc = subprocess.Popen(
             [*command, "--output", str(output)],
             stdout=subprocess.DEVNULL,
