@@ -21,6 +21,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from .. import metrics
 from ..errors import ConfigurationError, MessageCancelledError
 
 __all__ = [
@@ -270,23 +271,31 @@ class Steering:
             message_id=self.message_id,
         )
 
-    def report(self, progress: Progress) -> None:
+    def report(self, progress: Progress) -> tuple[bool, bool]:
         """Write ``progress`` now, or keep it for the next write when the last one is under ``progress_every``
-        seconds old."""
+        seconds old.
+
+        Returns:
+          Whether ``progress`` was written now, and whether a report kept back before it was dropped (replaced by
+          this one, never written).
+        """
         with self._lock:
             now = time.monotonic()
+            replaced = self._pending is not None
             if now - self._written_at < self.progress_every:
                 self._pending = progress
-                return
+                return False, replaced
             self._written_at, self._pending = now, None
         self.channel.write_progress(self.message_id, progress)
+        return True, replaced
 
-    def flush(self) -> None:
-        """Write the progress kept back by the throttle, if any (when the body ends)."""
+    def flush(self) -> bool:
+        """Write the progress kept back by the throttle, if any (when the body ends); return whether one was."""
         with self._lock:
             pending, self._pending = self._pending, None
         if pending is not None:
             self.channel.write_progress(self.message_id, pending)
+        return pending is not None
 
 
 _steering: ContextVar[tuple[Steering, str] | None] = ContextVar("dramatiq_ray_steering", default=None)
@@ -300,8 +309,8 @@ def _steered(steering: Steering | None, actor_name: str) -> Iterator[None]:
         yield
     finally:
         _steering.reset(token)
-        if steering is not None:
-            steering.flush()
+        if steering is not None and steering.flush():
+            metrics.record_progress(actor_name, written=1)
 
 
 def report_progress(done: float, total: float | None = None, note: str | None = None) -> bool:
@@ -342,7 +351,8 @@ def report_progress(done: float, total: float | None = None, note: str | None = 
     if current is None:
         return False
     steering, actor_name = current
-    steering.report(Progress(done, total, note, time.time()))
+    written, replaced = steering.report(Progress(done, total, note, time.time()))
+    metrics.record_progress(actor_name, written=int(written), throttled=int(replaced))
     if steering.cancel_requested():
         raise steering.cancelled_error(actor_name, "while it ran")
     return True

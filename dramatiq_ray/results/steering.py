@@ -17,6 +17,7 @@ from typing import Any
 import dramatiq
 from dramatiq.results import ResultBackend
 
+from .. import metrics
 from ..callpath.steering import FINISHED as STATE_FINISHED
 from ..callpath.steering import Channel, Progress, RedisChannel
 from ..errors import ConfigurationError
@@ -105,11 +106,14 @@ def cancel(
     message_id = _message_id(message_or_id)
     state = channel.state(message_id)
     if state is None:
-        return CancelOutcome.UNKNOWN
-    if state == STATE_FINISHED:
-        return CancelOutcome.FINISHED
-    channel.mark_cancelled(message_id)
-    return CancelOutcome.REQUESTED
+        outcome = CancelOutcome.UNKNOWN
+    elif state == STATE_FINISHED:
+        outcome = CancelOutcome.FINISHED
+    else:
+        channel.mark_cancelled(message_id)
+        outcome = CancelOutcome.REQUESTED
+    metrics.record_cancellation(getattr(message_or_id, "actor_name", ""), outcome.value)
+    return outcome
 
 
 def get_progress(
