@@ -17,21 +17,21 @@ from __future__ import annotations
 import logging
 import random
 import threading
-import time
 from typing import Any
-from urllib.parse import urlsplit
 
 import dramatiq
 from dramatiq.middleware import Middleware
 
 from .. import metrics
-from .._version import __version__
 from ..callpath.lookup import lookup_option
 from ..errors import ConfigurationError, MessageCancelledError
+from .attempts import ATTEMPT_HEADER, Attempts
+from .attempts import now_ms as _now_ms
+from .attempts import shown as _shown
 from .http import HttpSender, check_url
 from .ledger import Ledger, choose_ledger
-from .payload import completion_result, error_section, iso_time, message_fields, payload_body
-from .signing import check_secrets, signed_headers
+from .payload import completion_result, error_section, iso_time, message_fields
+from .signing import check_secrets
 
 __all__ = ["ATTEMPT_HEADER", "DELIVERY_ACTOR", "DELIVERY_QUEUE", "WEBHOOK_OPTION", "Webhooks"]
 
@@ -43,8 +43,6 @@ WEBHOOK_OPTION = "webhook"
 DELIVERY_ACTOR = "dramatiq_ray_deliver_webhook"
 #: The default queue of delivery messages.
 DELIVERY_QUEUE = "dramatiq_ray_webhooks"
-#: The header carrying the attempt number (1 for the first POST).
-ATTEMPT_HEADER = "Dramatiq-Ray-Attempt"
 #: The most messages whose start and success Webhooks keeps between their hooks, per middleware: an entry goes at
 #: the message's ack or nack, and at worker shutdown; one whose ack never came (an error in another middleware's
 #: before_ack) goes, oldest first, once there are more than this.
@@ -52,16 +50,6 @@ _MAX_TRACKED = 10_000
 #: Added to the longest POST to make the lease that keeps other workers from posting at the same time (ms): it
 #: covers building the body (a presign is local) and recording the answer.
 _LEASE_MARGIN_MS = 2_000
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def _shown(url: str) -> str:
-    """The URL for logs: scheme, host and path only (query strings often carry tokens)."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
 
 
 def _positive_int(name: str, value: object, *, minimum: int = 1) -> int:
@@ -177,6 +165,7 @@ class Webhooks(Middleware):
             connect_timeout=connect_timeout / 1000, read_timeout=read_timeout / 1000, allow_http=allow_http
         )
         self._actor: dramatiq.Actor[Any, Any] | None = None
+        self._attempts = Attempts(self)
         # Per message id, between the hooks of one processing: (started ms, attempt) and (finished ms, result);
         # bounded (see _MAX_TRACKED) and cleared at worker shutdown.
         self._tracking = threading.Lock()
@@ -341,94 +330,12 @@ class Webhooks(Middleware):
             )
             metrics.record_webhook_outcome("failed")
 
-    # --- delivering --------------------------------------------------------------------------------------------
+    # --- delivering (attempts.py) -----------------------------------------------------------------------------
 
     def deliver(self, delivery: dict[str, Any]) -> None:
         """The delivery actor's body: one POST of one message's webhook, then settle, stop or schedule the next."""
         broker = self._actor.broker if self._actor is not None else dramatiq.get_broker()
-        event, url, attempt = delivery["event"], delivery["url"], delivery["attempt"]
-        message_id = event["message_id"]
-        ledger = self._ledger_for(broker)
-        if ledger.settled(message_id):
-            logger.debug("The webhook of message %r is already settled; nothing to do.", message_id)
-            return
-        token = ledger.claim(message_id, self.lease_ms)
-        if token is None:
-            # Another worker is posting it now (or died doing so): look again when its lease ends.
-            self._schedule(delivery, max(ledger.lease_left(message_id), 50), url, "another POST is in flight")
-            return
-        try:
-            if ledger.settled(message_id):
-                ledger.release(message_id, token)
-                return
-            body = payload_body(broker, event, self.presign_expires_in)
-            answer = self._sender.post(url, body, self._headers(body, message_id, attempt))
-        except BaseException:
-            ledger.release(message_id, token)
-            raise
-        metrics.record_webhook_attempt(answer.label)
-        if answer.kind in ("delivered", "gone"):
-            ledger.settle(message_id, token, answer.kind)
-            metrics.record_webhook_outcome(answer.kind)
-            if answer.kind == "delivered":
-                logger.info("Delivered the webhook of message %r to %s (attempt %d).", message_id, _shown(url), attempt)
-            else:
-                logger.warning(
-                    "The receiver %s answered 410 Gone to the webhook of message %r: not retried.",
-                    _shown(url),
-                    message_id,
-                )
-            return
-        ledger.release(message_id, token)
-        if answer.kind == "refused":
-            logger.error(
-                "Gave up the webhook of message %r to %s: it %s. Point the webhook at its final URL.",
-                message_id,
-                _shown(url),
-                answer.detail,
-            )
-            metrics.record_webhook_outcome("refused")
-            return
-        if attempt >= self.max_attempts:
-            self._give_up(message_id, url, attempt, answer.detail, f"after {attempt} attempt(s)")
-            return
-        self._schedule({**delivery, "attempt": attempt + 1}, self.compute_delay(attempt), url, answer.detail)
-
-    def _schedule(self, delivery: dict[str, Any], delay: int, url: str, why: str) -> None:
-        message_id = delivery["event"]["message_id"]
-        if _now_ms() + delay - delivery["created"] > self.max_age:
-            self._give_up(message_id, url, delivery["attempt"], why, f"at max_age ({self.max_age} ms)")
-            return
-        logger.info(
-            "The webhook of message %r to %s: %s; next attempt (%d of %d) in %d ms.",
-            message_id,
-            _shown(url),
-            why,
-            delivery["attempt"],
-            self.max_attempts,
-            delay,
-        )
-        assert self._actor is not None
-        self._actor.send_with_options(args=(delivery,), delay=delay)
-
-    def _give_up(self, message_id: str, url: str, attempt: int, why: str, when: str) -> None:
-        logger.error(
-            "Gave up the webhook of message %r to %s %s; the last attempt (%d): %s.",
-            message_id,
-            _shown(url),
-            when,
-            attempt,
-            why,
-        )
-        metrics.record_webhook_outcome("failed")
-
-    def _headers(self, body: bytes, message_id: str, attempt: int) -> dict[str, str]:
-        return {
-            "Content-Type": "application/json",
-            "User-Agent": f"dramatiq-ray/{__version__}",
-            **signed_headers(body, self.secrets, message_id, int(time.time())),
-            ATTEMPT_HEADER: str(attempt),
-        }
+        self._attempts.deliver(broker, self._ledger_for(broker), delivery)
 
     # --- the ledger ----------------------------------------------------------------------------------------------
 
