@@ -16,6 +16,7 @@ any exposition of the default registry) serves them beside Dramatiq's. Names sta
 | ``dramatiq_ray_retry_denials_total`` | counter | ``actor_name``, ``exception`` |
 | ``dramatiq_ray_webhook_attempts_total`` | counter | ``result`` |
 | ``dramatiq_ray_webhook_deliveries_total`` | counter | ``outcome`` |
+| ``dramatiq_ray_webhook_progress_events_total`` | counter | ``outcome`` |
 | ``dramatiq_ray_cancellations_total`` | counter | ``actor_name``, ``outcome`` |
 | ``dramatiq_ray_progress_writes_total`` | counter | ``actor_name`` |
 | ``dramatiq_ray_progress_throttled_total`` | counter | ``actor_name`` |
@@ -39,6 +40,7 @@ __all__ = [
     "record_spill_fallback",
     "record_webhook_attempt",
     "record_webhook_outcome",
+    "record_webhook_progress",
 ]
 
 _lock = threading.Lock()
@@ -89,6 +91,12 @@ def _create() -> dict[str, Any]:
         "webhook_deliveries": Counter(
             "dramatiq_ray_webhook_deliveries",
             "Webhooks settled, by outcome: delivered, gone (410), failed (attempts or age exhausted), refused.",
+            ["outcome"],
+        ),
+        "webhook_progress": Counter(
+            "dramatiq_ray_webhook_progress_events",
+            "Webhook progress events, by outcome: delivered, dropped (not 2xx; never retried), stale (after the "
+            "completion webhook).",
             ["outcome"],
         ),
         "cancellations": Counter(
@@ -208,3 +216,10 @@ def record_progress(actor_name: str, *, written: int = 0, throttled: int = 0) ->
         metric = _get("progress_throttled")
         if metric is not None:
             metric.labels(actor_name).inc(throttled)
+
+
+def record_webhook_progress(outcome: str) -> None:
+    """A webhook progress event was ``delivered``, ``dropped`` (not 2xx) or ``stale`` (after the completion)."""
+    metric = _get("webhook_progress")
+    if metric is not None:
+        metric.labels(outcome).inc()

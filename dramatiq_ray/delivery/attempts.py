@@ -10,6 +10,7 @@ attempt as a delayed message (backoff with jitter) until attempts or age run out
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -139,3 +140,27 @@ class Attempts:
             **signed_headers(body, self.webhooks.secrets, webhook_id, int(time.time())),
             ATTEMPT_HEADER: str(attempt),
         }
+
+    def deliver_progress(self, ledger: Ledger, delivery: dict[str, Any]) -> None:
+        """One POST of one progress event, never retried (the next event supersedes it); none once the message's
+        completion webhook is settled."""
+        event, url = delivery["event"], delivery["url"]
+        message_id = event["message_id"]
+        if ledger.settled(message_id):
+            logger.debug("A progress event of message %r came after its completion webhook: dropped.", message_id)
+            metrics.record_webhook_progress("stale")
+            return
+        body = json.dumps(event, separators=(",", ":"), ensure_ascii=True).encode()
+        answer = self.webhooks._sender.post(url, body, self.headers(body, delivery["webhook_id"], 1))
+        metrics.record_webhook_attempt(answer.label)
+        if answer.kind == "delivered":
+            metrics.record_webhook_progress("delivered")
+            logger.debug("Delivered a progress event of message %r to %s.", message_id, shown(url))
+            return
+        metrics.record_webhook_progress("dropped")
+        logger.info(
+            "A progress event of message %r to %s was not delivered (%s): not retried, the next one supersedes it.",
+            message_id,
+            shown(url),
+            answer.detail,
+        )

@@ -31,9 +31,10 @@ from .attempts import shown as _shown
 from .http import HttpSender, check_url
 from .ledger import Ledger, choose_ledger
 from .payload import completion_result, error_section, iso_time, message_fields
+from .progress_events import PROGRESS_EVENT, PROGRESS_OPTION, ProgressWatch
 from .signing import check_secrets
 
-__all__ = ["ATTEMPT_HEADER", "DELIVERY_ACTOR", "DELIVERY_QUEUE", "WEBHOOK_OPTION", "Webhooks"]
+__all__ = ["ATTEMPT_HEADER", "DELIVERY_ACTOR", "DELIVERY_QUEUE", "PROGRESS_OPTION", "WEBHOOK_OPTION", "Webhooks"]
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +114,17 @@ class Webhooks(Middleware):
       ledger: A ``redis.Redis`` client, a ``redis://`` URL, or ``None`` to choose as above (falling back to this
         process's memory, with a WARNING, when the broker and result backend are not Redis).
       rng: Random source for jitter.
+      progress: Send progress events too (see below) for messages whose actor and message do not say
+        (``webhook_progress=True`` or ``False``, as an actor or message option). Default: off.
+      progress_every: How often a running message's progress is looked at for a progress event, in milliseconds:
+        at most one event per message per this long, and none while its progress does not change.
+
+    Progress events: while a message with progress events on runs, each new value its body reported with
+    ``report_progress`` (wherever it runs) is POSTed, signed the same way, as ``{"type": "progress", "message_id",
+    "actor", "queue", "status": "running", "attempts", "enqueued_at", "started_at", "progress": {"done",
+    "total", "note", "reported_at"}}``, with the ``webhook-id`` ``<message id>.progress.<n>``. Each is one POST,
+    never retried, and none is sent once the message's completion webhook is settled. They need
+    ``dramatiq_ray.Results`` with a Redis result backend or an ``SQLBackend`` (where progress is kept).
 
     Raises:
       ConfigurationError: a secret (not in the ``whsec_`` form, not base64, under 24 bytes), URL or number is
@@ -137,6 +149,8 @@ class Webhooks(Middleware):
         queue_name: str = DELIVERY_QUEUE,
         ledger: Any = None,
         rng: random.Random | None = None,
+        progress: bool = False,
+        progress_every: int = 5_000,
     ) -> None:
         self.secrets = check_secrets(secrets, "Webhooks")
         if not isinstance(allow_http, bool):
@@ -157,6 +171,10 @@ class Webhooks(Middleware):
         if not isinstance(queue_name, str) or not queue_name:
             raise ConfigurationError(f"Webhooks: queue_name must be a non-empty string, got {queue_name!r}.")
         self.queue_name = queue_name
+        if not isinstance(progress, bool):
+            raise ConfigurationError(f"Webhooks: progress must be True or False, got {progress!r}.")
+        self.progress = progress
+        self.progress_every = _positive_int("progress_every", progress_every)
         self._ledger_spec = ledger
         self._ledger: Ledger | None = None
         self._rng = rng or random.Random()
@@ -166,6 +184,7 @@ class Webhooks(Middleware):
         )
         self._actor: dramatiq.Actor[Any, Any] | None = None
         self._attempts = Attempts(self)
+        self._progress = ProgressWatch(every=self.progress_every, send=self._send_progress)
         # Per message id, between the hooks of one processing: (started ms, attempt) and (finished ms, result);
         # bounded (see _MAX_TRACKED) and cleared at worker shutdown.
         self._tracking = threading.Lock()
@@ -178,7 +197,7 @@ class Webhooks(Middleware):
 
     @property
     def actor_options(self) -> set[str]:
-        return {WEBHOOK_OPTION}
+        return {WEBHOOK_OPTION, PROGRESS_OPTION}
 
     @property
     def lease_ms(self) -> int:
@@ -197,11 +216,13 @@ class Webhooks(Middleware):
     def before_declare_actor(self, broker: dramatiq.Broker, actor: dramatiq.Actor[Any, Any]) -> None:
         if actor.options.get(WEBHOOK_OPTION) is not None:
             check_url(actor.options[WEBHOOK_OPTION], allow_http=self.allow_http, where=f"Actor {actor.actor_name!r}")
+        _check_progress_option(actor.options, f"Actor {actor.actor_name!r}")
 
     def before_enqueue(self, broker: dramatiq.Broker, message: dramatiq.Message[Any], delay: int) -> None:
         if message.options.get(WEBHOOK_OPTION) is not None:
             where = f"The webhook option of a message to {message.actor_name!r}"
             check_url(message.options[WEBHOOK_OPTION], allow_http=self.allow_http, where=where)
+        _check_progress_option(message.options, f"A message to {message.actor_name!r}")
 
     def after_process_boot(self, broker: dramatiq.Broker) -> None:
         self.declare(broker)
@@ -239,11 +260,25 @@ class Webhooks(Middleware):
         url = lookup_option(message.options, actor.options if actor else {}, (WEBHOOK_OPTION,), self.url)
         return url if isinstance(url, str) and url else None
 
+    def progress_for(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> bool:
+        """Whether ``message``'s webhook reports progress: its ``webhook_progress`` option, else its actor's, else
+        ``progress``."""
+        actor = broker.actors.get(message.actor_name)
+        return bool(lookup_option(message.options, actor.options if actor else {}, (PROGRESS_OPTION,), self.progress))
+
+    def _send_progress(self, delivery: dict[str, Any]) -> None:
+        assert self._actor is not None
+        self._actor.send_with_options(args=(delivery,))
+
     def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         if message.actor_name != DELIVERY_ACTOR:
+            attempt = int(message.options.get("retries", 0)) + 1
             with self._tracking:
-                self._running[message.message_id] = (_now_ms(), int(message.options.get("retries", 0)) + 1)
+                self._running[message.message_id] = (_now_ms(), attempt)
                 _bound(self._running)
+            url = self.url_for(broker, message)
+            if url and self.progress_for(broker, message):
+                self._progress.watch(broker, message, url, attempt)
 
     def after_process_message(
         self,
@@ -261,9 +296,7 @@ class Webhooks(Middleware):
 
     def after_skip_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         if not message.failed:  # a failed one is reported by after_nack
-            with self._tracking:
-                self._running.pop(message.message_id, None)
-                self._succeeded.pop(message.message_id, None)
+            self._take(message.message_id)
 
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         # Every worker thread has stopped: a message still tracked here was never acked nor nacked by this worker
@@ -271,8 +304,10 @@ class Webhooks(Middleware):
         with self._tracking:
             self._running.clear()
             self._succeeded.clear()
+        self._progress.stop()
 
     def _take(self, message_id: str) -> tuple[tuple[int, int] | None, tuple[int, dict[str, Any]] | None]:
+        self._progress.forget(message_id)
         with self._tracking:
             return self._running.pop(message_id, None), self._succeeded.pop(message_id, None)
 
@@ -335,7 +370,10 @@ class Webhooks(Middleware):
     def deliver(self, delivery: dict[str, Any]) -> None:
         """The delivery actor's body: one POST of one message's webhook, then settle, stop or schedule the next."""
         broker = self._actor.broker if self._actor is not None else dramatiq.get_broker()
-        self._attempts.deliver(broker, self._ledger_for(broker), delivery)
+        if delivery.get("kind") == PROGRESS_EVENT:
+            self._attempts.deliver_progress(self._ledger_for(broker), delivery)
+        else:
+            self._attempts.deliver(broker, self._ledger_for(broker), delivery)
 
     # --- the ledger ----------------------------------------------------------------------------------------------
 
@@ -352,3 +390,9 @@ def _bound(entries: dict[str, Any]) -> None:
         message_id = next(iter(entries))
         del entries[message_id]
         logger.debug("Webhooks forgets message %r, never acked nor nacked here.", message_id)
+
+
+def _check_progress_option(options: dict[str, Any], where: str) -> None:
+    value = options.get(PROGRESS_OPTION)
+    if value is not None and not isinstance(value, bool):
+        raise ConfigurationError(f"{where}: {PROGRESS_OPTION} must be True or False, got {value!r}.")
