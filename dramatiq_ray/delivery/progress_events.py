@@ -19,10 +19,11 @@ from typing import Any
 
 import dramatiq
 
+from ..errors import ConfigurationError
 from .attempts import now_ms
 from .payload import iso_time, message_fields
 
-__all__ = ["PROGRESS_EVENT", "PROGRESS_OPTION", "ProgressWatch"]
+__all__ = ["PROGRESS_EVENT", "PROGRESS_OPTION", "ProgressWatch", "check_progress_option"]
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +31,13 @@ logger = logging.getLogger(__name__)
 PROGRESS_OPTION = "webhook_progress"
 #: The ``type`` of a progress event.
 PROGRESS_EVENT = "progress"
+
+
+def check_progress_option(options: dict[str, Any], where: str) -> None:
+    """Raise ``ConfigurationError`` when ``options`` has a ``webhook_progress`` that is not a bool."""
+    value = options.get(PROGRESS_OPTION)
+    if value is not None and not isinstance(value, bool):
+        raise ConfigurationError(f"{where}: {PROGRESS_OPTION} must be True or False, got {value!r}.")
 
 
 @dataclass

@@ -30,9 +30,10 @@ from .attempts import now_ms as _now_ms
 from .attempts import shown as _shown
 from .http import HttpSender, check_url
 from .ledger import Ledger, choose_ledger
-from .payload import completion_result, error_section, iso_time, message_fields
-from .progress_events import PROGRESS_EVENT, PROGRESS_OPTION, ProgressWatch
+from .payload import completion_event, completion_result, error_section
+from .progress_events import PROGRESS_EVENT, PROGRESS_OPTION, ProgressWatch, check_progress_option
 from .signing import check_secrets
+from .tracking import Tracking
 
 __all__ = ["ATTEMPT_HEADER", "DELIVERY_ACTOR", "DELIVERY_QUEUE", "PROGRESS_OPTION", "WEBHOOK_OPTION", "Webhooks"]
 
@@ -44,10 +45,6 @@ WEBHOOK_OPTION = "webhook"
 DELIVERY_ACTOR = "dramatiq_ray_deliver_webhook"
 #: The default queue of delivery messages.
 DELIVERY_QUEUE = "dramatiq_ray_webhooks"
-#: The most messages whose start and success Webhooks keeps between their hooks, per middleware: an entry goes at
-#: the message's ack or nack, and at worker shutdown; one whose ack never came (an error in another middleware's
-#: before_ack) goes, oldest first, once there are more than this.
-_MAX_TRACKED = 10_000
 #: Added to the longest POST to make the lease that keeps other workers from posting at the same time (ms): it
 #: covers building the body (a presign is local) and recording the answer.
 _LEASE_MARGIN_MS = 2_000
@@ -186,10 +183,8 @@ class Webhooks(Middleware):
         self._attempts = Attempts(self)
         self._progress = ProgressWatch(every=self.progress_every, send=self._send_progress)
         # Per message id, between the hooks of one processing: (started ms, attempt) and (finished ms, result);
-        # bounded (see _MAX_TRACKED) and cleared at worker shutdown.
-        self._tracking = threading.Lock()
-        self._running: dict[str, tuple[int, int]] = {}
-        self._succeeded: dict[str, tuple[int, dict[str, Any]]] = {}
+        # bounded (see tracking.MAX_TRACKED) and cleared at worker shutdown.
+        self._tracking = Tracking()
 
     def __repr__(self) -> str:
         shown = _shown(self.url) if self.url else None
@@ -216,13 +211,13 @@ class Webhooks(Middleware):
     def before_declare_actor(self, broker: dramatiq.Broker, actor: dramatiq.Actor[Any, Any]) -> None:
         if actor.options.get(WEBHOOK_OPTION) is not None:
             check_url(actor.options[WEBHOOK_OPTION], allow_http=self.allow_http, where=f"Actor {actor.actor_name!r}")
-        _check_progress_option(actor.options, f"Actor {actor.actor_name!r}")
+        check_progress_option(actor.options, f"Actor {actor.actor_name!r}")
 
     def before_enqueue(self, broker: dramatiq.Broker, message: dramatiq.Message[Any], delay: int) -> None:
         if message.options.get(WEBHOOK_OPTION) is not None:
             where = f"The webhook option of a message to {message.actor_name!r}"
             check_url(message.options[WEBHOOK_OPTION], allow_http=self.allow_http, where=where)
-        _check_progress_option(message.options, f"A message to {message.actor_name!r}")
+        check_progress_option(message.options, f"A message to {message.actor_name!r}")
 
     def after_process_boot(self, broker: dramatiq.Broker) -> None:
         self.declare(broker)
@@ -273,9 +268,7 @@ class Webhooks(Middleware):
     def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         if message.actor_name != DELIVERY_ACTOR:
             attempt = int(message.options.get("retries", 0)) + 1
-            with self._tracking:
-                self._running[message.message_id] = (_now_ms(), attempt)
-                _bound(self._running)
+            self._tracking.start(message.message_id, _now_ms(), attempt)
             url = self.url_for(broker, message)
             if url and self.progress_for(broker, message):
                 self._progress.watch(broker, message, url, attempt)
@@ -290,9 +283,7 @@ class Webhooks(Middleware):
     ) -> None:
         if exception is None and not message.failed and self.url_for(broker, message):
             completed = (_now_ms(), completion_result(result, self.max_value_bytes))
-            with self._tracking:
-                self._succeeded[message.message_id] = completed
-                _bound(self._succeeded)
+            self._tracking.succeed(message.message_id, *completed)
 
     def after_skip_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         if not message.failed:  # a failed one is reported by after_nack
@@ -301,15 +292,12 @@ class Webhooks(Middleware):
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         # Every worker thread has stopped: a message still tracked here was never acked nor nacked by this worker
         # (its broker delivers it again), so nothing will report it from this process.
-        with self._tracking:
-            self._running.clear()
-            self._succeeded.clear()
+        self._tracking.clear()
         self._progress.stop()
 
     def _take(self, message_id: str) -> tuple[tuple[int, int] | None, tuple[int, dict[str, Any]] | None]:
         self._progress.forget(message_id)
-        with self._tracking:
-            return self._running.pop(message_id, None), self._succeeded.pop(message_id, None)
+        return self._tracking.take(message_id)
 
     def after_ack(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         # Acked, so every after_process_message hook (Results storing the result) has run.
@@ -342,17 +330,7 @@ class Webhooks(Middleware):
         error: dict[str, str] | None = None,
     ) -> None:
         started, attempts = running if running else (None, int(message.options.get("retries", 0)) + 1)
-        event: dict[str, Any] = {
-            **message_fields(message),
-            "status": status,
-            "attempts": attempts,
-            "started_at": iso_time(started),
-            "finished_at": iso_time(finished),
-        }
-        if result is not None:
-            event["result"] = result
-        if error is not None:
-            event["error"] = error
+        event = completion_event(message, status, attempts, started, finished, result=result, error=error)
         delivery = {"event": event, "url": url, "created": finished, "attempt": 1}
         try:
             (self._actor or self.declare(broker)).send_with_options(args=(delivery,))
@@ -382,17 +360,3 @@ class Webhooks(Middleware):
             if self._ledger is None:
                 self._ledger = choose_ledger(self._ledger_spec, broker)
             return self._ledger
-
-
-def _bound(entries: dict[str, Any]) -> None:
-    """Drop the oldest entries over :data:`_MAX_TRACKED` (a dict keeps insertion order)."""
-    while len(entries) > _MAX_TRACKED:
-        message_id = next(iter(entries))
-        del entries[message_id]
-        logger.debug("Webhooks forgets message %r, never acked nor nacked here.", message_id)
-
-
-def _check_progress_option(options: dict[str, Any], where: str) -> None:
-    value = options.get(PROGRESS_OPTION)
-    if value is not None and not isinstance(value, bool):
-        raise ConfigurationError(f"{where}: {PROGRESS_OPTION} must be True or False, got {value!r}.")
