@@ -1,7 +1,7 @@
 """Cancel a message and read its progress, from any process: :func:`cancel`, :func:`get_progress`.
 
 Marks and progress live in the broker's result backend: a Redis result backend's Redis
-(:class:`~dramatiq_ray.callpath.steering.RedisChannel`) or an ``SQLBackend``'s database
+(:class:`~dramatiq_ray.callpath.redis_channel.RedisChannel`) or an ``SQLBackend``'s database
 (:class:`~dramatiq_ray.results.sql.steering.SQLChannel`), reached through ``dramatiq_ray.Results``, which also
 records each message's state (queued, running, finished) there so that cancelling a finished or unknown message
 is a no-op that says so.
@@ -18,8 +18,9 @@ import dramatiq
 from dramatiq.results import ResultBackend
 
 from .. import metrics
-from ..callpath.steering import FINISHED as STATE_FINISHED
-from ..callpath.steering import Channel, Progress, RedisChannel
+from ..callpath.channel import FINISHED as STATE_FINISHED
+from ..callpath.channel import Channel, Progress
+from ..callpath.redis_channel import RedisChannel
 from ..errors import ConfigurationError
 from .access import find_spilling_backend
 from .backend import SpillingBackend

@@ -13,7 +13,7 @@ import threading
 import time
 from typing import Any
 
-from ...callpath.steering import MARK_TTL, RUNNING, Progress
+from ...callpath.channel import MARK_TTL, RUNNING, Progress
 from .engine import Database
 
 __all__ = ["SQL_PASSWORD_ENV", "SWEEP_EVERY", "SQLChannel"]
