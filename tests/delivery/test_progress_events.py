@@ -4,6 +4,7 @@ signed event of type ``progress`` (throttled: one look per ``progress_every``), 
 from __future__ import annotations
 
 import json
+import os
 import threading
 from typing import Any
 
@@ -191,3 +192,37 @@ def test_webhook_progress_option_must_be_a_bool(stub_broker, where: str) -> None
     actor = dramatiq.actor(lambda: None, actor_name="good_progress")
     with pytest.raises(ConfigurationError, match="webhook_progress must be True or False"):
         actor.send_with_options(webhook_progress=1)
+
+
+def test_webhook_progress_events_come_from_a_body_on_ray(
+    stub_broker, start_worker, receiver: Receiver, redis_url, redis_namespace, ray_local, tmp_path
+) -> None:
+    # Given progress events on, and a body on Ray that reports, then waits until the test saw its event
+    from dramatiq_ray import RayExecutionMiddleware
+
+    install(stub_broker, redis_url, redis_namespace, progress=True)
+    stub_broker.add_middleware(RayExecutionMiddleware(wait_slice=0.2))
+    seen = tmp_path / "seen"
+
+    @dramatiq.actor(webhook=receiver.url())
+    def remote(flag: str) -> int:
+        import os
+
+        report_progress(1, 1, note=f"pid {os.getpid()}")
+        while not os.path.exists(flag):
+            threading.Event().wait(0.05)
+        return os.getpid()
+
+    # When it runs
+    worker = start_worker(stub_broker)
+    message = remote.send(str(seen))
+    (request,) = receiver.wait_for(1, timeout=120)
+    seen.touch()
+    pid = message.get_result(block=True, timeout=RESULT_TIMEOUT_MS)
+    drain(stub_broker, worker)
+
+    # Then the progress the Ray worker process wrote reached the receiver as a signed progress event
+    event = verify(request.body, request.headers, [SECRET])
+    assert event["type"] == "progress" and event["message_id"] == message.message_id
+    assert event["progress"]["note"] == f"pid {pid}" and pid != os.getpid()
+    assert [e["status"] for e in events(receiver, message.message_id)] == ["running", "succeeded"]
