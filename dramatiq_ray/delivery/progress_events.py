@@ -77,16 +77,19 @@ class ProgressWatch:
         self._thread: threading.Thread | None = None
         self._pid = 0
         self._stopping = threading.Event()
+        self._warned = False
 
     def watch(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy, url: str, attempts: int) -> None:
         """Start looking at ``message``'s progress (it was just taken by a worker thread)."""
         channel = self._channel or steering_channel(broker)
         if channel is None:
-            logger.warning(
-                "Progress webhooks of %r need dramatiq_ray.Results with a Redis result backend or an SQLBackend (where "
-                "progress is kept): no progress event is sent.",
-                message.actor_name,
-            )
+            if not self._warned:  # once per process: every message of every actor would say the same
+                self._warned = True
+                logger.warning(
+                    "Progress webhooks need dramatiq_ray.Results with a Redis result backend or an SQLBackend (where "
+                    "progress is kept): no progress event is sent (first seen for actor %r).",
+                    message.actor_name,
+                )
             return
         fields = {
             "type": PROGRESS_EVENT,

@@ -4,6 +4,7 @@ signed event of type ``progress`` (throttled: one look per ``progress_every``), 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 from typing import Any
@@ -226,3 +227,29 @@ def test_webhook_progress_events_come_from_a_body_on_ray(
     assert event["type"] == "progress" and event["message_id"] == message.message_id
     assert event["progress"]["note"] == f"pid {pid}" and pid != os.getpid()
     assert [e["status"] for e in events(receiver, message.message_id)] == ["running", "succeeded"]
+
+
+def test_webhook_progress_events_without_a_progress_store_warn_once(
+    stub_broker, start_worker, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given progress events on, but a result backend that keeps no progress
+    from dramatiq.results.backends import StubBackend
+
+    stub_broker.add_middleware(Results(backend=StubBackend()))
+    stub_broker.add_middleware(Webhooks(secrets=[SECRET], allow_http=True, progress=True, progress_every=50))
+
+    @dramatiq.actor(webhook=receiver.url())
+    def work() -> None:
+        report_progress(1)
+
+    # When two messages run
+    worker = start_worker(stub_broker)
+    with caplog.at_level(logging.WARNING, logger="dramatiq_ray.delivery.progress_events"):
+        for _ in range(2):
+            work.send()
+        drain(stub_broker, worker)
+
+    # Then one WARNING says what to add, and only the completions are posted
+    (warning,) = [r for r in caplog.records if "Progress webhooks need" in r.getMessage()]
+    assert "Redis result backend or an SQLBackend" in warning.getMessage()
+    assert [json.loads(r.body)["status"] for r in receiver.requests] == ["succeeded", "succeeded"]
