@@ -83,8 +83,9 @@ class ProgressWatch:
         """Start looking at ``message``'s progress (it was just taken by a worker thread)."""
         channel = self._channel or steering_channel(broker)
         if channel is None:
-            if not self._warned:  # once per process: every message of every actor would say the same
-                self._warned = True
+            with self._lock:  # once per process: every message of every actor would say the same
+                warn, self._warned = not self._warned, True
+            if warn:
                 logger.warning(
                     "Progress webhooks need dramatiq_ray.Results with a Redis result backend or an SQLBackend (where "
                     "progress is kept): no progress event is sent (first seen for actor %r).",
