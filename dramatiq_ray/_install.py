@@ -139,7 +139,8 @@ def setup(
     - **RayExecutionMiddleware** (``RAY_ADDRESS``, ``RAY_RUNTIME_ENV``, ``RUNNER``, ``STUCK_TASK_TIMEOUT_SECONDS``,
       ``DEFAULT_CONCURRENCY``, ``RAY_LOG_LEVEL``).
     - **Webhooks**, when ``WEBHOOK_SECRETS`` is set (``WEBHOOK_URL``, ``WEBHOOK_ALLOW_HTTP``,
-      ``WEBHOOK_MAX_ATTEMPTS``, ``WEBHOOK_MAX_AGE_SECONDS``).
+      ``WEBHOOK_MAX_ATTEMPTS``, ``WEBHOOK_MAX_AGE_SECONDS``, ``WEBHOOK_PROGRESS``,
+      ``WEBHOOK_PROGRESS_EVERY_SECONDS``).
 
     Call it before declaring actors: Dramatiq rejects actor options (``ray_options``, ``max_attempts``, ...) that
     no middleware on the broker declares.
@@ -215,6 +216,8 @@ def setup(
             allow_http=loaded.webhook_allow_http,
             max_attempts=loaded.webhook_max_attempts,
             max_age=int(loaded.webhook_max_age_seconds * 1000),
+            progress=loaded.webhook_progress,
+            progress_every=max(int(loaded.webhook_progress_every_seconds * 1000), 1),
         )
     for old in existing_results:
         broker.middleware.remove(old)

@@ -16,6 +16,10 @@ any exposition of the default registry) serves them beside Dramatiq's. Names sta
 | ``dramatiq_ray_retry_denials_total`` | counter | ``actor_name``, ``exception`` |
 | ``dramatiq_ray_webhook_attempts_total`` | counter | ``result`` |
 | ``dramatiq_ray_webhook_deliveries_total`` | counter | ``outcome`` |
+| ``dramatiq_ray_webhook_progress_events_total`` | counter | ``outcome`` |
+| ``dramatiq_ray_cancellations_total`` | counter | ``actor_name``, ``outcome`` |
+| ``dramatiq_ray_progress_writes_total`` | counter | ``actor_name`` |
+| ``dramatiq_ray_progress_throttled_total`` | counter | ``actor_name`` |
 """
 
 from __future__ import annotations
@@ -25,8 +29,10 @@ from typing import Any
 
 __all__ = [
     "observe_ray_wait",
+    "record_cancellation",
     "record_hydration",
     "record_hydration_failure",
+    "record_progress",
     "record_ray_system_failure",
     "record_retry",
     "record_retry_denied",
@@ -34,6 +40,7 @@ __all__ = [
     "record_spill_fallback",
     "record_webhook_attempt",
     "record_webhook_outcome",
+    "record_webhook_progress",
 ]
 
 _lock = threading.Lock()
@@ -85,6 +92,26 @@ def _create() -> dict[str, Any]:
             "dramatiq_ray_webhook_deliveries",
             "Webhooks settled, by outcome: delivered, gone (410), failed (attempts or age exhausted), refused.",
             ["outcome"],
+        ),
+        "webhook_progress": Counter(
+            "dramatiq_ray_webhook_progress_events",
+            "Webhook progress events, by outcome: delivered, dropped (not 2xx; never retried), stale (after the "
+            "completion webhook).",
+            ["outcome"],
+        ),
+        "cancellations": Counter(
+            "dramatiq_ray_cancellations",
+            "Cancellations, by outcome: requested, finished and unknown (cancel calls), skipped (before the body "
+            "started), stopped (while it ran).",
+            ["actor_name", "outcome"],
+        ),
+        "progress_writes": Counter(
+            "dramatiq_ray_progress_writes", "Progress reports written to the result backend.", ["actor_name"]
+        ),
+        "progress_throttled": Counter(
+            "dramatiq_ray_progress_throttled",
+            "Progress reports never written: a later report replaced them within the throttle interval.",
+            ["actor_name"],
         ),
     }
 
@@ -165,5 +192,34 @@ def record_webhook_attempt(result: str) -> None:
 def record_webhook_outcome(outcome: str) -> None:
     """A webhook was settled: ``delivered``, ``gone`` (410), ``failed`` (given up) or ``refused`` (redirect)."""
     metric = _get("webhook_deliveries")
+    if metric is not None:
+        metric.labels(outcome).inc()
+
+
+def record_cancellation(actor_name: str, outcome: str) -> None:
+    """A cancellation of a message of ``actor_name`` (``""`` when only its id is known) came to ``outcome``:
+    ``requested``, ``finished`` or ``unknown`` (what :func:`dramatiq_ray.cancel` returned), ``skipped`` (a worker
+    took it and never ran its body) or ``stopped`` (its body was stopped while it ran)."""
+    metric = _get("cancellations")
+    if metric is not None:
+        metric.labels(actor_name, outcome).inc()
+
+
+def record_progress(actor_name: str, *, written: int = 0, throttled: int = 0) -> None:
+    """A body of ``actor_name`` wrote ``written`` progress reports, and ``throttled`` of its reports were replaced
+    by a later one before they were written."""
+    if written:
+        metric = _get("progress_writes")
+        if metric is not None:
+            metric.labels(actor_name).inc(written)
+    if throttled:
+        metric = _get("progress_throttled")
+        if metric is not None:
+            metric.labels(actor_name).inc(throttled)
+
+
+def record_webhook_progress(outcome: str) -> None:
+    """A webhook progress event was ``delivered``, ``dropped`` (not 2xx) or ``stale`` (after the completion)."""
+    metric = _get("webhook_progress")
     if metric is not None:
         metric.labels(outcome).inc()

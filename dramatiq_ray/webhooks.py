@@ -22,7 +22,14 @@ from .delivery.signing import (
     sign,
     verify,
 )
-from .delivery.webhooks import ATTEMPT_HEADER, DELIVERY_ACTOR, DELIVERY_QUEUE, WEBHOOK_OPTION, Webhooks
+from .delivery.webhooks import (
+    ATTEMPT_HEADER,
+    DELIVERY_ACTOR,
+    DELIVERY_QUEUE,
+    PROGRESS_OPTION,
+    WEBHOOK_OPTION,
+    Webhooks,
+)
 from .errors import WebhookSignatureError
 
 __all__ = [
@@ -31,6 +38,7 @@ __all__ = [
     "DELIVERY_ACTOR",
     "DELIVERY_QUEUE",
     "ID_HEADER",
+    "PROGRESS_OPTION",
     "SIGNATURE_HEADER",
     "TIMESTAMP_HEADER",
     "WEBHOOK_OPTION",

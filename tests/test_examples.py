@@ -191,3 +191,16 @@ def test_steering_example_cancels_a_running_render_and_reports_progress_over_htt
     assert "Cancel and progress behaved as expected." in out
     assert re.search(r"it ended cancelled at 'frame \d+ of 600'", out), out
     assert "409 {'cancel': 'finished'}" in out
+
+
+@pytest.mark.timeout(RUN_TIMEOUT + 60)
+def test_tracing_example_prints_the_bodys_log_records_then_the_trace_tree(python_subprocess_env: Any) -> None:
+    result = run_example("tracing", python_subprocess_env)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    out = result.stdout
+    assert re.search(r"\[examples\.tracing\.train\] \[INFO\] \[train \S+ on Ray pid \d+\] epoch 3: loss 0\.125", out)
+    tree = out[out.index("span ") :].splitlines()
+    names = [re.match(r"(.*?)\s+(PRODUCER|CONSUMER|INTERNAL) ", line).group(1) for line in tree[1:4]]  # type: ignore[union-attr]
+    assert names == ["send default", "└─ process default", "   └─ run train"]
+    assert "      └─ epoch 3" in tree[-1]

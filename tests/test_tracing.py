@@ -314,3 +314,57 @@ def test_tracing_first_on_the_broker_keeps_a_pipeline_in_one_trace(stub_broker, 
     assert len(sends) == 2
     processes = {span.context.span_id for span in spans if span.name == "process default"}
     assert any(send.parent is not None and send.parent.span_id in processes for send in sends)
+
+
+def test_tracing_rendered_tree_of_real_exported_spans_nests_send_process_run_and_the_bodys_spans(
+    ray_local, tmp_path
+) -> None:
+    # Given the tracing example's broker, this process and its Ray workers writing their spans to one file
+    from examples.tracing.render import load_spans, render
+    from examples.tracing.tasks import export_spans_to, trace_one_message
+
+    spans_path = str(tmp_path / "spans.jsonl")
+    provider = export_spans_to(spans_path, "dramatiq-worker", make_global=False)
+
+    # When one message is traced through a Ray task, and its exported spans are rendered
+    try:
+        assert trace_one_message(spans_path, tracer_provider=provider, epochs=2) == 0.25
+        spans = wait_until(
+            lambda: (
+                (found := load_spans(spans_path))
+                and {"process default", "epoch 2"} <= {s.name for s in found}
+                and found
+            ),
+            timeout=60,
+            what="the spans of both processes",
+        )
+    finally:
+        provider.shutdown()
+    lines = render(spans).splitlines()
+
+    # Then the tree nests send -> process -> run -> the body's spans, each with its kind, duration and process
+    assert lines[0].split() == ["span", "kind", "duration", "process"]
+    rows = [_row(line) for line in lines[1:]]
+    assert [name for name, _ in rows] == [
+        "send default",
+        "└─ process default",
+        "   └─ run train",
+        "      ├─ epoch 1",
+        "      └─ epoch 2",
+    ]
+    kinds_and_processes = [(columns[0], columns[3]) for _, columns in rows]
+    assert kinds_and_processes == [
+        ("PRODUCER", "dramatiq-worker"),
+        ("CONSUMER", "dramatiq-worker"),
+        ("INTERNAL", "ray-worker"),
+        ("INTERNAL", "ray-worker"),
+        ("INTERNAL", "ray-worker"),
+    ]
+    for _, (_, duration, unit, _) in rows:
+        assert float(duration) >= 0 and unit == "ms"
+
+
+def _row(line: str) -> tuple[str, list[str]]:
+    """A rendered line as (the tree and name, [kind, duration, unit, process])."""
+    columns = line.split()[-4:]
+    return line[: line.index(f" {columns[0]} ")].rstrip(), columns

@@ -34,6 +34,7 @@ import dramatiq
 from dramatiq.broker import MessageProxy
 from dramatiq.results import Results as DramatiqResults
 
+from .. import metrics
 from ..errors import MessageCancelledError
 from ..payloads.plan import MAX_INLINE_BYTES_OPTION, SpillPlan, check_threshold
 from .body import WRAPPED_ATTR, run_body
@@ -261,6 +262,7 @@ def install(actor: dramatiq.Actor[Any, Any]) -> None:
             # A SkipMessage that fails the message: Dramatiq skips it (no retry, no pipeline step) and nacks it,
             # and the result middleware stores the cancellation as its failure.
             message.fail()
+            metrics.record_cancellation(actor.actor_name, "stopped")
             raise
         owner.store(message, outcome)
         return outcome

@@ -26,7 +26,15 @@ from ..results.access import find_spilling_backend, get_pointer
 from ..retries.rules import original_exception, type_name
 from .presign import presign_pointer
 
-__all__ = ["completion_result", "error_section", "iso_time", "message_fields", "payload_body", "pointer_section"]
+__all__ = [
+    "completion_event",
+    "completion_result",
+    "error_section",
+    "iso_time",
+    "message_fields",
+    "payload_body",
+    "pointer_section",
+]
 
 #: The longest error message carried, in characters.
 MAX_ERROR_CHARS = 2000
@@ -92,6 +100,31 @@ def message_fields(message: dramatiq.Message[Any] | dramatiq.MessageProxy) -> di
         "queue": message.queue_name,
         "enqueued_at": iso_time(message.message_timestamp),
     }
+
+
+def completion_event(
+    message: dramatiq.MessageProxy,
+    status: str,
+    attempts: int,
+    started: int | None,
+    finished: int,
+    *,
+    result: dict[str, Any] | None = None,
+    error: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """The event of a message that is done (times in Unix milliseconds), before :func:`payload_body` completes it."""
+    event: dict[str, Any] = {
+        **message_fields(message),
+        "status": status,
+        "attempts": attempts,
+        "started_at": iso_time(started),
+        "finished_at": iso_time(finished),
+    }
+    if result is not None:
+        event["result"] = result
+    if error is not None:
+        event["error"] = error
+    return event
 
 
 def payload_body(broker: dramatiq.Broker, event: dict[str, Any], expires_in: int) -> bytes:

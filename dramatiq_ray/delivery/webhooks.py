@@ -17,23 +17,25 @@ from __future__ import annotations
 import logging
 import random
 import threading
-import time
 from typing import Any
-from urllib.parse import urlsplit
 
 import dramatiq
 from dramatiq.middleware import Middleware
 
 from .. import metrics
-from .._version import __version__
 from ..callpath.lookup import lookup_option
 from ..errors import ConfigurationError, MessageCancelledError
+from .attempts import ATTEMPT_HEADER, Attempts
+from .attempts import now_ms as _now_ms
+from .attempts import shown as _shown
 from .http import HttpSender, check_url
 from .ledger import Ledger, choose_ledger
-from .payload import completion_result, error_section, iso_time, message_fields, payload_body
-from .signing import check_secrets, signed_headers
+from .payload import completion_event, completion_result, error_section
+from .progress_events import PROGRESS_EVENT, PROGRESS_OPTION, ProgressWatch, check_progress_option
+from .signing import check_secrets
+from .tracking import Tracking
 
-__all__ = ["ATTEMPT_HEADER", "DELIVERY_ACTOR", "DELIVERY_QUEUE", "WEBHOOK_OPTION", "Webhooks"]
+__all__ = ["ATTEMPT_HEADER", "DELIVERY_ACTOR", "DELIVERY_QUEUE", "PROGRESS_OPTION", "WEBHOOK_OPTION", "Webhooks"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,25 +45,9 @@ WEBHOOK_OPTION = "webhook"
 DELIVERY_ACTOR = "dramatiq_ray_deliver_webhook"
 #: The default queue of delivery messages.
 DELIVERY_QUEUE = "dramatiq_ray_webhooks"
-#: The header carrying the attempt number (1 for the first POST).
-ATTEMPT_HEADER = "Dramatiq-Ray-Attempt"
-#: The most messages whose start and success Webhooks keeps between their hooks, per middleware: an entry goes at
-#: the message's ack or nack, and at worker shutdown; one whose ack never came (an error in another middleware's
-#: before_ack) goes, oldest first, once there are more than this.
-_MAX_TRACKED = 10_000
 #: Added to the longest POST to make the lease that keeps other workers from posting at the same time (ms): it
 #: covers building the body (a presign is local) and recording the answer.
 _LEASE_MARGIN_MS = 2_000
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def _shown(url: str) -> str:
-    """The URL for logs: scheme, host and path only (query strings often carry tokens)."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
 
 
 def _positive_int(name: str, value: object, *, minimum: int = 1) -> int:
@@ -125,6 +111,17 @@ class Webhooks(Middleware):
       ledger: A ``redis.Redis`` client, a ``redis://`` URL, or ``None`` to choose as above (falling back to this
         process's memory, with a WARNING, when the broker and result backend are not Redis).
       rng: Random source for jitter.
+      progress: Send progress events too (see below) for messages whose actor and message do not say
+        (``webhook_progress=True`` or ``False``, as an actor or message option). Default: off.
+      progress_every: How often a running message's progress is looked at for a progress event, in milliseconds:
+        at most one event per message per this long, and none while its progress does not change.
+
+    Progress events: while a message with progress events on runs, each new value its body reported with
+    ``report_progress`` (wherever it runs) is POSTed, signed the same way, as ``{"type": "progress", "message_id",
+    "actor", "queue", "status": "running", "attempts", "enqueued_at", "started_at", "progress": {"done",
+    "total", "note", "reported_at"}}``, with the ``webhook-id`` ``<message id>.progress.<n>``. Each is one POST,
+    never retried, and none is sent once the message's completion webhook is settled. They need
+    ``dramatiq_ray.Results`` with a Redis result backend or an ``SQLBackend`` (where progress is kept).
 
     Raises:
       ConfigurationError: a secret (not in the ``whsec_`` form, not base64, under 24 bytes), URL or number is
@@ -149,6 +146,8 @@ class Webhooks(Middleware):
         queue_name: str = DELIVERY_QUEUE,
         ledger: Any = None,
         rng: random.Random | None = None,
+        progress: bool = False,
+        progress_every: int = 5_000,
     ) -> None:
         self.secrets = check_secrets(secrets, "Webhooks")
         if not isinstance(allow_http, bool):
@@ -169,6 +168,10 @@ class Webhooks(Middleware):
         if not isinstance(queue_name, str) or not queue_name:
             raise ConfigurationError(f"Webhooks: queue_name must be a non-empty string, got {queue_name!r}.")
         self.queue_name = queue_name
+        if not isinstance(progress, bool):
+            raise ConfigurationError(f"Webhooks: progress must be True or False, got {progress!r}.")
+        self.progress = progress
+        self.progress_every = _positive_int("progress_every", progress_every)
         self._ledger_spec = ledger
         self._ledger: Ledger | None = None
         self._rng = rng or random.Random()
@@ -177,11 +180,11 @@ class Webhooks(Middleware):
             connect_timeout=connect_timeout / 1000, read_timeout=read_timeout / 1000, allow_http=allow_http
         )
         self._actor: dramatiq.Actor[Any, Any] | None = None
+        self._attempts = Attempts(self)
+        self._progress = ProgressWatch(every=self.progress_every, send=self._send_progress)
         # Per message id, between the hooks of one processing: (started ms, attempt) and (finished ms, result);
-        # bounded (see _MAX_TRACKED) and cleared at worker shutdown.
-        self._tracking = threading.Lock()
-        self._running: dict[str, tuple[int, int]] = {}
-        self._succeeded: dict[str, tuple[int, dict[str, Any]]] = {}
+        # bounded (see tracking.MAX_TRACKED) and cleared at worker shutdown.
+        self._tracking = Tracking()
 
     def __repr__(self) -> str:
         shown = _shown(self.url) if self.url else None
@@ -189,7 +192,7 @@ class Webhooks(Middleware):
 
     @property
     def actor_options(self) -> set[str]:
-        return {WEBHOOK_OPTION}
+        return {WEBHOOK_OPTION, PROGRESS_OPTION}
 
     @property
     def lease_ms(self) -> int:
@@ -208,11 +211,13 @@ class Webhooks(Middleware):
     def before_declare_actor(self, broker: dramatiq.Broker, actor: dramatiq.Actor[Any, Any]) -> None:
         if actor.options.get(WEBHOOK_OPTION) is not None:
             check_url(actor.options[WEBHOOK_OPTION], allow_http=self.allow_http, where=f"Actor {actor.actor_name!r}")
+        check_progress_option(actor.options, f"Actor {actor.actor_name!r}")
 
     def before_enqueue(self, broker: dramatiq.Broker, message: dramatiq.Message[Any], delay: int) -> None:
         if message.options.get(WEBHOOK_OPTION) is not None:
             where = f"The webhook option of a message to {message.actor_name!r}"
             check_url(message.options[WEBHOOK_OPTION], allow_http=self.allow_http, where=where)
+        check_progress_option(message.options, f"A message to {message.actor_name!r}")
 
     def after_process_boot(self, broker: dramatiq.Broker) -> None:
         self.declare(broker)
@@ -250,11 +255,23 @@ class Webhooks(Middleware):
         url = lookup_option(message.options, actor.options if actor else {}, (WEBHOOK_OPTION,), self.url)
         return url if isinstance(url, str) and url else None
 
+    def progress_for(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> bool:
+        """Whether ``message``'s webhook reports progress: its ``webhook_progress`` option, else its actor's, else
+        ``progress``."""
+        actor = broker.actors.get(message.actor_name)
+        return bool(lookup_option(message.options, actor.options if actor else {}, (PROGRESS_OPTION,), self.progress))
+
+    def _send_progress(self, delivery: dict[str, Any]) -> None:
+        assert self._actor is not None
+        self._actor.send_with_options(args=(delivery,))
+
     def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         if message.actor_name != DELIVERY_ACTOR:
-            with self._tracking:
-                self._running[message.message_id] = (_now_ms(), int(message.options.get("retries", 0)) + 1)
-                _bound(self._running)
+            attempt = int(message.options.get("retries", 0)) + 1
+            self._tracking.start(message.message_id, _now_ms(), attempt)
+            url = self.url_for(broker, message)
+            if url and self.progress_for(broker, message):
+                self._progress.watch(broker, message, url, attempt)
 
     def after_process_message(
         self,
@@ -266,26 +283,21 @@ class Webhooks(Middleware):
     ) -> None:
         if exception is None and not message.failed and self.url_for(broker, message):
             completed = (_now_ms(), completion_result(result, self.max_value_bytes))
-            with self._tracking:
-                self._succeeded[message.message_id] = completed
-                _bound(self._succeeded)
+            self._tracking.succeed(message.message_id, *completed)
 
     def after_skip_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         if not message.failed:  # a failed one is reported by after_nack
-            with self._tracking:
-                self._running.pop(message.message_id, None)
-                self._succeeded.pop(message.message_id, None)
+            self._take(message.message_id)
 
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         # Every worker thread has stopped: a message still tracked here was never acked nor nacked by this worker
         # (its broker delivers it again), so nothing will report it from this process.
-        with self._tracking:
-            self._running.clear()
-            self._succeeded.clear()
+        self._tracking.clear()
+        self._progress.stop()
 
     def _take(self, message_id: str) -> tuple[tuple[int, int] | None, tuple[int, dict[str, Any]] | None]:
-        with self._tracking:
-            return self._running.pop(message_id, None), self._succeeded.pop(message_id, None)
+        self._progress.forget(message_id)
+        return self._tracking.take(message_id)
 
     def after_ack(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         # Acked, so every after_process_message hook (Results storing the result) has run.
@@ -318,17 +330,7 @@ class Webhooks(Middleware):
         error: dict[str, str] | None = None,
     ) -> None:
         started, attempts = running if running else (None, int(message.options.get("retries", 0)) + 1)
-        event: dict[str, Any] = {
-            **message_fields(message),
-            "status": status,
-            "attempts": attempts,
-            "started_at": iso_time(started),
-            "finished_at": iso_time(finished),
-        }
-        if result is not None:
-            event["result"] = result
-        if error is not None:
-            event["error"] = error
+        event = completion_event(message, status, attempts, started, finished, result=result, error=error)
         delivery = {"event": event, "url": url, "created": finished, "attempt": 1}
         try:
             (self._actor or self.declare(broker)).send_with_options(args=(delivery,))
@@ -341,94 +343,15 @@ class Webhooks(Middleware):
             )
             metrics.record_webhook_outcome("failed")
 
-    # --- delivering --------------------------------------------------------------------------------------------
+    # --- delivering (attempts.py) -----------------------------------------------------------------------------
 
     def deliver(self, delivery: dict[str, Any]) -> None:
         """The delivery actor's body: one POST of one message's webhook, then settle, stop or schedule the next."""
         broker = self._actor.broker if self._actor is not None else dramatiq.get_broker()
-        event, url, attempt = delivery["event"], delivery["url"], delivery["attempt"]
-        message_id = event["message_id"]
-        ledger = self._ledger_for(broker)
-        if ledger.settled(message_id):
-            logger.debug("The webhook of message %r is already settled; nothing to do.", message_id)
-            return
-        token = ledger.claim(message_id, self.lease_ms)
-        if token is None:
-            # Another worker is posting it now (or died doing so): look again when its lease ends.
-            self._schedule(delivery, max(ledger.lease_left(message_id), 50), url, "another POST is in flight")
-            return
-        try:
-            if ledger.settled(message_id):
-                ledger.release(message_id, token)
-                return
-            body = payload_body(broker, event, self.presign_expires_in)
-            answer = self._sender.post(url, body, self._headers(body, message_id, attempt))
-        except BaseException:
-            ledger.release(message_id, token)
-            raise
-        metrics.record_webhook_attempt(answer.label)
-        if answer.kind in ("delivered", "gone"):
-            ledger.settle(message_id, token, answer.kind)
-            metrics.record_webhook_outcome(answer.kind)
-            if answer.kind == "delivered":
-                logger.info("Delivered the webhook of message %r to %s (attempt %d).", message_id, _shown(url), attempt)
-            else:
-                logger.warning(
-                    "The receiver %s answered 410 Gone to the webhook of message %r: not retried.",
-                    _shown(url),
-                    message_id,
-                )
-            return
-        ledger.release(message_id, token)
-        if answer.kind == "refused":
-            logger.error(
-                "Gave up the webhook of message %r to %s: it %s. Point the webhook at its final URL.",
-                message_id,
-                _shown(url),
-                answer.detail,
-            )
-            metrics.record_webhook_outcome("refused")
-            return
-        if attempt >= self.max_attempts:
-            self._give_up(message_id, url, attempt, answer.detail, f"after {attempt} attempt(s)")
-            return
-        self._schedule({**delivery, "attempt": attempt + 1}, self.compute_delay(attempt), url, answer.detail)
-
-    def _schedule(self, delivery: dict[str, Any], delay: int, url: str, why: str) -> None:
-        message_id = delivery["event"]["message_id"]
-        if _now_ms() + delay - delivery["created"] > self.max_age:
-            self._give_up(message_id, url, delivery["attempt"], why, f"at max_age ({self.max_age} ms)")
-            return
-        logger.info(
-            "The webhook of message %r to %s: %s; next attempt (%d of %d) in %d ms.",
-            message_id,
-            _shown(url),
-            why,
-            delivery["attempt"],
-            self.max_attempts,
-            delay,
-        )
-        assert self._actor is not None
-        self._actor.send_with_options(args=(delivery,), delay=delay)
-
-    def _give_up(self, message_id: str, url: str, attempt: int, why: str, when: str) -> None:
-        logger.error(
-            "Gave up the webhook of message %r to %s %s; the last attempt (%d): %s.",
-            message_id,
-            _shown(url),
-            when,
-            attempt,
-            why,
-        )
-        metrics.record_webhook_outcome("failed")
-
-    def _headers(self, body: bytes, message_id: str, attempt: int) -> dict[str, str]:
-        return {
-            "Content-Type": "application/json",
-            "User-Agent": f"dramatiq-ray/{__version__}",
-            **signed_headers(body, self.secrets, message_id, int(time.time())),
-            ATTEMPT_HEADER: str(attempt),
-        }
+        if delivery.get("kind") == PROGRESS_EVENT:
+            self._attempts.deliver_progress(self._ledger_for(broker), delivery)
+        else:
+            self._attempts.deliver(broker, self._ledger_for(broker), delivery)
 
     # --- the ledger ----------------------------------------------------------------------------------------------
 
@@ -437,11 +360,3 @@ class Webhooks(Middleware):
             if self._ledger is None:
                 self._ledger = choose_ledger(self._ledger_spec, broker)
             return self._ledger
-
-
-def _bound(entries: dict[str, Any]) -> None:
-    """Drop the oldest entries over :data:`_MAX_TRACKED` (a dict keeps insertion order)."""
-    while len(entries) > _MAX_TRACKED:
-        message_id = next(iter(entries))
-        del entries[message_id]
-        logger.debug("Webhooks forgets message %r, never acked nor nacked here.", message_id)

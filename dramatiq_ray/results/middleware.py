@@ -11,6 +11,7 @@ from dramatiq.common import q_name
 from dramatiq.results import ResultBackend
 from dramatiq.results import Results as DramatiqResults
 
+from .. import metrics
 from ..callpath import wrapper as callpath
 from ..callpath.steering import Channel, Steering
 from ..errors import ConfigurationError, MessageCancelledError, ResultBackendError
@@ -233,6 +234,7 @@ class Results(DramatiqResults):
                 "Message %s of %r was cancelled before it started: skipped.", message.message_id, message.actor_name
             )
             message.fail()
+            metrics.record_cancellation(message.actor_name, "skipped")
             raise MessageCancelledError(
                 f"Message {message.message_id} of actor {message.actor_name!r} was cancelled before it started; it "
                 "is not retried.",

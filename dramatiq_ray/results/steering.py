@@ -1,7 +1,7 @@
 """Cancel a message and read its progress, from any process: :func:`cancel`, :func:`get_progress`.
 
 Marks and progress live in the broker's result backend: a Redis result backend's Redis
-(:class:`~dramatiq_ray.callpath.steering.RedisChannel`) or an ``SQLBackend``'s database
+(:class:`~dramatiq_ray.callpath.redis_channel.RedisChannel`) or an ``SQLBackend``'s database
 (:class:`~dramatiq_ray.results.sql.steering.SQLChannel`), reached through ``dramatiq_ray.Results``, which also
 records each message's state (queued, running, finished) there so that cancelling a finished or unknown message
 is a no-op that says so.
@@ -17,8 +17,10 @@ from typing import Any
 import dramatiq
 from dramatiq.results import ResultBackend
 
-from ..callpath.steering import FINISHED as STATE_FINISHED
-from ..callpath.steering import Channel, Progress, RedisChannel
+from .. import metrics
+from ..callpath.channel import FINISHED as STATE_FINISHED
+from ..callpath.channel import Channel, Progress
+from ..callpath.redis_channel import RedisChannel
 from ..errors import ConfigurationError
 from .access import find_spilling_backend
 from .backend import SpillingBackend
@@ -105,11 +107,14 @@ def cancel(
     message_id = _message_id(message_or_id)
     state = channel.state(message_id)
     if state is None:
-        return CancelOutcome.UNKNOWN
-    if state == STATE_FINISHED:
-        return CancelOutcome.FINISHED
-    channel.mark_cancelled(message_id)
-    return CancelOutcome.REQUESTED
+        outcome = CancelOutcome.UNKNOWN
+    elif state == STATE_FINISHED:
+        outcome = CancelOutcome.FINISHED
+    else:
+        channel.mark_cancelled(message_id)
+        outcome = CancelOutcome.REQUESTED
+    metrics.record_cancellation(getattr(message_or_id, "actor_name", ""), outcome.value)
+    return outcome
 
 
 def get_progress(

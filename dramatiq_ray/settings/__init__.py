@@ -68,6 +68,8 @@ class Settings:
     webhook_allow_http: bool = False
     webhook_max_attempts: int = 10
     webhook_max_age_seconds: float = 86400
+    webhook_progress: bool = False
+    webhook_progress_every_seconds: float = 5
 
     def as_dict(self) -> dict[str, Any]:
         """The settings as a mapping of upper-case names, as they are written in configuration."""

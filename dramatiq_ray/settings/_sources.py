@@ -67,6 +67,8 @@ _ENV_PARSERS: dict[str, Callable[[str], Any]] = {
     "WEBHOOK_ALLOW_HTTP": _parse_bool,
     "WEBHOOK_MAX_ATTEMPTS": _parse_int,
     "WEBHOOK_MAX_AGE_SECONDS": _parse_number,
+    "WEBHOOK_PROGRESS": _parse_bool,
+    "WEBHOOK_PROGRESS_EVERY_SECONDS": _parse_number,
     "RESULT_BACKEND": lambda text: None if _parse_optional_str(text) is None else text.strip().lower(),
 }
 

@@ -33,3 +33,7 @@ def validate(values: dict[str, Any], problems: list[str]) -> None:
             )
     check_number("WEBHOOK_MAX_ATTEMPTS", values["WEBHOOK_MAX_ATTEMPTS"], problems, minimum=1, integer=True)
     check_number("WEBHOOK_MAX_AGE_SECONDS", values["WEBHOOK_MAX_AGE_SECONDS"], problems, minimum=1, maximum=WEEK)
+    if not isinstance(values["WEBHOOK_PROGRESS"], bool):
+        problems.append(f"WEBHOOK_PROGRESS must be true or false, not {values['WEBHOOK_PROGRESS']!r}.")
+    every = values["WEBHOOK_PROGRESS_EVERY_SECONDS"]
+    check_number("WEBHOOK_PROGRESS_EVERY_SECONDS", every, problems, minimum=0.001, maximum=WEEK)

@@ -105,3 +105,20 @@ def test_redacted_settings_mask_webhook_secrets_and_url_credentials() -> None:
     shown = repr(settings.redacted())
     assert NEW[6:] not in shown and "pw@" not in shown
     assert settings.redacted()["WEBHOOK_SECRETS"] == ["…"]
+
+
+def test_setup_turns_webhook_progress_events_on_from_settings(stub_broker) -> None:
+    installed = dramatiq_ray.setup(
+        stub_broker, {"WEBHOOK_SECRETS": [NEW], "WEBHOOK_PROGRESS": True, "WEBHOOK_PROGRESS_EVERY_SECONDS": 2.5}
+    )
+
+    webhooks = installed.webhooks
+    assert webhooks is not None and (webhooks.progress, webhooks.progress_every) == (True, 2_500)
+    assert "webhook_progress" in stub_broker.actor_options
+
+
+def test_webhook_progress_settings_are_checked() -> None:
+    assert problems_of({"WEBHOOK_PROGRESS": "often", "WEBHOOK_PROGRESS_EVERY_SECONDS": 0}) == [
+        "WEBHOOK_PROGRESS must be true or false, not 'often'.",
+        "WEBHOOK_PROGRESS_EVERY_SECONDS must be a number >= 0.001, not 0.",
+    ]

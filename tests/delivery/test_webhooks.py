@@ -14,7 +14,7 @@ from dramatiq.results.backends import StubBackend
 from prometheus_client import REGISTRY
 
 from dramatiq_ray import ConfigurationError, Results, Retries, Webhooks
-from dramatiq_ray.delivery import webhooks as webhooks_module
+from dramatiq_ray.delivery import tracking as tracking_module
 from dramatiq_ray.webhooks import DELIVERY_QUEUE, ID_HEADER, SIGNATURE_HEADER, verify
 from tests._services import free_port, wait_until
 from tests.delivery.conftest import SECRET, Receiver
@@ -405,18 +405,18 @@ def test_webhooks_forget_messages_never_acked_when_the_worker_stops(
     messages = [add.send(x, 1) for x in range(3)]
     for message in messages:
         message.get_result(block=True, timeout=30_000)
-    wait_until(lambda: len(webhooks._succeeded) == 3, timeout=30, what="the three messages to be processed")
+    wait_until(lambda: len(webhooks._tracking.succeeded) == 3, timeout=30, what="the three messages to be processed")
 
     # When the worker stops, then Webhooks keeps nothing of them (and posted nothing)
     worker.stop()
-    assert (webhooks._running, webhooks._succeeded) == ({}, {})
+    assert (webhooks._tracking.running, webhooks._tracking.succeeded) == ({}, {})
     assert receiver.requests == []
 
 
 def test_webhooks_keep_at_most_max_tracked_messages_never_acked(
     redis_broker, start_worker, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(webhooks_module, "_MAX_TRACKED", 2)
+    monkeypatch.setattr(tracking_module, "MAX_TRACKED", 2)
     redis_broker.add_middleware(NeverAcks("add"))
     webhooks = install(redis_broker, url=receiver.url())
 
@@ -428,8 +428,8 @@ def test_webhooks_keep_at_most_max_tracked_messages_never_acked(
     messages = [add.send(x, 1) for x in range(4)]
     for message in messages:
         message.get_result(block=True, timeout=30_000)
-    wait_until(lambda: webhooks._succeeded, timeout=30, what="a message to be processed")
-    assert len(webhooks._running) <= 2 and len(webhooks._succeeded) <= 2
+    wait_until(lambda: webhooks._tracking.succeeded, timeout=30, what="a message to be processed")
+    assert len(webhooks._tracking.running) <= 2 and len(webhooks._tracking.succeeded) <= 2
 
 
 def test_webhook_of_a_cancelled_message_says_cancelled(

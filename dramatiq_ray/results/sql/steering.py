@@ -1,41 +1,51 @@
 """Cancel marks, message states and progress in the database of an ``SQLBackend``: one row per message in the
 table ``<table_prefix>steering``, created on first use (beside the versioned result tables, which it does not
-touch), each row ignored once ``expires_at`` has passed and deleted now and then by later writes.
+touch), each row ignored once ``expires_at`` has passed, and deleted by a later write of the same process: at
+most one ``DELETE`` of the expired rows per table per ``sweep_every`` milliseconds in each process (the first write
+of a process sweeps).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import random
 import threading
 import time
 from typing import Any
 
-from ...callpath.steering import MARK_TTL, RUNNING, Progress
+from ...callpath.channel import MARK_TTL, RUNNING, Progress
 from .engine import Database
 
-__all__ = ["SQL_PASSWORD_ENV", "SQLChannel"]
+__all__ = ["SQL_PASSWORD_ENV", "SWEEP_EVERY", "SQLChannel"]
 
 logger = logging.getLogger(__name__)
 
 #: The environment variable a database password is read from where a body runs (it never travels with the call).
 SQL_PASSWORD_ENV = "DRAMATIQ_RAY_SQL_PASSWORD"
-#: One write in this many also deletes the expired rows.
-_SWEEP_ONE_IN = 1000
+#: The default cadence of deleting expired rows, in milliseconds: at most once per table per process per this.
+SWEEP_EVERY = 10 * 60 * 1000
+
+# When this process last deleted the expired rows of a table, by (database, table): a channel is unpickled afresh
+# for each call that travels to Ray, so the cadence is kept per process, not per channel.
+_last_sweeps: dict[tuple[str, str], float] = {}
+_sweeps_lock = threading.Lock()
 
 
 class SQLChannel:
-    """Marks and progress in the SQL database of an ``SQLBackend``, kept ``ttl`` milliseconds after each write.
+    """Marks and progress in the SQL database of an ``SQLBackend``, kept ``ttl`` milliseconds after each write;
+    expired rows are deleted by a write at most once every ``sweep_every`` milliseconds per process.
 
     Pickled with the call without the URL's password, which is read from ``DRAMATIQ_RAY_SQL_PASSWORD`` where the
     body runs (a Ray task or job), when the database needs one.
     """
 
-    def __init__(self, database: Database, *, table_prefix: str, ttl: int = MARK_TTL) -> None:
+    def __init__(
+        self, database: Database, *, table_prefix: str, ttl: int = MARK_TTL, sweep_every: int = SWEEP_EVERY
+    ) -> None:
         self.database = database
         self.table_prefix = table_prefix
         self.ttl = ttl
+        self.sweep_every = sweep_every
         self._engine: Any = None
         self._table: Any = None
         self._pid = 0
@@ -47,6 +57,7 @@ class SQLChannel:
             "kind": self.database.kind,
             "table_prefix": self.table_prefix,
             "ttl": self.ttl,
+            "sweep_every": self.sweep_every,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -55,7 +66,12 @@ class SQLChannel:
         url = sa.make_url(state["url"])
         if url.password is None and os.environ.get(SQL_PASSWORD_ENV):
             url = url.set(password=os.environ[SQL_PASSWORD_ENV])
-        self.__init__(Database(url=url, kind=state["kind"]), table_prefix=state["table_prefix"], ttl=state["ttl"])  # type: ignore[misc]
+        self.__init__(  # type: ignore[misc]
+            Database(url=url, kind=state["kind"]),
+            table_prefix=state["table_prefix"],
+            ttl=state["ttl"],
+            sweep_every=state.get("sweep_every", SWEEP_EVERY),
+        )
 
     def describe(self) -> str:
         return f"the {self.table_prefix}steering table of {self.database.describe()}"
@@ -76,6 +92,7 @@ class SQLChannel:
                     sa.Column("cancelled", sa.Boolean, nullable=False, default=False),
                     sa.Column("progress", sa.Text, nullable=True),
                     sa.Column("expires_at", sa.Float, nullable=False),
+                    sa.Index(f"{self.table_prefix}steering_expires_at", "expires_at"),
                 )
                 engine = self.database.create_engine({})
                 try:
@@ -111,9 +128,21 @@ class SQLChannel:
                     break
                 except sa.exc.IntegrityError:
                     continue  # inserted by another process meanwhile: update it
-        if random.randrange(_SWEEP_ONE_IN) == 0:
+        if self._sweep_due():
             with engine.begin() as connection:
-                connection.execute(sa.delete(table).where(table.c.expires_at < now))
+                deleted = connection.execute(sa.delete(table).where(table.c.expires_at < now)).rowcount
+            logger.debug("Deleted %d expired row(s) of %s.", deleted, self.describe())
+
+    def _sweep_due(self) -> bool:
+        """Whether this write deletes the expired rows (and, if so, the next one within ``sweep_every`` will not)."""
+        key = (self.database.describe(), self.table_prefix)
+        now = time.monotonic()
+        with _sweeps_lock:
+            last = _last_sweeps.get(key)
+            if last is not None and now - last < self.sweep_every / 1000:
+                return False
+            _last_sweeps[key] = now
+            return True
 
     def _read(self, message_id: str) -> Any:
         import sqlalchemy as sa
