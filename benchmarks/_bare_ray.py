@@ -41,12 +41,14 @@ def main() -> None:
         ray.shutdown()
         return
     remote_noop = ray.remote(noop)
-    ray.get([remote_noop.remote() for _ in range(args.threads * 2)])  # warm the worker pool
 
     def submit_wait_get(_: int) -> None:
         ref = remote_noop.remote()
         ray.wait([ref], timeout=60)
         ray.get(ref, timeout=60)
+
+    # The same closed-loop warm-up as the Dramatiq variants (benchmarks.offload.warm_up): Ray's worker pool.
+    run_closed_loop(submit_wait_get, count=max(args.threads * 2, args.count // 10), threads=args.threads)
 
     groups = {  # this process names the temp dir too, in its arguments: the first group claims it
         "producer": ProcessSet(trees=(os.getpid(),)),
