@@ -46,27 +46,37 @@ def origin(url: str) -> tuple[str, str, int | None]:
     return parts.scheme, (parts.hostname or "").lower(), port
 
 
+def url_problem(url: object, *, allow_http: bool) -> str | None:
+    """What is wrong with ``url`` as a webhook URL, or ``None`` when it is an absolute https URL (or http with
+    ``allow_http``). The one check of a webhook URL: :func:`check_url` (``Webhooks``, actor and message options)
+    and the ``WEBHOOK_URL`` setting both use it. A URL is shown without its credentials, if it has any."""
+    if not isinstance(url, str) or not url:
+        return f"a webhook must be an https:// URL string, got {url!r}"
+    parts = urlsplit(url)
+    shown = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}" if "@" in parts.netloc else url
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        return f"a webhook must be an absolute https:// URL, got {shown!r}"
+    if parts.username or parts.password:
+        return "the webhook URL carries credentials; requests are signed with the Webhooks secrets instead"
+    if parts.scheme == "http" and not allow_http:
+        return (
+            f"the webhook {shown!r} is plain http, so its payload and signature travel unencrypted. Use https, or "
+            "pass allow_http=True to Webhooks (WEBHOOK_ALLOW_HTTP=true) for a trusted network"
+        )
+    return None
+
+
 def check_url(url: object, *, allow_http: bool, where: str) -> str:
     """Return ``url`` when it is an absolute https URL (or http with ``allow_http``).
 
     Raises:
       ConfigurationError: it is not a string, not absolute, has no host, carries credentials, or is plain http
-        without ``allow_http=True``.
+        without ``allow_http=True`` (see :func:`url_problem`).
     """
-    if not isinstance(url, str) or not url:
-        raise ConfigurationError(f"{where}: a webhook must be an https:// URL string, got {url!r}.")
-    parts = urlsplit(url)
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise ConfigurationError(f"{where}: a webhook must be an absolute https:// URL, got {url!r}.")
-    if parts.username or parts.password:
-        raise ConfigurationError(
-            f"{where}: the webhook URL carries credentials; requests are signed with the Webhooks secrets instead."
-        )
-    if parts.scheme == "http" and not allow_http:
-        raise ConfigurationError(
-            f"{where}: the webhook {url!r} is plain http, so its payload and signature travel unencrypted. Use https, "
-            "or pass allow_http=True to Webhooks (WEBHOOK_ALLOW_HTTP) for a trusted network."
-        )
+    problem = url_problem(url, allow_http=allow_http)
+    if problem is not None:
+        raise ConfigurationError(f"{where}: {problem}.")
+    assert isinstance(url, str)
     return url
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..delivery.http import url_problem
 from ..delivery.signing import secret_problem
-from ._common import WEEK, check_number, check_optional_str, redact_url
+from ._common import WEEK, check_number, check_optional_str
 
 
 def validate(values: dict[str, Any], problems: list[str]) -> None:
@@ -24,13 +25,9 @@ def validate(values: dict[str, Any], problems: list[str]) -> None:
         problems.append(f"WEBHOOK_ALLOW_HTTP must be true or false, not {allow_http!r}.")
     check_optional_str("WEBHOOK_URL", url, problems)
     if isinstance(url, str):
-        scheme = url.split("://", 1)[0].lower() if "://" in url else ""
-        if scheme not in ("https", "http"):
-            problems.append(f"WEBHOOK_URL must be an https:// URL, not {redact_url(url)!r}.")
-        elif scheme == "http" and allow_http is not True:
-            problems.append(
-                "WEBHOOK_URL is plain http: use https, or set WEBHOOK_ALLOW_HTTP=true for a trusted network."
-            )
+        problem = url_problem(url, allow_http=allow_http is True)  # the check Webhooks(url=...) makes
+        if problem is not None:
+            problems.append(f"WEBHOOK_URL: {problem}.")
     check_number("WEBHOOK_MAX_ATTEMPTS", values["WEBHOOK_MAX_ATTEMPTS"], problems, minimum=1, integer=True)
     check_number("WEBHOOK_MAX_AGE_SECONDS", values["WEBHOOK_MAX_AGE_SECONDS"], problems, minimum=1, maximum=WEEK)
     if not isinstance(values["WEBHOOK_PROGRESS"], bool):

@@ -71,7 +71,8 @@ def test_webhook_url_without_secrets_or_over_plain_http_is_refused() -> None:
         "WEBHOOK_URL is set but WEBHOOK_SECRETS is empty: webhooks are always signed; give a secret."
     ]
     assert problems_of({"WEBHOOK_URL": "http://app.example.com/hook", "WEBHOOK_SECRETS": [NEW]}) == [
-        "WEBHOOK_URL is plain http: use https, or set WEBHOOK_ALLOW_HTTP=true for a trusted network."
+        "WEBHOOK_URL: the webhook 'http://app.example.com/hook' is plain http, so its payload and signature travel "
+        "unencrypted. Use https, or pass allow_http=True to Webhooks (WEBHOOK_ALLOW_HTTP=true) for a trusted network."
     ]
     assert problems_of({"WEBHOOK_SECRETS": "one-secret", "WEBHOOK_MAX_ATTEMPTS": 0}) == [
         "WEBHOOK_SECRETS must be a list of non-empty strings (several while rotating).",
@@ -122,3 +123,26 @@ def test_webhook_progress_settings_are_checked() -> None:
         "WEBHOOK_PROGRESS must be true or false, not 'often'.",
         "WEBHOOK_PROGRESS_EVERY_SECONDS must be a number >= 0.001, not 0.",
     ]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://app.example.com/hook",
+        "https:///no-host",
+        "app.example.com/hook",
+        "https://user:pw@app.example.com/hook",
+        "http://app.example.com/hook",
+    ],
+    ids=["other-scheme", "no-host", "not-absolute", "credentials", "plain-http"],
+)
+def test_webhook_url_setting_is_refused_exactly_as_the_webhooks_constructor_refuses_it(url: str) -> None:
+    # Given a bad webhook URL, as a setting and as Webhooks(url=...)
+    problems = problems_of({"WEBHOOK_URL": url, "WEBHOOK_SECRETS": [NEW]})
+    with pytest.raises(ConfigurationError) as refused:
+        Webhooks(secrets=[NEW], url=url)
+
+    # Then both say the same thing (one check), and neither shows the credentials
+    assert len(problems) == 1
+    assert problems[0].removeprefix("WEBHOOK_URL: ") == str(refused.value).removeprefix("Webhooks(url=...): ")
+    assert "pw@" not in problems[0] and "pw@" not in str(refused.value)
