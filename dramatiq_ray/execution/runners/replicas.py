@@ -101,7 +101,7 @@ class ReplicaRunner:
         started = time.monotonic()
         ref = None
         try:
-            ref = replica.run.remote(key, call.args, call.kwargs, call.message._message, call.plan)
+            ref = replica.run.remote(key, call.args, call.kwargs, call.message._message, call.plan, call.steering)
             while True:
                 try:
                     return ray.get(ref, timeout=self.wait_slice)
