@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -45,6 +46,8 @@ class AppConfig:
     max_inline_arg_bytes: str = ""
     #: Seconds the "model" of the replicas case takes to load.
     model_setup_s: str = "2"
+    #: The ``version`` of the replicas case's restart actor (a new one starts a cold pool).
+    replica_version: str = "1"
 
     def as_env(self) -> dict[str, str]:
         return asdict(self)
@@ -83,6 +86,15 @@ def payload(size: int, tag: str = "") -> str:
 
 #: Seconds one call of the replicas case's "model" takes.
 MODEL_CALL_S = 0.02
+#: Model replicas (and ActorPool actors) of the replicas case: one per logical GPU of its Ray head.
+MODEL_GPUS = 2
+
+
+def model_ray_options(setup_s: str) -> dict[str, Any]:
+    """The Ray options of the model (replicas and ActorPool actors alike): one GPU, and its load time."""
+    return {"num_gpus": 1, "runtime_env": {"env_vars": {"BENCH_MODEL_SETUP_S": setup_s}}}
+
+
 _model: dict[str, Any] | None = None
 
 
@@ -110,6 +122,11 @@ def noop_replica() -> int:
     return 0
 
 
+def model_restart() -> int:
+    """The model on one CPU replica: the worker-restart rows."""
+    return model_replica()
+
+
 def model_replica() -> int:
     """The same call on a warm replica, whose setup loaded the model once."""
     import time
@@ -118,6 +135,86 @@ def model_replica() -> int:
 
     time.sleep(MODEL_CALL_S)
     return int(replica_state()["loaded_in"])
+
+
+class ModelActor:
+    """The replicas case's "model" as a plain Ray actor: loads in ``__init__``, one call per :meth:`call`."""
+
+    def __init__(self) -> None:
+        self.model = load_model()
+
+    def call(self) -> int:
+        import time
+
+        time.sleep(MODEL_CALL_S)
+        return int(self.model["loaded_in"])
+
+
+class _HandWrittenPool:
+    """What a user writes without replicas: a ``ray.util.ActorPool`` of model actors made by the worker process
+    at its first message, shared by its threads (``ActorPool`` is not thread-safe: a condition guards it), each
+    call made on an idle actor directly."""
+
+    def __init__(self, size: int) -> None:
+        import ray
+        from ray.util import ActorPool
+
+        remote = ray.remote(ModelActor).options(**model_ray_options(os.environ.get("BENCH_MODEL_SETUP_S", "2")))
+        self.pool = ActorPool([remote.remote() for _ in range(size)])
+        self.free = threading.Condition()
+
+    def call(self) -> int:
+        import ray
+
+        with self.free:
+            while not self.pool.has_free():
+                self.free.wait()
+            actor = self.pool.pop_idle()
+        try:
+            return int(ray.get(actor.call.remote()))
+        finally:
+            with self.free:
+                self.pool.push(actor)
+                self.free.notify()
+
+
+_pool: _HandWrittenPool | None = None
+_pool_lock = threading.Lock()
+
+
+def model_actor_pool() -> int:
+    """The model call through the hand-written ActorPool (a local body: the worker thread calls the actors)."""
+    global _pool
+    if _pool is None:
+        with _pool_lock:
+            if _pool is None:
+                import ray
+
+                if not ray.is_initialized():  # the Ray middleware attaches at worker boot; this is a fallback
+                    ray.init()
+                _pool = _HandWrittenPool(MODEL_GPUS)
+    return _pool.call()
+
+
+#: Seconds one call of the batching rows' body takes, and seconds more per item of a batch.
+BATCH_CALL_S = 0.02
+BATCH_ITEM_S = 0.0005
+
+
+def score_one(item: int) -> int:
+    """One item per call: the fixed cost and one item's."""
+    import time
+
+    time.sleep(BATCH_CALL_S + BATCH_ITEM_S)
+    return item
+
+
+def score_batch(items: list[int]) -> list[int]:
+    """A batch per call: the fixed cost once, and each item's."""
+    import time
+
+    time.sleep(BATCH_CALL_S + BATCH_ITEM_S * len(items))
+    return list(items)
 
 
 def consume(data: str | bytes) -> int:
@@ -231,23 +328,29 @@ def build(config: AppConfig) -> App:
 
 
 def _model_actors(config: AppConfig, broker: dramatiq.Broker) -> dict[str, dramatiq.Actor[Any, Any]]:
-    """The replicas case's actors: one GPU each, as a task per message and on two warm replicas."""
-    from dramatiq_ray import Replicas
+    """The replicas case's actors: the model with one GPU each, as a task per message, through a hand-written
+    ActorPool and on two warm replicas; no-op, batching and restart rows on CPU replicas."""
+    from dramatiq_ray import Batch, Replicas
 
-    ray_options = {"num_gpus": 1, "runtime_env": {"env_vars": {"BENCH_MODEL_SETUP_S": config.model_setup_s}}}
-    common: dict[str, Any] = {
-        "broker": broker,
-        "queue_name": config.queue,
-        "max_retries": 0,
-        "ray_options": ray_options,
-    }
-    replicas = Replicas(setup=load_model, min=2, max=2, version=f"setup-{config.model_setup_s}")
+    ray_options = model_ray_options(config.model_setup_s)
+    plain: dict[str, Any] = {"broker": broker, "queue_name": config.queue, "max_retries": 0}
+    common: dict[str, Any] = {**plain, "ray_options": ray_options}
+    replicas = Replicas(setup=load_model, min=MODEL_GPUS, max=MODEL_GPUS, version=f"setup-{config.model_setup_s}")
+    one = {"min": 1, "max": 1}
     return {
         "model_task": dramatiq.actor(**common)(model_task),
+        "model_actor_pool": dramatiq.actor(ray=False, **plain)(model_actor_pool),
         "model_replica": dramatiq.actor(replicas=replicas, **common)(model_replica),
-        "noop_replica": dramatiq.actor(
-            broker=broker, queue_name=config.queue, max_retries=0, replicas=Replicas(max_concurrency=8)
-        )(noop_replica),
+        "noop_replica": dramatiq.actor(replicas=Replicas(max_concurrency=8), **plain)(noop_replica),
+        "score_one": dramatiq.actor(replicas=Replicas(**one, version="score-one"), **plain)(score_one),
+        "score_batch": dramatiq.actor(
+            replicas=Replicas(**one, batch=Batch(max_size=32, max_wait_ms=10), version="score-batch"), **plain
+        )(score_batch),
+        "model_restart": dramatiq.actor(
+            ray_options={"runtime_env": ray_options["runtime_env"]},
+            replicas=Replicas(setup=load_model, **one, version=config.replica_version),
+            **plain,
+        )(model_restart),
     }
 
 

@@ -78,6 +78,7 @@ from .delivery import Webhooks, get_result_async, get_result_url
 from .callpath.context import current_message
 from .execution import RayExecutionMiddleware
 from .execution.replica import replica_cancelled, replica_state
+from .execution.replica_actor import ReplicaActor
 from .execution.replica_options import Batch, Replicas
 
 # --- cancel and progress ---
@@ -161,6 +162,7 @@ __all__ = [
     # running on Ray
     "Batch",
     "RayExecutionMiddleware",
+    "ReplicaActor",
     "Replicas",
     "current_message",
     "replica_cancelled",

@@ -296,6 +296,7 @@ SLOW_FIRST = (
     "test_demo.py",
     "faults/",
     "test_ray_job_runner.py",
+    "test_replicas_nodes.py",
 )
 
 

@@ -88,6 +88,28 @@ def test_quick_run_measures_every_target_of_available_paths(quick_run: dict[str,
 
 
 @pytest.mark.timeout(900)
+def test_quick_run_measures_replicas_against_each_baseline(quick_run: dict[str, Any]) -> None:
+    case = next(case for case in quick_run["report"]["cases"] if case["name"] == "replicas")
+    variants = case["variants"]
+    assert {
+        "GPU tasks (ray_core)",
+        "hand-written ActorPool",
+        "replicas (ours)",
+        "one message per call",
+        "batched (ours)",
+        "no-op, Ray tasks",
+        "no-op, replicas",
+        "first result after a worker restart, cold pool",
+        "first result after a worker restart, warm pool (ours)",
+    } <= set(variants)
+    for name in ("hand-written ActorPool", "replicas (ours)"):
+        assert _is_number(variants[name]["p50_ms_one_client"]), variants[name]
+    targets = [target["name"] for target in case["targets"]]
+    for expected in ("GPU tasks", "ActorPool, throughput", "ActorPool, p50 latency", "batching", "worker restart"):
+        assert any(expected in name for name in targets), (expected, targets)
+
+
+@pytest.mark.timeout(900)
 def test_quick_run_describes_the_machine(quick_run: dict[str, Any]) -> None:
     machine = quick_run["report"]["machine"]
     assert machine["logical_cpus"] >= 1 and machine["memory_gib"] > 0

@@ -29,8 +29,10 @@ from typing import Any
 
 from ..callpath.body import Target, execute
 from ..callpath.crossing import type_name
+from ..callpath.steering import Steering
 from ..errors import ConfigurationError, RayTaskCancelledError, ReplicaError, ReplicaSetupError
 from ..payloads.plan import SpillPlan
+from .replica_actor import ReplicaActor
 from .replica_options import Batch
 
 __all__ = ["Replica", "ReplicaSpec", "replica_cancelled", "replica_state"]
@@ -154,7 +156,9 @@ class Replica:
         return {"node": context.get_node_id(), "pid": os.getpid(), "started_at": self.started_at}
 
     def _setup(self) -> Any:
-        self.spec.target.resolve()  # fail here, not on the first message, when the code is not importable
+        fn = self.spec.target.resolve()  # fail here, not on the first message, when the code is not importable
+        if isinstance(fn, ReplicaActor):
+            return fn.setup()  # the class form: the object whose perform() runs every message
         return self.spec.setup() if self.spec.setup is not None else None
 
     async def load(self) -> dict[str, Any]:
@@ -171,16 +175,23 @@ class Replica:
     # --- calls ---------------------------------------------------------------------------------------------
 
     async def run(
-        self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any], message: Any, plan: SpillPlan | None
+        self,
+        key: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        message: Any,
+        plan: SpillPlan | None,
+        steering: Steering | None = None,
     ) -> Any:
         """Run one message attempt (``key``: message id and attempt), or wait for the same attempt already
-        running or finished here."""
+        running or finished here. ``steering``: where :func:`~dramatiq_ray.report_progress` writes, as in a Ray
+        task (one message per call of the body, so not for batches)."""
         self._forget_old()
         call = self.calls.get(key)
         if call is None:
             call = _Call()
             self.calls[key] = call
-            call.future = asyncio.ensure_future(self._execute(call, args, kwargs, message, plan))
+            call.future = asyncio.ensure_future(self._execute(call, args, kwargs, message, plan, steering))
         assert call.future is not None
         try:
             return await asyncio.shield(call.future)
@@ -190,14 +201,22 @@ class Replica:
             raise
 
     async def _execute(
-        self, call: _Call, args: tuple[Any, ...], kwargs: dict[str, Any], message: Any, plan: SpillPlan | None
+        self,
+        call: _Call,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        message: Any,
+        plan: SpillPlan | None,
+        steering: Steering | None,
     ) -> Any:
         self.running += 1
         try:
             if self.spec.batch is not None:
                 return await self._batched(call, args, kwargs, message, plan)
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self.executor, self._run_in_thread, call, args, kwargs, message, plan)
+            return await loop.run_in_executor(
+                self.executor, self._run_in_thread, call, args, kwargs, message, plan, steering
+            )
         finally:
             self.running -= 1
             self.served += 1
@@ -206,11 +225,17 @@ class Replica:
                 self.idle_since = time.monotonic()
 
     def _run_in_thread(
-        self, call: _Call, args: tuple[Any, ...], kwargs: dict[str, Any], message: Any, plan: SpillPlan | None
+        self,
+        call: _Call,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        message: Any,
+        plan: SpillPlan | None,
+        steering: Steering | None,
     ) -> Any:
         token = _current_call.set(call)
         try:
-            return execute(self.spec.target, args, kwargs, message, plan, run_awaitable=call.run_awaitable)
+            return execute(self.spec.target, args, kwargs, message, plan, steering, run_awaitable=call.run_awaitable)
         except asyncio.CancelledError:
             raise RayTaskCancelledError(
                 f"The call of actor {self.spec.target.actor_name!r} was cancelled on its replica."

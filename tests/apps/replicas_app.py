@@ -108,3 +108,30 @@ def on_gpu(value: int, together: int = 2) -> dict[str, Any]:
     finally:
         client.close()
     return {"value": value, "pid": os.getpid(), "gpus": os.environ.get("CUDA_VISIBLE_DEVICES")}
+
+
+#: A custom resource each node of the two-node tests advertises once: a replica asking for it takes a node's only
+#: slot, so two replicas run on two nodes.
+NODE_SLOT = "dramatiq_ray_test_replica_slot"
+
+
+@dramatiq.actor(
+    queue_name=QUEUE,
+    store_results=True,
+    max_retries=3,
+    ray_options={"resources": {NODE_SLOT: 1}},
+    replicas=Replicas(setup=load_model, min=2, max=2, version="nodes"),
+)
+def on_node(value: int, together: int = 2) -> dict[str, Any]:
+    """Which node and replica run a call, once ``together`` bodies run at once."""
+    import ray
+
+    record("node_starts", {"value": value})
+    client = redis.Redis.from_url(BROKER_URL)
+    try:
+        while client.llen(f"{NAMESPACE}:node_starts") < together:
+            time.sleep(0.05)
+    finally:
+        client.close()
+    node = ray.get_runtime_context().get_node_id()
+    return {"value": value, "node": node, "pid": os.getpid(), "load_id": replica_state()["load_id"]}

@@ -76,6 +76,70 @@ def gpu_head() -> Iterator[Any]:
 
 
 @pytest.fixture
+def two_node_head() -> Iterator[Any]:
+    """A Ray head and a second node that joins it (``ray start --address``), each with one CPU and one
+    ``NODE_SLOT`` (see ``tests.apps.replicas_app``), sharing a temp dir: stopping the head stops both, and the
+    test fails if any of their processes outlives it."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+    import time
+
+    from dramatiq_ray.execution.local_head import LocalHead
+    from dramatiq_ray.execution.processes import free_port
+    from tests.apps.replicas_app import NODE_SLOT
+
+    temp_dir = tempfile.mkdtemp(prefix="drn-")
+    head = LocalHead(temp_dir=temp_dir, num_cpus=1, resources={NODE_SLOT: 1})
+    head.start()
+    log_path = Path(temp_dir) / "second-node.log"
+    node: subprocess.Popen[bytes] | None = None
+    try:
+        with open(log_path, "wb") as log:
+            node = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    "import sys; from ray.scripts.scripts import main; sys.exit(main())",
+                    "start",
+                    "--block",
+                    f"--address={head.address}",
+                    "--node-ip-address=127.0.0.1",
+                    f"--temp-dir={temp_dir}",
+                    "--disable-usage-stats",
+                    "--num-cpus=1",
+                    f"--resources={json.dumps({NODE_SLOT: 1})}",
+                    f"--dashboard-agent-listen-port={free_port()}",
+                    f"--dashboard-agent-grpc-port={free_port()}",
+                    f"--runtime-env-agent-port={free_port()}",
+                    f"--metrics-export-port={free_port()}",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                # A node joining by address must be told to authenticate (a head started locally does by default).
+                env={**os.environ, "RAY_AUTH_MODE": "token"},
+            )
+        deadline = time.monotonic() + 120
+        while "Ray runtime started" not in log_path.read_text(errors="replace"):
+            assert node.poll() is None and time.monotonic() < deadline, log_path.read_text(errors="replace")[-3000:]
+            time.sleep(0.2)
+        yield head
+    finally:
+        head.stop()  # the second node's processes name the shared temp dir: they are stopped too
+        if node is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                node.wait(timeout=30)  # reaped, so it is not counted as left behind
+        leftovers = head.pids()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    assert not leftovers, f"Ray processes left behind: {sorted(leftovers)}"
+
+
+@pytest.fixture
 def release(start_worker: Any, tmp_path: Path) -> Iterator[Path]:
     """A file bodies wait for; created at teardown at the latest (before the workers stop), so no body holds
     a worker thread forever when a test fails early."""

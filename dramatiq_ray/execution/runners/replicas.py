@@ -4,7 +4,8 @@
 The worker finds (or creates) the pool by name, keeps a view of its ready replicas (refreshed every second,
 which also tells the pool this worker is alive), and calls the least busy replica directly: one actor call
 per message. It counts its own calls per replica and, when every replica has ``max_concurrency`` of them, waits
-in slices (interruptibly) and tells the pool that calls wait, so it starts another one up to ``max``.
+in slices (interruptibly) and tells the pool that calls wait (without waiting for its answer), so it starts
+another one up to ``max``.
 
 Like the ``ray_core`` runner it waits in slices so that a time limit or shutdown lands; then it cancels the
 actor call (``ray.cancel``: the call's flag is set, an async body is cancelled; the replica restarts itself if
@@ -101,7 +102,7 @@ class ReplicaRunner:
         started = time.monotonic()
         ref = None
         try:
-            ref = replica.run.remote(key, call.args, call.kwargs, call.message._message, call.plan)
+            ref = replica.run.remote(key, call.args, call.kwargs, call.message._message, call.plan, call.steering)
             while True:
                 try:
                     return ray.get(ref, timeout=self.wait_slice)
@@ -216,6 +217,14 @@ class ReplicaRunner:
         client.viewed_at = time.monotonic()
         self._report(client)
 
+    def _tell_demand(self, client: _PoolClient) -> None:
+        """Tell the pool that calls wait, without waiting for its answer (a pool gone is found by the next
+        refresh)."""
+        try:
+            client.handle.view.remote(True)
+        except Exception:
+            logger.debug("Could not tell pool %s that calls wait.", client.name, exc_info=True)
+
     def _report(self, client: _PoolClient) -> None:
         """Log, once per event, what keeps the pool from serving: setup failing, a replica Ray cannot place."""
         error = client.view.get("setup_error")
@@ -239,13 +248,14 @@ class ReplicaRunner:
         wanted, asked_at = False, float("-inf")
         while True:
             now = time.monotonic()
-            if (
-                now - client.viewed_at > VIEW_TTL_S
-                or not client.view.get("replicas")
-                or (wanted and now - asked_at > DEMAND_EVERY_S)
-            ):
+            if now - client.viewed_at > VIEW_TTL_S or not client.view.get("replicas"):
                 self._refresh(client, wanted=wanted)
                 asked_at = now if wanted else asked_at
+            elif wanted and now - asked_at > DEMAND_EVERY_S:
+                # Demand needs no answer: waiting for one here kept a slot that had just been freed idle for a
+                # round trip to the pool, for nearly every message of a burst. New replicas show in the next view.
+                self._tell_demand(client)
+                asked_at = now
             view = client.view
             if view.get("draining"):
                 raise ReplicaUnavailableError(
@@ -275,7 +285,7 @@ class ReplicaRunner:
                 client.in_flight[name] = left
             else:
                 client.in_flight.pop(name, None)
-            self._freed.notify()
+            self._freed.notify_all()  # waiters of every pool share it: wake them all, each checks its own
 
     # --- keeping pools alive -------------------------------------------------------------------------------
 
