@@ -28,6 +28,8 @@ CASES: dict[str, Callable[[Run], CaseReport]] = {
     "sql": sql.run_case,
     "replicas": replicas.run_case,
 }
+#: The cases that use the run's Ray cluster: a quick run starts it at once, beside the cases' first variants.
+RAY_CASES = {"offload", "cpu_scaling", "big_results", "arguments", "replicas"}
 TITLES = {
     "offload": "Offload overhead",
     "cpu_scaling": "CPU-bound scaling",
@@ -76,8 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     failed = False
     run = Run(quick=args.quick, profile_dir=args.out / "profiles" if args.profile else None)
+    names = args.only or list(CASES)
     try:
-        for name in args.only or list(CASES):
+        if args.quick and RAY_CASES & set(names):
+            run.start_ray_early()
+        for name in names:
             print(f"{name}:", flush=True)
             try:
                 case = CASES[name](run).to_json()

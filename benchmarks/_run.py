@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ class Run:
         self.redis = RedisNamespace()
         self.work_dir = tempfile.mkdtemp(prefix="dramatiq-ray-bench-")
         self._ray: RayCluster | None = None
+        self._ray_starting: Future[RayCluster] | None = None
         self._s3: S3Server | None = None
         self._gcs: GCSServer | None = None
         self._workers: list[WorkerProcess] = []
@@ -43,8 +45,17 @@ class Run:
     def ray(self) -> RayCluster:
         """The run's single-node Ray cluster, with as many CPUs as the machine has cores."""
         if self._ray is None:
-            self._ray = RayCluster(num_cpus=self.ray_cpus)
+            starting, self._ray_starting = self._ray_starting, None
+            self._ray = starting.result() if starting is not None else RayCluster(num_cpus=self.ray_cpus)
         return self._ray
+
+    def start_ray_early(self) -> None:
+        """Start the run's Ray cluster in a thread now; :attr:`ray` waits for it. For a quick run, whose first
+        variants need no Ray: its numbers are not compared, so the start may overlap them."""
+        if self._ray is None and self._ray_starting is None:
+            pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ray-start")
+            self._ray_starting = pool.submit(RayCluster, num_cpus=self.ray_cpus)
+            pool.shutdown(wait=False)  # the thread ends with the start
 
     @property
     def ray_cpus(self) -> int:
@@ -144,6 +155,8 @@ class Run:
     def close(self) -> None:
         for worker in list(self._workers):
             self.stop_worker(worker)
+        if self._ray_starting is not None and self._ray_starting.exception() is None:
+            self._ray = self._ray_starting.result()  # started early, never used: stopped below
         for service in (self._ray, self._s3, self._gcs):
             if service is not None:
                 service.stop()
