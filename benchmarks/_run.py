@@ -129,12 +129,19 @@ class Run:
         """The ``dramatiq`` CLI of ``worker`` and everything it forked (its worker process)."""
         return ProcessSet(trees=(worker.proc.pid,))
 
-    def bare_ray(self, *, count: int, threads: int = 8, burn: int = 0) -> dict[str, float]:
+    def bare_ray(
+        self, *, count: int, threads: int = 8, burn: int = 0, warm_up: int | None = None, one_client: int | None = None
+    ) -> dict[str, float]:
         """Run a bare-Ray baseline (see ``benchmarks._bare_ray``) in a process of its own on the run's cluster.
 
         The no-op baseline also reports the CPU of its loaded run: its own process (the driver) and the
-        cluster's processes (see :meth:`ray_processes`), found by the driver itself."""
+        cluster's processes (see :meth:`ray_processes`), found by the driver itself. ``warm_up`` and
+        ``one_client``: its unmeasured and its one-thread runs' counts (default: ``benchmarks._bare_ray``'s)."""
         options = ["--count", str(count), "--threads", str(threads), "--burn", str(burn)]
+        if warm_up is not None:
+            options += ["--warm-up", str(warm_up)]
+        if one_client is not None:
+            options += ["--one-client", str(one_client)]
         ray_processes = self.ray_processes()
         options += [f"--ray-node-pid={pid}" for pid in ray_processes.trees]
         options += [f"--ray-temp-dir={ray_processes.marker}"]
