@@ -165,7 +165,7 @@ class RayCluster:
         self.nodes.append(proc)
         self.num_cpus += num_cpus
         try:
-            wait_until(lambda: self._alive_nodes() > before, timeout=120, interval=0.5, what="a Ray node to start")
+            wait_until(lambda: self._alive_nodes() > before, timeout=120, interval=0.1, what="a Ray node to start")
         except TimeoutError:
             self.stop()
             raise
