@@ -19,8 +19,10 @@ from ._profile import Profiler
 from ._services import GCSServer, RayCluster, RedisNamespace, S3Server, WorkerProcess, unique
 
 #: Seconds a quick run's worker gets to stop before it is killed. Every variant has all its results before it stops
-#: its worker, so nothing is in flight: a full run still waits for Dramatiq's whole graceful shutdown (2-4 s).
-QUICK_STOP_GRACE_S = 0.5
+#: its worker, so nothing is in flight, and Dramatiq's graceful shutdown takes 2-4 s (a second of idle sleep, thread
+#: joins on the 1 s worker_timeout, detaching from Ray), which no shorter grace would see through: a full run still
+#: waits for all of it.
+QUICK_STOP_GRACE_S = 0.1
 
 
 class Run:
