@@ -2,7 +2,8 @@
 
 python -m benchmarks._bare_ray --count 2000 --threads 8 --ray-node-pid PID --ray-temp-dir DIR
     the offload case: ``threads`` threads each doing submit + wait + get of a no-op task, ``count`` times in
-    all, then one thread alone for a tenth of that (the one-client latencies). The CPU of the loaded run is
+    all (after an unmeasured tenth, ``--warm-up`` sets another), then one thread alone for a tenth of that (the
+    one-client latencies; ``--one-client`` sets another). The CPU of the loaded run is
     measured here, where it starts and ends: this process and its children, plus the cluster's processes (the
     trees of the ``ray start`` processes ``--ray-node-pid`` names and any process naming ``--ray-temp-dir``);
 python -m benchmarks._bare_ray --count 200 --burn 650000
@@ -27,6 +28,8 @@ def main() -> None:
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--burn", type=int, default=0, help="iterations of burn per task (the CPU-bound case)")
+    parser.add_argument("--warm-up", type=int, default=None, help="no-op tasks before the measured run")
+    parser.add_argument("--one-client", type=int, default=None, help="no-op tasks of the one-thread run")
     parser.add_argument(
         "--ray-node-pid", type=int, action="append", default=[], help="a node's `ray start` process (repeatable)"
     )
@@ -48,7 +51,8 @@ def main() -> None:
         ray.get(ref, timeout=60)
 
     # The same closed-loop warm-up as the Dramatiq variants (benchmarks.offload.warm_up): Ray's worker pool.
-    run_closed_loop(submit_wait_get, count=max(args.threads * 2, args.count // 10), threads=args.threads)
+    warm_up = max(args.threads * 2, args.count // 10) if args.warm_up is None else args.warm_up
+    run_closed_loop(submit_wait_get, count=warm_up, threads=args.threads)
 
     groups = {  # this process names the temp dir too, in its arguments: the first group claims it
         "producer": ProcessSet(trees=(os.getpid(),)),
@@ -57,7 +61,8 @@ def main() -> None:
     with CpuMeter(groups) as cpu:
         summary = run_closed_loop(submit_wait_get, count=args.count, threads=args.threads)
     summary.update(cpu.summary(summary["count"]))
-    alone = run_closed_loop(submit_wait_get, count=max(20, args.count // 10), threads=1)
+    one_client = max(20, args.count // 10) if args.one_client is None else args.one_client
+    alone = run_closed_loop(submit_wait_get, count=one_client, threads=1)
     summary.update(p50_ms_one_client=alone["p50_ms"], p99_ms_one_client=alone["p99_ms"])
     print(json.dumps(summary), flush=True)
     ray.shutdown()

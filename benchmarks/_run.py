@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,12 @@ from ._app import AppConfig
 from ._harness import ProcessSet
 from ._profile import Profiler
 from ._services import GCSServer, RayCluster, RedisNamespace, S3Server, WorkerProcess, unique
+
+#: Seconds a quick run's worker gets to stop before it is killed. Every variant has all its results before it stops
+#: its worker, so nothing is in flight, and Dramatiq's graceful shutdown takes 2-4 s (a second of idle sleep, thread
+#: joins on the 1 s worker_timeout, detaching from Ray), which no shorter grace would see through: a full run still
+#: waits for all of it.
+QUICK_STOP_GRACE_S = 0.1
 
 
 class Run:
@@ -29,6 +36,7 @@ class Run:
         self.redis = RedisNamespace()
         self.work_dir = tempfile.mkdtemp(prefix="dramatiq-ray-bench-")
         self._ray: RayCluster | None = None
+        self._ray_starting: Future[RayCluster] | None = None
         self._s3: S3Server | None = None
         self._gcs: GCSServer | None = None
         self._workers: list[WorkerProcess] = []
@@ -39,8 +47,17 @@ class Run:
     def ray(self) -> RayCluster:
         """The run's single-node Ray cluster, with as many CPUs as the machine has cores."""
         if self._ray is None:
-            self._ray = RayCluster(num_cpus=self.ray_cpus)
+            starting, self._ray_starting = self._ray_starting, None
+            self._ray = starting.result() if starting is not None else RayCluster(num_cpus=self.ray_cpus)
         return self._ray
+
+    def start_ray_early(self) -> None:
+        """Start the run's Ray cluster in a thread now; :attr:`ray` waits for it. For a quick run, whose first
+        variants need no Ray: its numbers are not compared, so the start may overlap them."""
+        if self._ray is None and self._ray_starting is None:
+            pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ray-start")
+            self._ray_starting = pool.submit(RayCluster, num_cpus=self.ray_cpus)
+            pool.shutdown(wait=False)  # the thread ends with the start
 
     @property
     def ray_cpus(self) -> int:
@@ -108,7 +125,7 @@ class Run:
         profiler = self._profilers.pop(id(worker), None)
         if profiler is not None:
             profiler.stop()
-        worker.stop()
+        worker.stop(grace=QUICK_STOP_GRACE_S if self.quick else 30)
         self._workers.remove(worker)
 
     # --- the processes whose CPU a case counts --------------------------------------------------------------
@@ -125,12 +142,19 @@ class Run:
         """The ``dramatiq`` CLI of ``worker`` and everything it forked (its worker process)."""
         return ProcessSet(trees=(worker.proc.pid,))
 
-    def bare_ray(self, *, count: int, threads: int = 8, burn: int = 0) -> dict[str, float]:
+    def bare_ray(
+        self, *, count: int, threads: int = 8, burn: int = 0, warm_up: int | None = None, one_client: int | None = None
+    ) -> dict[str, float]:
         """Run a bare-Ray baseline (see ``benchmarks._bare_ray``) in a process of its own on the run's cluster.
 
         The no-op baseline also reports the CPU of its loaded run: its own process (the driver) and the
-        cluster's processes (see :meth:`ray_processes`), found by the driver itself."""
+        cluster's processes (see :meth:`ray_processes`), found by the driver itself. ``warm_up`` and
+        ``one_client``: its unmeasured and its one-thread runs' counts (default: ``benchmarks._bare_ray``'s)."""
         options = ["--count", str(count), "--threads", str(threads), "--burn", str(burn)]
+        if warm_up is not None:
+            options += ["--warm-up", str(warm_up)]
+        if one_client is not None:
+            options += ["--one-client", str(one_client)]
         ray_processes = self.ray_processes()
         options += [f"--ray-node-pid={pid}" for pid in ray_processes.trees]
         options += [f"--ray-temp-dir={ray_processes.marker}"]
@@ -151,6 +175,8 @@ class Run:
     def close(self) -> None:
         for worker in list(self._workers):
             self.stop_worker(worker)
+        if self._ray_starting is not None and self._ray_starting.exception() is None:
+            self._ray = self._ray_starting.result()  # started early, never used: stopped below
         for service in (self._ray, self._s3, self._gcs):
             if service is not None:
                 service.stop()

@@ -60,10 +60,14 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def stop_process_group(proc: subprocess.Popen[bytes], *, grace: float) -> None:
-    """SIGTERM the process group ``proc`` leads, wait up to ``grace`` seconds, then SIGKILL it."""
+def stop_process_group(proc: subprocess.Popen[bytes], *, grace: float, leader_only: bool = False) -> None:
+    """SIGTERM the process group ``proc`` leads (``leader_only``: ``proc`` alone, which stops the rest itself), wait
+    up to ``grace`` seconds for ``proc`` to exit, then SIGKILL the group."""
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
+        if leader_only:
+            os.kill(proc.pid, signal.SIGTERM)
+        else:
+            os.killpg(proc.pid, signal.SIGTERM)
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=grace)
     with contextlib.suppress(ProcessLookupError):
@@ -161,7 +165,7 @@ class RayCluster:
         self.nodes.append(proc)
         self.num_cpus += num_cpus
         try:
-            wait_until(lambda: self._alive_nodes() > before, timeout=120, interval=0.5, what="a Ray node to start")
+            wait_until(lambda: self._alive_nodes() > before, timeout=120, interval=0.1, what="a Ray node to start")
         except TimeoutError:
             self.stop()
             raise
@@ -181,9 +185,14 @@ class RayCluster:
             RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(self.token_path), RAY_ADDRESS=self.address, **extra
         )
 
-    def stop(self) -> None:
+    def stop(self, *, grace: float = 1.0) -> None:
+        """Stop every node: SIGTERM, then SIGKILL after ``grace`` seconds.
+
+        A longer grace buys nothing: on SIGTERM ``ray start`` drains its node for up to 30 s (Ray's
+        ``RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S``, for Serve) and its raylet and GCS server were seen alive 8 s
+        later, so every stop ended in the SIGKILL anyway. The cluster's temp dir goes with it."""
         for proc in reversed(self.nodes):
-            stop_process_group(proc, grace=5)
+            stop_process_group(proc, grace=grace)
         for log in self._logs:
             log.close()
         self.nodes.clear()
@@ -283,6 +292,9 @@ class WorkerProcess:
             raise RuntimeError(f"dramatiq exited early with {self.proc.returncode}:\n{self.output()[-4000:]}")
         return "is ready for action" in self.output()
 
-    def stop(self) -> None:
-        stop_process_group(self.proc, grace=30)
+    def stop(self, *, grace: float = 30) -> None:
+        """Stop the worker as Dramatiq's CLI is meant to be stopped: SIGTERM to the CLI, which forwards it to its
+        worker process (a signal to the whole group reached that process twice, and Dramatiq takes a second
+        SIGTERM as "exit now", skipping the shutdown); SIGKILL the group after ``grace`` seconds."""
+        stop_process_group(self.proc, grace=grace, leader_only=True)
         self._log.close()

@@ -45,6 +45,17 @@ def warm_up(count: int) -> int:
 CEILING_SHARE = 0.9
 
 
+def warm_up_count(run: Run, count: int) -> int:
+    """:func:`warm_up` in a full run; a quick run (whose numbers are not compared) warms up with one message per
+    client thread."""
+    return THREADS if run.quick else warm_up(count)
+
+
+def one_client_count(run: Run, count: int) -> int:
+    """Messages of the one-client run: a tenth of the loaded run's, at least 20 (5 in a quick run)."""
+    return 5 if run.quick else max(20, count // 10)
+
+
 def measure_dramatiq(run: Run, *, execution: str, count: int) -> dict[str, float]:
     """Closed-loop no-op messages through a worker that runs bodies locally or on Ray, with the CPU of the
     loaded run: this process (the producer), the worker's processes and, with Ray, the cluster's processes."""
@@ -58,13 +69,13 @@ def measure_dramatiq(run: Run, *, execution: str, count: int) -> dict[str, float
             message = noop.send()
             app.backend.get_result(message, block=True, timeout=WAIT_MS)
 
-        run_closed_loop(send_and_wait, count=warm_up(count), threads=THREADS)  # connections, Ray's worker pool
+        run_closed_loop(send_and_wait, count=warm_up_count(run, count), threads=THREADS)  # connections, Ray's pool
         groups = {"producer": ProcessSet(pids=(os.getpid(),)), "worker": run.worker_processes(worker)}
         if execution == "ray":
             groups["ray"] = run.ray_processes()
         with CpuMeter(groups) as cpu:
             loaded = run_closed_loop(send_and_wait, count=count, threads=THREADS)
-        alone = run_closed_loop(send_and_wait, count=max(20, count // 10), threads=1)
+        alone = run_closed_loop(send_and_wait, count=one_client_count(run, count), threads=1)
         return {**loaded, **cpu.summary(loaded["count"]), **one_client(alone)}
     finally:
         run.stop_worker(worker)
@@ -82,7 +93,7 @@ def serial_ceiling(dramatiq_per_s: float, ray_per_s: float) -> float:
 
 
 def run_case(run: Run) -> CaseReport:
-    count = 50 if run.quick else 2000
+    count = 24 if run.quick else 2000
     report = CaseReport(
         name="offload",
         title="Offload overhead",
@@ -96,8 +107,8 @@ def run_case(run: Run) -> CaseReport:
             "(GCS server, raylet, agents, Ray workers), divided by the messages; the per-group columns split it. "
             "Redis's own CPU is not counted. On one machine an offloaded message pays for a Dramatiq round trip "
             "and a Ray round trip on the same cores, so the targets compare our path with the two together. "
-            f"Every variant first sends {warm_up(count)} messages (tasks) the same way, unmeasured, so that Ray's "
-            "worker processes are started before the measured run."
+            f"Every variant first sends {warm_up_count(run, count)} messages (tasks) the same way, unmeasured, so "
+            "that Ray's worker processes are started before the measured run."
         ),
         chart_metrics=("throughput_per_s", "p50_ms", "p99_ms", "cpu_ms_per_msg"),
     )
@@ -113,7 +124,15 @@ def run_case(run: Run) -> CaseReport:
 
     plain = counted("plain Dramatiq", lambda: measure_dramatiq(run, execution="local", count=count))
     ours = counted("Ray offload (ours)", lambda: measure_dramatiq(run, execution="ray", count=count))
-    bare = counted("bare Ray", lambda: run.bare_ray(count=count, threads=THREADS))
+    bare = counted(
+        "bare Ray",
+        lambda: run.bare_ray(
+            count=count,
+            threads=THREADS,
+            warm_up=warm_up_count(run, count),
+            one_client=one_client_count(run, count),
+        ),
+    )
 
     allowed_cpu = plain["cpu_ms_per_msg"] + bare["cpu_ms_per_msg"] + CPU_ALLOWANCE_MS if plain and bare else None
     report.targets.append(

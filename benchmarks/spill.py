@@ -37,7 +37,7 @@ import gc
 import os
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import dramatiq
@@ -222,7 +222,7 @@ def measure_store(
     rss = PeakRSS(worker.worker_pid)
     try:
         for size in sizes:
-            repeats = 3 if size >= 16 * MIB else 7
+            repeats = 2 if run.quick else (3 if size >= 16 * MIB else 7)
             data = app.backend.encoder.encode(payload(size))  # type: ignore[arg-type]
             ours_ms = _timed(store_and_get(app, size), repeats, fresh_payloads(size))
             client = raw_client_for(run, store, getattr(app.backend, "store", None))
@@ -263,7 +263,7 @@ def measure_store(
 
 def run_case(run: Run) -> CaseReport:
     sizes = [MIB] if run.quick else [KIB, MIB, 16 * MIB, 64 * MIB]
-    results_per_size = {size: (3 if run.quick else (4 if size >= 16 * MIB else 10)) for size in sizes}
+    results_per_size = {size: (2 if run.quick else (4 if size >= 16 * MIB else 10)) for size in sizes}
     report = CaseReport(
         name="spill",
         title="Spill",
@@ -365,7 +365,9 @@ def codec_sizes(quick: bool) -> list[int]:
 
 
 def codec_repeats(size: int, quick: bool) -> int:
-    if quick or size >= 64 * MIB:
+    if quick:
+        return 2
+    if size >= 64 * MIB:
         return 3
     return 5 if size >= 16 * MIB else 7
 
@@ -526,20 +528,20 @@ def measure_rss_here(config: Any, variant: str, kind: str, size: int) -> dict[st
 
 
 def rss_child() -> None:
-    """The entry point of the process :func:`measure_rss` starts: prints its numbers as one JSON line."""
+    """The entry point of the process :func:`measure_rss` starts: prints its numbers, by kind, as one JSON line."""
     import json
     import sys
 
     from ._app import AppConfig
 
     config = AppConfig.from_env()
-    numbers = measure_rss_here(config, sys.argv[1], sys.argv[2], int(sys.argv[3]))
+    numbers = {kind: measure_rss_here(config, sys.argv[1], kind, int(sys.argv[3])) for kind in sys.argv[2].split(",")}
     print(json.dumps(numbers), flush=True)
 
 
-def measure_rss(config: Any, variant: str, kind: str, size: int) -> dict[str, float]:
-    """:func:`measure_rss_here` in a process of its own: the S3 and GCS servers run in the harness's process, so
-    its RSS would count the servers' copies of the blob too."""
+def measure_rss(config: Any, variant: str, kinds: Sequence[str], size: int) -> dict[str, dict[str, float]]:
+    """:func:`measure_rss_here` for each of ``kinds``, one after the other, in a process of their own: the S3 and
+    GCS servers run in the harness's process, so its RSS would count the servers' copies of the blob too."""
     import json
     import subprocess
     import sys
@@ -553,7 +555,7 @@ def measure_rss(config: Any, variant: str, kind: str, size: int) -> dict[str, fl
             "-c",
             "import sys; from benchmarks.spill import rss_child; rss_child()",
             variant,
-            kind,
+            ",".join(kinds),
             str(size),
         ],
         env=env,
@@ -562,8 +564,11 @@ def measure_rss(config: Any, variant: str, kind: str, size: int) -> dict[str, fl
         timeout=1800,
     )
     if result.returncode != 0:
-        raise RuntimeError(f"the RSS measurement of {kind} {size_label(size)} failed:\n{result.stderr[-4000:]}")
-    return {key: float(value) for key, value in json.loads(result.stdout.strip().splitlines()[-1]).items()}
+        raise RuntimeError(
+            f"the RSS measurement of {', '.join(kinds)} {size_label(size)} failed:\n{result.stderr[-4000:]}"
+        )
+    measured = json.loads(result.stdout.strip().splitlines()[-1])
+    return {kind: {key: float(value) for key, value in numbers.items()} for kind, numbers in measured.items()}
 
 
 def measure_codec_store(run: Run, store: str, report: CaseReport, sizes: list[int]) -> None:
@@ -594,11 +599,13 @@ def measure_codec_store(run: Run, store: str, report: CaseReport, sizes: list[in
                     print(f"  {names[kind, size]}: {reason}", flush=True)
                 continue
         slowest = 0.0
+        # A quick run measures every kind's RSS in one process: starting one is most of what a quick size costs.
+        rss_by_kind = measure_rss(config, store, CODEC_KINDS, size) if run.quick else {}
         for kind in CODEC_KINDS:
             values = Values(kind, size)
             ours_ms, raw_ms = timed_pair(ours_store_get(backend), raw_baseline(raw, kind), values, repeats)
             del values
-            rss = measure_rss(config, store, kind, size)
+            rss = rss_by_kind[kind] if run.quick else measure_rss(config, store, (kind,), size)[kind]
             baseline_key = "raw_put_get_ms" if kind == "bytes" else "raw_put_get_with_codec_ms"
             numbers = {
                 "payload_bytes": float(size),

@@ -175,7 +175,7 @@ def timeout_overrun(backend: Any, count: int, timeout_ms: int = 100) -> dict[str
 
 
 def run_case(run: Run) -> CaseReport:
-    trips, writes, timeouts = (20, 300, 5) if run.quick else (500, 10_000, 30)
+    trips, writes, timeouts = (10, 100, 3) if run.quick else (500, 10_000, 30)
     report = CaseReport(
         name="sql",
         title="SQL result backend",
