@@ -68,6 +68,8 @@ class _PoolClient:
     viewed_at: float = float("-inf")
     in_flight: dict[str, int] = field(default_factory=dict)
     reported: set[str] = field(default_factory=set)
+    #: Notified when a call of this process on this pool ends (a slot is free): one waiter wakes and takes it.
+    freed: threading.Condition = field(default_factory=threading.Condition)
 
 
 class ReplicaRunner:
@@ -85,7 +87,6 @@ class ReplicaRunner:
         self.wait_slice = wait_slice
         self._pools: dict[str, _PoolClient] = {}
         self._lock = threading.Lock()
-        self._freed = threading.Condition(threading.Lock())  # a call of this process ended: a slot is free
         self._heartbeat: threading.Thread | None = None
         self._stopped = threading.Event()
 
@@ -270,22 +271,23 @@ class ReplicaRunner:
                     f"The worker is shutting down while the message of actor {actor_name!r} waits for a free "
                     "replica; it is retried."
                 )
-            with self._freed:
+            with client.freed:
                 chosen = _choose(key, view.get("replicas", ()), client.in_flight, _capacity(client.config))
                 if chosen is not None:
                     client.in_flight[chosen[0]] = client.in_flight.get(chosen[0], 0) + 1
                     return chosen
                 wanted = True
-                self._freed.wait(timeout=min(self.wait_slice, DEMAND_EVERY_S))
+                client.freed.wait(timeout=min(self.wait_slice, DEMAND_EVERY_S))
 
     def _release(self, client: _PoolClient, name: str) -> None:
-        with self._freed:
+        with client.freed:
             left = client.in_flight.get(name, 0) - 1
             if left > 0:
                 client.in_flight[name] = left
             else:
                 client.in_flight.pop(name, None)
-            self._freed.notify_all()  # waiters of every pool share it: wake them all, each checks its own
+            # One waiter: waking them all made them queue for the GIL with the one that gets the slot.
+            client.freed.notify()
 
     # --- keeping pools alive -------------------------------------------------------------------------------
 
