@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import logging
+import random
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -34,6 +36,9 @@ logger = logging.getLogger("dramatiq_ray.delivery.webhooks")
 
 #: The header carrying the attempt number (1 for the first POST).
 ATTEMPT_HEADER = "Dramatiq-Ray-Attempt"
+#: Added to the longest POST to make the lease that keeps other workers from posting at the same time (ms): it
+#: covers building the body (a presign is local) and recording the answer.
+LEASE_MARGIN_MS = 2_000
 
 
 def now_ms() -> int:
@@ -50,8 +55,24 @@ class Attempts:
     """Delivers the webhooks of one :class:`~dramatiq_ray.delivery.webhooks.Webhooks`, with its settings (attempts,
     backoff, age, signing secrets, HTTP sender) and its delivery actor."""
 
-    def __init__(self, webhooks: Webhooks) -> None:
+    def __init__(self, webhooks: Webhooks, rng: random.Random) -> None:
         self.webhooks = webhooks
+        self._rng = rng
+        self._lock = threading.Lock()
+
+    @property
+    def lease_ms(self) -> int:
+        """How long one attempt holds the message's lease, in milliseconds: its longest possible POST."""
+        return int(self.webhooks._sender.request_bound * 1000) + LEASE_MARGIN_MS
+
+    def compute_delay(self, attempt: int) -> int:
+        """The delay in milliseconds before the POST that follows failed attempt number ``attempt``: the backoff
+        doubled per attempt, capped, less up to ``jitter`` of it at random."""
+        hooks = self.webhooks
+        ceiling = min(hooks.backoff * 2 ** min(attempt - 1, 32), hooks.max_backoff)
+        with self._lock:
+            share = self._rng.random()
+        return int(ceiling - ceiling * hooks.jitter * share)
 
     def deliver(self, broker: dramatiq.Broker, ledger: Ledger, delivery: dict[str, Any]) -> None:
         """One POST of one message's webhook, then settle, stop or schedule the next."""
@@ -61,7 +82,7 @@ class Attempts:
         if ledger.settled(message_id):
             logger.debug("The webhook of message %r is already settled; nothing to do.", message_id)
             return
-        token = ledger.claim(message_id, hooks.lease_ms)
+        token = ledger.claim(message_id, self.lease_ms)
         if token is None:
             # Another worker is posting it now (or died doing so): look again when its lease ends.
             self._schedule(delivery, max(ledger.lease_left(message_id), 50), url, "another POST is in flight")
@@ -101,7 +122,7 @@ class Attempts:
         if attempt >= hooks.max_attempts:
             self._give_up(message_id, url, attempt, answer.detail, f"after {attempt} attempt(s)")
             return
-        self._schedule({**delivery, "attempt": attempt + 1}, hooks.compute_delay(attempt), url, answer.detail)
+        self._schedule({**delivery, "attempt": attempt + 1}, self.compute_delay(attempt), url, answer.detail)
 
     def _schedule(self, delivery: dict[str, Any], delay: int, url: str, why: str) -> None:
         hooks = self.webhooks

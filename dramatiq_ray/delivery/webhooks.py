@@ -24,7 +24,8 @@ from dramatiq.middleware import Middleware
 
 from .. import metrics
 from ..callpath.lookup import lookup_option
-from ..errors import ConfigurationError, MessageCancelledError
+from ..errors import MessageCancelledError
+from . import checks
 from .attempts import ATTEMPT_HEADER, Attempts
 from .attempts import now_ms as _now_ms
 from .attempts import shown as _shown
@@ -45,15 +46,6 @@ WEBHOOK_OPTION = "webhook"
 DELIVERY_ACTOR = "dramatiq_ray_deliver_webhook"
 #: The default queue of delivery messages.
 DELIVERY_QUEUE = "dramatiq_ray_webhooks"
-#: Added to the longest POST to make the lease that keeps other workers from posting at the same time (ms): it
-#: covers building the body (a presign is local) and recording the answer.
-_LEASE_MARGIN_MS = 2_000
-
-
-def _positive_int(name: str, value: object, *, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigurationError(f"Webhooks: {name} must be an integer >= {minimum}, got {value!r}.")
-    return value
 
 
 class Webhooks(Middleware):
@@ -116,12 +108,10 @@ class Webhooks(Middleware):
       progress_every: How often a running message's progress is looked at for a progress event, in milliseconds:
         at most one event per message per this long, and none while its progress does not change.
 
-    Progress events: while a message with progress events on runs, each new value its body reported with
-    ``report_progress`` (wherever it runs) is POSTed, signed the same way, as ``{"type": "progress", "message_id",
-    "actor", "queue", "status": "running", "attempts", "enqueued_at", "started_at", "progress": {"done",
-    "total", "note", "reported_at"}}``, with the ``webhook-id`` ``<message id>.progress.<n>``. Each is one POST,
-    never retried, and none is sent once the message's completion webhook is settled. They need
-    ``dramatiq_ray.Results`` with a Redis result backend or an ``SQLBackend`` (where progress is kept).
+    Progress events (docs/delivery.md shows their body): while a message with progress events on runs, each new
+    value its body reported with ``report_progress`` is POSTed, signed the same way, with ``"type": "progress"``
+    and the ``webhook-id`` ``<message id>.progress.<n>``: one POST each, never retried, none after the completion.
+    They need ``dramatiq_ray.Results`` with a Redis result backend or an ``SQLBackend`` (where progress is kept).
 
     Raises:
       ConfigurationError: a secret (not in the ``whsec_`` form, not base64, under 24 bytes), URL or number is
@@ -150,37 +140,28 @@ class Webhooks(Middleware):
         progress_every: int = 5_000,
     ) -> None:
         self.secrets = check_secrets(secrets, "Webhooks")
-        if not isinstance(allow_http, bool):
-            raise ConfigurationError(f"Webhooks: allow_http must be True or False, got {allow_http!r}.")
-        self.allow_http = allow_http
+        self.allow_http = checks.flag("allow_http", allow_http)
         self.url = None if url is None else check_url(url, allow_http=allow_http, where="Webhooks(url=...)")
-        self.max_attempts = _positive_int("max_attempts", max_attempts)
-        self.backoff = _positive_int("backoff", backoff, minimum=0)
-        self.max_backoff = _positive_int("max_backoff", max_backoff, minimum=0)
-        if isinstance(jitter, bool) or not isinstance(jitter, int | float) or not 0 <= jitter <= 1:
-            raise ConfigurationError(f"Webhooks: jitter must be a number in [0, 1], got {jitter!r}.")
-        self.jitter = float(jitter)
-        self.max_age = _positive_int("max_age", max_age)
-        self.connect_timeout = _positive_int("connect_timeout", connect_timeout)
-        self.read_timeout = _positive_int("read_timeout", read_timeout)
-        self.max_value_bytes = _positive_int("max_value_bytes", max_value_bytes, minimum=0)
-        self.presign_expires_in = _positive_int("presign_expires_in", presign_expires_in)
-        if not isinstance(queue_name, str) or not queue_name:
-            raise ConfigurationError(f"Webhooks: queue_name must be a non-empty string, got {queue_name!r}.")
-        self.queue_name = queue_name
-        if not isinstance(progress, bool):
-            raise ConfigurationError(f"Webhooks: progress must be True or False, got {progress!r}.")
-        self.progress = progress
-        self.progress_every = _positive_int("progress_every", progress_every)
+        self.max_attempts = checks.integer("max_attempts", max_attempts)
+        self.backoff = checks.integer("backoff", backoff, minimum=0)
+        self.max_backoff = checks.integer("max_backoff", max_backoff, minimum=0)
+        self.jitter = checks.share("jitter", jitter)
+        self.max_age = checks.integer("max_age", max_age)
+        self.connect_timeout = checks.integer("connect_timeout", connect_timeout)
+        self.read_timeout = checks.integer("read_timeout", read_timeout)
+        self.max_value_bytes = checks.integer("max_value_bytes", max_value_bytes, minimum=0)
+        self.presign_expires_in = checks.integer("presign_expires_in", presign_expires_in)
+        self.queue_name = checks.name("queue_name", queue_name)
+        self.progress = checks.flag("progress", progress)
+        self.progress_every = checks.integer("progress_every", progress_every)
         self._ledger_spec = ledger
         self._ledger: Ledger | None = None
-        self._rng = rng or random.Random()
         self._lock = threading.Lock()
         self._sender = HttpSender(
             connect_timeout=connect_timeout / 1000, read_timeout=read_timeout / 1000, allow_http=allow_http
         )
         self._actor: dramatiq.Actor[Any, Any] | None = None
-        self._attempts = Attempts(self)
+        self._attempts = Attempts(self, rng or random.Random())
         self._progress = ProgressWatch(every=self.progress_every, send=self._send_progress)
         # Per message id, between the hooks of one processing: (started ms, attempt) and (finished ms, result);
         # bounded (see tracking.MAX_TRACKED) and cleared at worker shutdown.
@@ -193,18 +174,6 @@ class Webhooks(Middleware):
     @property
     def actor_options(self) -> set[str]:
         return {WEBHOOK_OPTION, PROGRESS_OPTION}
-
-    @property
-    def lease_ms(self) -> int:
-        """How long one attempt holds the message's lease, in milliseconds: its longest possible POST."""
-        return int(self._sender.request_bound * 1000) + _LEASE_MARGIN_MS
-
-    def compute_delay(self, attempt: int) -> int:
-        """The delay in milliseconds before the POST that follows failed attempt number ``attempt``."""
-        ceiling = min(self.backoff * 2 ** min(attempt - 1, 32), self.max_backoff)
-        with self._lock:
-            share = self._rng.random()
-        return int(ceiling - ceiling * self.jitter * share)
 
     # --- declaring and sending -------------------------------------------------------------------------------
 
