@@ -5,7 +5,6 @@ exception. No Ray cluster: the carriers are driven as the runners drive them."""
 from __future__ import annotations
 
 import pickle
-import threading
 from typing import Any
 
 import dramatiq
@@ -14,23 +13,7 @@ from ray import cloudpickle
 
 from dramatiq_ray import RemoteExceptionError
 from dramatiq_ray.callpath.crossing import from_document, portable, received, to_document
-
-
-class QuotaExceeded(Exception):
-    """A constructor that takes other arguments than the message, and attributes."""
-
-    def __init__(self, user: str, limit: int) -> None:
-        super().__init__(f"{user} is over {limit}")
-        self.user = user
-        self.limit = limit
-
-
-class CarriesALock(Exception):
-    """Cannot cross either way: one of its attributes is a lock."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.lock = threading.Lock()
+from tests.test_execution_failures import CarriesALock, QuotaExceeded  # the same exceptions both ways
 
 
 def by_ray(error: Exception) -> BaseException:
